@@ -144,9 +144,15 @@ def as_dict(output: StageOutput) -> dict:
     return asdict(output)
 
 
+def read_report(output: StageOutput) -> dict:
+    return json.loads((Path(output.path) / "report.json").read_text())
+
+
 # --- Prefect wrapper ------------------------------------------------------------------------------------
 
-StageRun = Callable[[PipelineConfig, Mapping[str, StageOutput], Path], dict]
+# run(cfg, inputs, out_dir, context) -> report; context carries run-scoped values that are not part of the
+# key (the pipeline's MLflow run id), so that they never invalidate the cache.
+StageRun = Callable[[PipelineConfig, Mapping[str, StageOutput], Path, Mapping[str, Any]], dict]
 
 
 @dataclass(frozen=True)
@@ -157,9 +163,13 @@ class StageSpec:
     run: StageRun
     sections: tuple[str, ...]
     code_version: str
+    extra_key: Callable[[], dict] | None = None  # environment facts that change the output (tracking URI)
 
     def key(self, cfg: PipelineConfig, inputs: Mapping[str, StageOutput]) -> str:
-        config = {s: getattr(cfg, s).model_dump(mode="json") for s in self.sections}
+        dumped = cfg.model_dump(mode="json")
+        config = {s: dumped[s] for s in self.sections}
+        if self.extra_key:
+            config["extra"] = self.extra_key()
         return stage_key(self.name, config, {n: o.key for n, o in inputs.items()}, self.code_version)
 
 
@@ -183,10 +193,12 @@ def stage_task(spec: StageSpec, retries: int = 0, retry_delay_seconds: float = 1
         retries=retries,
         retry_delay_seconds=retry_delay_seconds,
     )
-    def run_stage(cfg: PipelineConfig, inputs: dict[str, StageOutput], force: bool = False) -> StageOutput:
-        workspace = cfg.workspace_path()
+    def run_stage(
+        cfg: PipelineConfig, inputs: dict[str, StageOutput], force: bool = False, context: dict | None = None
+    ) -> StageOutput:
         key = spec.key(cfg, inputs)
         input_keys = {n: o.key for n, o in inputs.items()}
-        return build_stage(workspace, spec.name, key, input_keys, lambda out: spec.run(cfg, inputs, out), force)
+        work = lambda out: spec.run(cfg, inputs, out, context or {})  # noqa: E731
+        return build_stage(cfg.workspace_path(), spec.name, key, input_keys, work, force)
 
     return run_stage

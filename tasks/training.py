@@ -1,0 +1,181 @@
+"""Stage 5, train: supervised fine-tuning with TRL's SFTTrainer; LoRA, QLoRA or full fine-tuning.
+
+Reads top to bottom like a recipe: pick the device, build the quantization config, build the LoRA config,
+load the model, load the tokenized splits, build the trainer, train, save. LoRA vs QLoRA vs full is the
+`train.method` switch. Output: `model/` (the adapter, or the full weights, plus the tokenizer),
+`log_history.json` and the loss curve in report.json.
+
+Run alone: `finetune run --config pipeline_config/offline.yaml --only train`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+from pipeline_config import PipelineConfig
+from pipeline_config.schema import TrainConfig
+from tasks.stage import StageOutput, StageSpec, file_version, read_report, stage_task
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def pick_device(cfg: TrainConfig) -> str:
+    import torch
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible")
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg.device
+
+
+def quantization_config(cfg: TrainConfig):
+    if cfg.method != "qlora":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    q = cfg.quantization
+    if q.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
+    )
+
+
+def lora_config(cfg: TrainConfig):
+    if cfg.method == "full":
+        return None
+    from peft import LoraConfig
+
+    lora = cfg.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_model(model_path: str, cfg: TrainConfig, device: str, trust_remote_code: bool):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    quant = quantization_config(cfg)
+    dtype = getattr(torch, DTYPES[cfg.precision]) if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path,
+        dtype=dtype,
+        quantization_config=quant,
+        trust_remote_code=trust_remote_code,
+        device_map={"": device} if quant else None,
+    )
+    if quant:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    return model
+
+
+def training_args(cfg: TrainConfig, out_dir: Path, device: str, seed: int, has_eval: bool):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        weight_decay=cfg.weight_decay,
+        optim=cfg.optim,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        bf16=device == "cuda" and cfg.precision == "bf16",
+        fp16=device == "cuda" and cfg.precision == "fp16",
+        use_cpu=device == "cpu",
+        logging_steps=cfg.logging_steps,
+        eval_strategy="steps" if has_eval and cfg.eval_steps else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="no",  # the stage saves the final model itself; checkpoints are not kept
+        report_to="none",  # the flow logs one MLflow run per pipeline run
+        seed=seed,
+        data_seed=seed,
+        max_length=None,  # rows were truncated/packed by the tokenize stage
+        dataset_num_proc=None,
+        disable_tqdm=True,
+    )
+
+
+def train_model(tokenized_dir: Path, out_dir: Path, model_path: str, cfg: TrainConfig, seed: int,
+                trust_remote_code: bool = False) -> dict:
+    import torch
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer, set_seed
+    from trl import SFTTrainer
+
+    set_seed(seed)
+    device = pick_device(cfg)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = load_model(model_path, cfg, device, trust_remote_code)
+    splits = load_from_disk(str(tokenized_dir / "dataset"))
+    columns = ["input_ids", "attention_mask", "labels"]
+    train = splits["train"].select_columns(columns)
+    test = splits["test"].select_columns(columns)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args(cfg, out_dir, device, seed, has_eval=len(test) > 0),
+        train_dataset=train,
+        eval_dataset=test if cfg.eval_steps else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg),
+    )
+    result = trainer.train()
+    final_eval = trainer.evaluate(test)
+    trainer.model.save_pretrained(out_dir / "model")
+    tokenizer.save_pretrained(out_dir / "model")
+    history = trainer.state.log_history
+    (out_dir / "log_history.json").write_text(json.dumps(history, indent=1))
+    losses = [h["loss"] for h in history if "loss" in h]
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    del trainer, model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return {
+        "rows_in": len(train),
+        "rows_out": 1,
+        "method": cfg.method,
+        "device": device,
+        "base_model": model_path,
+        "adapter": cfg.method != "full",
+        "steps": result.global_step,
+        "train_loss": result.training_loss,
+        "first_logged_loss": losses[0] if losses else None,
+        "last_logged_loss": losses[-1] if losses else None,
+        "eval_loss": final_eval["eval_loss"],
+        "eval_perplexity": math.exp(min(final_eval["eval_loss"], 50)),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+    }
+
+
+def run(cfg: PipelineConfig, inputs: Mapping[str, StageOutput], out_dir: Path, context: Mapping) -> dict:
+    tokenized = inputs["tokenize"]
+    model_path = read_report(tokenized)["base_model"]
+    return train_model(Path(tokenized.path), out_dir, model_path, cfg.train, cfg.seed, cfg.model.trust_remote_code)
+
+
+SPEC = StageSpec("train", run, ("train", "model", "seed"), file_version(__file__))
+TASK = stage_task(SPEC)

@@ -1,0 +1,81 @@
+"""The whole flow on the tiny profile under one Prefect test server: cold run, warm re-run, --force train."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from flows.cli import main
+from flows.finetune import finetune
+from flows.runner import STAGES
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> Path:
+    raw = yaml.safe_load((REPO / "pipeline_config" / "tiny.yaml").read_text())
+    raw["workspace"] = str(tmp_path_factory.mktemp("workspace"))
+    raw["register"]["model_name"] = "e2e-model"
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cold(prefect_server, tiny_config) -> dict:
+    return finetune(config_path=str(tiny_config))
+
+
+def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
+    assert list(cold["stages"]) == list(STAGES)
+    assert {s["status"] for s in cold["stages"].values()} == {"executed"}
+    stages = cold["stages"]
+    assert stages["scrape"]["rows_in"] == 12  # tiny.yaml: scrape.max_files
+    assert stages["synthesize"]["rows_in"] == stages["scrape"]["rows_out"]
+    assert stages["clean"]["rows_in"] == stages["synthesize"]["rows_out"] >= stages["clean"]["rows_out"] > 10
+    for name, s in stages.items():
+        assert (Path(s["path"]) / "manifest.json").is_file(), name
+        assert Path(s["path"]).parent.name == name
+    record = cold["mlflow"]
+    assert record["model_name"] == "e2e-model" and record["version"] == "1"
+    assert record["aliases"] == ["challenger", "champion"]  # no champion before: the first one wins
+    on_disk = json.loads(Path(cold["summary_path"]).read_text())
+    assert on_disk["stages"] == cold["stages"] and on_disk["config_path"] == str(tiny_config)
+
+    run = mlflow.MlflowClient().get_run(record["run_id"])
+    assert run.data.params["train.lora.r"] == "4"
+    assert run.data.tags["stage.train.key"] == stages["train"]["key"]
+    assert run.data.metrics["evaluate.finetuned.rougeL"] >= 0.0
+    assert run.data.metrics["train.steps"] == 6.0
+
+
+def test_warm_rerun_is_all_cached(cold, tiny_config):
+    warm = finetune(config_path=str(tiny_config))
+    assert {s["status"] for s in warm["stages"].values()} == {"cached"}
+    assert {n: s["key"] for n, s in warm["stages"].items()} == {n: s["key"] for n, s in cold["stages"].items()}
+    assert warm["mlflow"]["version"] == "1"  # nothing new registered
+    assert warm["mlflow"]["run_id"] != cold["mlflow"]["run_id"]  # but its own MLflow run
+
+
+def test_force_train_reruns_train_and_after(cold, tiny_config, capsys):
+    assert main(["run", "--config", str(tiny_config), "--force", "train", "--json"]) == 0
+    forced = json.loads(capsys.readouterr().out)
+    status = {n: s["status"] for n, s in forced["stages"].items()}
+    assert status == {"scrape": "cached", "synthesize": "cached", "clean": "cached", "tokenize": "cached",
+                      "train": "executed", "evaluate": "executed", "register": "executed"}
+    assert forced["mlflow"]["version"] == "2"
+    assert "challenger" in forced["mlflow"]["aliases"]
+    champion = mlflow.MlflowClient().get_model_version_by_alias("e2e-model", "champion")
+    assert champion.version in {"1", "2"}
+
+
+def test_only_reads_cached_inputs(cold, tiny_config):
+    only = finetune(config_path=str(tiny_config), only=["evaluate"])
+    assert only["stages"]["evaluate"]["status"] == "cached"
+    assert "register" not in only["stages"] or only["stages"]["register"]["status"] == "cached"

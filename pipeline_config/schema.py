@@ -7,6 +7,7 @@ its line, instead of being ignored. `load_config(path)` is the only way configs 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -176,6 +177,10 @@ class RegisterConfig(Section):
     model_name: str = Field("code-finetune", min_length=1)
     gate_metric: Literal["rougeL", "rouge1", "rouge2", "perplexity"] = "rougeL"
     min_improvement: float = 0.0  # challenger must beat champion by more than this
+
+
+# `register` is the stage's name; it shadows only ABCMeta.register, a classmethod nobody calls on configs.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
 class PipelineConfig(Section):

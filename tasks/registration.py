@@ -39,11 +39,16 @@ def champion_metric(client, model_name: str, metric: str) -> tuple[str | None, f
     except MlflowException:
         return None, None
     value = version.tags.get(f"metric.{metric}")
-    return version.version, float(value) if value is not None else None
+    return str(version.version), float(value) if value is not None else None
 
 
 def log_model(model_dir: Path, base_model: str, is_adapter: bool, run_id: str, model_name: str):
-    """Log with the transformers flavor (an adapter is stored alone, pointing at its local base)."""
+    """Log with the transformers flavor and register a new version.
+
+    An adapter on a hub base is logged alone and names its base. An adapter on a local base (the offline
+    scratch model lives in the workspace, which may be cleaned) is merged into it first, so the registered
+    model loads on its own.
+    """
     import mlflow
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -52,6 +57,9 @@ def log_model(model_dir: Path, base_model: str, is_adapter: bool, run_id: str, m
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), str(model_dir))
+        if Path(base_model).is_dir():
+            model = model.merge_and_unload()
+            is_adapter = False
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir)
     with mlflow.start_run(run_id=run_id):
@@ -59,7 +67,7 @@ def log_model(model_dir: Path, base_model: str, is_adapter: bool, run_id: str, m
             transformers_model={"model": model, "tokenizer": tokenizer},
             name="model",
             task="text-generation",
-            pip_requirements=PIP_REQUIREMENTS,  # inference crashes on a missing torchvision
+            pip_requirements=PIP_REQUIREMENTS,  # inferring them crashes on a missing torchvision
             registered_model_name=model_name,
             base_model_path=base_model if is_adapter else None,
         )

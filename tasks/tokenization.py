@@ -61,11 +61,17 @@ def encode_pair(tokenizer, prompt: str, response: str, cfg: TokenizeConfig) -> t
     """Token ids for prompt + response + eos; labels hide the prompt when masking. Returns (row, truncated)."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    input_ids = (prompt_ids + response_ids)[: cfg.max_length]
+    truncated = len(prompt_ids) + len(response_ids) > cfg.max_length
+    if truncated:
+        # A long prompt must not squeeze out the response (no loss tokens left): it gets at most half the
+        # window, cut from the left so that its end ("### Response:") stays next to the response.
+        keep = min(len(prompt_ids), max(cfg.max_length - len(response_ids), cfg.max_length // 2))
+        prompt_ids = prompt_ids[len(prompt_ids) - keep :]
+        response_ids = response_ids[: cfg.max_length - keep]
     prompt_labels = [IGNORE] * len(prompt_ids) if cfg.mask_prompt else prompt_ids
-    labels = (prompt_labels + response_ids)[: cfg.max_length]
-    row = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
-    return row, len(prompt_ids) + len(response_ids) > cfg.max_length
+    input_ids = prompt_ids + response_ids
+    row = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": prompt_labels + response_ids}
+    return row, truncated
 
 
 def pack_rows(rows: list[dict], block: int) -> list[dict]:

@@ -363,8 +363,18 @@ def test_local_truncates_long_prompts_from_the_left(tiny_model_dir: Path) -> Non
     assert teacher.max_prompt_tokens == 128 - 12
     long_prompt = PYTHON_CORPUS * 3  # far beyond 128 positions
     assert len(teacher.tokenizer(long_prompt)["input_ids"]) > 128
+    full_ids = teacher.tokenizer(long_prompt)["input_ids"]
+    kept = teacher._encode([long_prompt])["input_ids"][0].tolist()
+    assert kept == full_ids[-(128 - 12) :]  # the end of the prompt (the actual task) survives
     out = teacher.generate([long_prompt, "def add(a, b):"])
     assert len(out) == 2
+
+
+def test_local_left_padding_matches_unbatched(tiny_model_dir: Path) -> None:
+    teacher = LocalTeacher(str(tiny_model_dir), local_cfg(tiny_model_dir, 0.0), seed=0)
+    batched = teacher.generate(PROMPTS[:4])
+    alone = [teacher.generate([p])[0] for p in PROMPTS[:4]]
+    assert batched == alone
 
 
 def test_local_rejects_max_new_tokens_beyond_context(tiny_model_dir: Path) -> None:

@@ -295,4 +295,4 @@ def run(cfg: PipelineConfig, inputs: Mapping[str, StageOutput], out_dir: Path, c
 
 # the installed package version is not in the key: pyproject pins scikit-learn so that scrape keys reproduce
 SPEC = StageSpec("scrape", run, ("scrape",), file_version(__file__))
-scrape_task = stage_task(SPEC)
+TASK = stage_task(SPEC)

@@ -1,0 +1,78 @@
+"""Register stage: the champion/challenger gate, against a real MLflow sqlite store (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from pipeline_config.schema import RegisterConfig, ScratchModel
+from tasks import tracking
+from tasks.base_model import build_model, train_tokenizer
+from tasks.registration import beats, register_model
+
+CODE = ["def add(a, b):\n    return a + b\n", "class Box:\n    def __init__(self, x):\n        self.x = x\n"] * 20
+
+
+@pytest.mark.parametrize(
+    "candidate, champion, metric, margin, expected",
+    [
+        (0.5, None, "rougeL", 0.0, True),  # no champion yet
+        (0.5, 0.4, "rougeL", 0.0, True),
+        (0.4, 0.4, "rougeL", 0.0, False),  # a tie does not promote
+        (0.45, 0.4, "rougeL", 0.1, False),  # not by enough
+        (9.0, 10.0, "perplexity", 0.0, True),  # lower is better
+        (11.0, 10.0, "perplexity", 0.0, False),
+    ],
+)
+def test_gate(candidate, champion, metric, margin, expected):
+    assert beats(candidate, champion, metric, margin) is expected
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("trained")
+    tok = train_tokenizer(CODE, 320)
+    model = build_model(ScratchModel(vocab_size=320, hidden_size=16, num_layers=1, num_heads=2,
+                                     intermediate_size=32, max_position_embeddings=64),
+                        len(tok), tok.eos_token_id, tok.pad_token_id, seed=0)
+    (root / "model").mkdir()
+    model.save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    return root
+
+
+def register(model_dir: Path, tmp_path: Path, rouge_l: float, name: str) -> dict:
+    run_id = tracking.start_run({"x": 1}, "test", {})
+    report = {"finetuned": {"rougeL": rouge_l, "perplexity": 3.0}}
+    out = tmp_path / f"reg-{rouge_l}"
+    out.mkdir()
+    result = register_model(model_dir, report, out, run_id, str(model_dir / "model"), False,
+                            RegisterConfig(model_name=name))
+    assert json.loads((out / "registration.json").read_text())["version"] == result["version"]
+    return result
+
+
+def test_champion_moves_only_when_beaten(model_dir, tmp_path):
+    name = "gate-test"
+    first = register(model_dir, tmp_path, 0.30, name)
+    assert (first["version"], first["aliases"], first["promoted"]) == ("1", ["challenger", "champion"], True)
+    worse = register(model_dir, tmp_path, 0.20, name)
+    assert (worse["version"], worse["aliases"], worse["promoted"]) == ("2", ["challenger"], False)
+    assert worse["previous_champion"] == "1" and worse["previous_champion_value"] == pytest.approx(0.30)
+    better = register(model_dir, tmp_path, 0.40, name)
+    assert better["aliases"] == ["challenger", "champion"]
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "3"
+    assert client.get_model_version(name, "1").aliases == []  # champion and challenger both moved on
+    assert client.get_model_version(name, "3").tags["metric.rougeL"] == "0.4"
+
+
+def test_registered_model_loads_on_its_own(model_dir, tmp_path):
+    result = register(model_dir, tmp_path, 0.1, "load-test")
+    pipe = mlflow.transformers.load_model("models:/load-test@champion")
+    out = pipe("def add", max_new_tokens=3, do_sample=False)
+    assert isinstance(out[0]["generated_text"], str) and out[0]["generated_text"].startswith("def add")
+    assert result["model_uri"].startswith("models:/")

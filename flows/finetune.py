@@ -14,7 +14,7 @@ from pipeline_config import load_config
 from tasks import clean, evaluation, registration, scrape, synthesize, tokenization, training
 
 
-@flow(name="finetune", log_prints=True)
+@flow(name="finetune")
 def finetune(
     config_path: str = "pipeline_config/offline.yaml",
     only: list[str] | None = None,

@@ -36,11 +36,22 @@ class ScratchModel(Section):
     intermediate_size: int = Field(256, gt=0)
     max_position_embeddings: int = Field(512, gt=0)
     tokenizer_max_docs: int = Field(3000, gt=0)
+    # A short causal-LM pretraining on the scraped code, so that "base" is a (weak) code model rather than
+    # random weights: LoRA on a random base barely moves the loss, and base-vs-fine-tuned means nothing.
+    pretrain_steps: int = Field(0, ge=0)
+    pretrain_lr: float = Field(3e-3, gt=0)
+    pretrain_batch_size: int = Field(8, gt=0)
+    pretrain_block_size: int = Field(256, gt=8)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ScratchModel:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        if self.pretrain_block_size > self.max_position_embeddings:
+            raise ValueError(
+                f"pretrain_block_size ({self.pretrain_block_size}) exceeds max_position_embeddings "
+                f"({self.max_position_embeddings})"
+            )
         return self
 
 

@@ -60,16 +60,57 @@ def build_model(cfg: ScratchModel, vocab_size: int, eos_id: int, pad_id: int, se
     return AutoModelForCausalLM.from_config(config)
 
 
+def pretrain(model, tokenizer, texts: list[str], cfg: ScratchModel, seed: int) -> list[float]:
+    """Plain causal-LM training on concatenated code blocks; returns the loss of every step.
+
+    A plain loop, not a Trainer: this is a fixture-sized model and the loop is ~3x faster per step here.
+    """
+    import torch
+
+    ids = [t for text in texts for t in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]]
+    block = cfg.pretrain_block_size
+    blocks = torch.tensor(ids[: len(ids) // block * block]).view(-1, block)
+    if len(blocks) == 0:
+        raise ValueError(f"the scraped corpus has fewer than {block} tokens: nothing to pretrain on")
+    gen = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.pretrain_lr, total_steps=cfg.pretrain_steps,
+                                                   pct_start=0.1)
+    model.train()
+    losses = []
+    for _ in range(cfg.pretrain_steps):
+        batch = blocks[torch.randint(len(blocks), (cfg.pretrain_batch_size,), generator=gen)]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
 def build_scratch_model(scrape_dir: Path, out_dir: Path, cfg: ScratchModel, seed: int) -> dict:
     records = list(iter_jsonl(Path(scrape_dir) / "records.jsonl"))[: cfg.tokenizer_max_docs]
     if not records:
         raise ValueError(f"no scraped records in {scrape_dir} to train the scratch tokenizer on")
-    tokenizer = train_tokenizer([r["code"] for r in records], cfg.vocab_size)
+    texts = [r["code"] for r in records]
+    tokenizer = train_tokenizer(texts, cfg.vocab_size)
     model = build_model(cfg, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed)
+    losses = pretrain(model, tokenizer, texts, cfg, seed) if cfg.pretrain_steps else []
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     params = sum(p.numel() for p in model.parameters())
-    return {"rows_in": len(records), "rows_out": 1, "parameters": params, "vocab_size": len(tokenizer)}
+    return {
+        "rows_in": len(records),
+        "rows_out": 1,
+        "parameters": params,
+        "vocab_size": len(tokenizer),
+        "pretrain_steps": len(losses),
+        "pretrain_first_loss": losses[0] if losses else None,
+        "pretrain_last_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
+    }
 
 
 def resolve_base_model(model_cfg: ModelConfig, workspace: Path, scrape_dir: Path, scrape_key: str, seed: int) -> str:

@@ -38,7 +38,8 @@ def load_for_eval(base_path: str, adapter_or_model: str | None, is_adapter: bool
     if adapter_or_model and is_adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter_or_model)
+        # merged weights generate ~2x faster than a LoRA wrapper and give the same outputs
+        model = PeftModel.from_pretrained(model, adapter_or_model).merge_and_unload()
     return model.to(device).eval()
 
 
@@ -69,6 +70,7 @@ def generate(model, tokenizer, prompts: list[str], cfg: EvaluateConfig, max_posi
     import torch
 
     tokenizer.padding_side = "left"  # decoder-only batches must end at the prompt's last token
+    tokenizer.truncation_side = "left"  # an over-long prompt loses its start, never "### Response:"
     outputs = []
     for start in range(0, len(prompts), cfg.batch_size):
         enc = tokenizer(

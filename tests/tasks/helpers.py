@@ -74,8 +74,9 @@ def is_even(n):
 # ### Instruction / Response text of the prompt templates is in the corpus too, so that the tokenizer
 # learns its words and prompts stay short.
 TEMPLATE_TEXT = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the "
-    "request.\n\n### Instruction:\nWrite a Python function.\n\n### Input:\nx\n\n### Response:\n"
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n### Instruction:\nWrite a Python "
+    "function.\n\n### Input:\nx\n\n### Response:\n"
 )
 
 TINY_SCRATCH = ScratchModel(
@@ -102,6 +103,21 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
+@pytest.fixture(scope="module", autouse=True)
+def torch_one_thread():
+    """Run a module's tiny-model work on one torch thread, then restore the setting.
+
+    These models are so small that a second intra-op thread buys nothing, and when the machine is busy
+    (another training run on the same 2 cores) spinning OpenMP threads made a 30-step run 60x slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved tiny llama + tokenizer; one build per session even when several modules import this."""
@@ -123,14 +139,16 @@ def make_pairs(n: int) -> list[dict]:
     rows = []
     for i in range(n):
         name, args, code = FUNCTIONS[i % len(FUNCTIONS)]
-        rows.append({
-            "id": f"pair-{i:03d}",
-            "instruction": f"Write a Python function `{name}`.",
-            "input": args if i % 2 else "",
-            "output": code,
-            "source": "test",
-            "metadata": {},
-        })
+        rows.append(
+            {
+                "id": f"pair-{i:03d}",
+                "instruction": f"Write a Python function `{name}`.",
+                "input": args if i % 2 else "",
+                "output": code,
+                "source": "test",
+                "metadata": {},
+            }
+        )
     return rows
 
 
@@ -142,8 +160,13 @@ def write_pairs(folder: Path, rows: list[dict]) -> Path:
     return folder
 
 
-def tokenized_dataset(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, n_pairs: int,
-                      cfg: TokenizeConfig, seed: int = 0) -> tuple[Path, dict]:
+def tokenized_dataset(
+    tmp_path_factory: pytest.TempPathFactory,
+    model_dir: Path,
+    n_pairs: int,
+    cfg: TokenizeConfig,
+    seed: int = 0,
+) -> tuple[Path, dict]:
     """tokenize_pairs over make_pairs(n_pairs); returns (folder holding dataset/, report). Cached."""
     from tasks.tokenization import tokenize_pairs
 

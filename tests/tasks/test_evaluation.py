@@ -1,0 +1,257 @@
+"""Tests for tasks.evaluation: ROUGE through the local metric module, perplexity against an independent
+computation, and evaluate_models end to end on a tiny model and a tiny LoRA adapter."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_model_dir, tokenized_dataset, torch_one_thread  # noqa: F401 (fixtures)
+
+from pipeline_config.schema import EvaluateConfig, TokenizeConfig
+from tasks.evaluation import evaluate_models, perplexity, rouge
+
+ROUGE_KEYS = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+
+# --------------------------------------------------------------------------------------------------------
+# rouge
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_rouge_identical_is_one() -> None:
+    texts = ["def add(a, b):\n    return a + b", "the quick brown fox jumps"]
+    assert rouge(texts, texts) == {k: pytest.approx(1.0) for k in ROUGE_KEYS}
+
+
+def test_rouge_disjoint_is_zero() -> None:
+    assert rouge(["alpha beta gamma"], ["delta epsilon"]) == dict.fromkeys(ROUGE_KEYS, 0.0)
+
+
+def test_rouge_partial_overlap_hand_computed() -> None:
+    # "the cat sat" vs "the cat ran away": unigrams 2 shared -> P 2/3, R 2/4, F 4/7; bigrams {the cat}
+    # shared -> P 1/2, R 1/3, F 2/5; LCS "the cat" = 2 -> 4/7. The second pair is identical (all 1.0) and
+    # the metric is the mean over pairs.
+    got = rouge(["the cat sat", "x y"], ["the cat ran away", "x y"])
+    assert got["rouge1"] == pytest.approx((4 / 7 + 1) / 2, abs=1e-6)
+    assert got["rouge2"] == pytest.approx((2 / 5 + 1) / 2, abs=1e-6)
+    assert got["rougeL"] == pytest.approx((4 / 7 + 1) / 2, abs=1e-6)
+    assert got["rougeLsum"] == pytest.approx((4 / 7 + 1) / 2, abs=1e-6)
+
+
+def test_rouge_lsum_uses_lines() -> None:
+    # two lines in swapped order: rougeL (one sequence) sees an LCS of 2 of 4 tokens, rougeLsum (union LCS
+    # per reference line) matches both lines fully
+    got = rouge(["c d\na b"], ["a b\nc d"])
+    assert got["rougeL"] == pytest.approx(0.5, abs=1e-6)
+    assert got["rougeLsum"] == pytest.approx(1.0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------------
+# perplexity
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path):  # noqa: F811 (fixture imported from helpers)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _rows(tokenizer, masked: bool) -> list[dict]:
+    rows = []
+    for prompt, response in [
+        ("def add(a, b):", "\n    return a + b\n"),
+        ("def square(x):\n    return", " x * x\n"),
+        ("class Counter:", "\n    def __init__(self):\n        self.counts = {}\n"),
+    ]:
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append({"input_ids": p + r, "labels": ([-100] * len(p) if masked else p) + r})
+    return rows
+
+
+def independent_perplexity(model, rows: list[dict]) -> float:
+    """One unpadded row at a time: -log p(token | prefix) summed over label tokens, divided by their count."""
+    nll, count = 0.0, 0
+    for row in rows:
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([row["input_ids"]])).logits[0].double(), dim=-1)
+        for t in range(1, len(row["input_ids"])):
+            if row["labels"][t] != -100:
+                nll -= float(logp[t - 1, row["labels"][t]])
+                count += 1
+    return math.exp(nll / count)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_perplexity_matches_independent_computation(tiny, batch_size: int) -> None:
+    model, tokenizer = tiny
+    rows = _rows(tokenizer, masked=True)
+    assert len({len(r["input_ids"]) for r in rows}) == 3  # batches need right padding
+    expected = independent_perplexity(model, rows)
+    got = perplexity(model, rows, batch_size, tokenizer.pad_token_id)
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert 50 < got < 2000  # an untrained 400-token model sits near uniform (400)
+
+
+def test_perplexity_prompt_masking_changes_it(tiny) -> None:
+    model, tokenizer = tiny
+    masked, unmasked = _rows(tokenizer, masked=True), _rows(tokenizer, masked=False)
+    got_masked = perplexity(model, masked, 2, tokenizer.pad_token_id)
+    got_unmasked = perplexity(model, unmasked, 2, tokenizer.pad_token_id)
+    assert got_unmasked == pytest.approx(independent_perplexity(model, unmasked), rel=1e-4)
+    assert abs(got_masked - got_unmasked) > 1e-3 * got_masked
+
+
+# --------------------------------------------------------------------------------------------------------
+# evaluate_models
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:  # noqa: F811
+    """A LoRA adapter with random (non-zero) B matrices, so the 'finetuned' model differs from the base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(
+        base,
+        LoraConfig(
+            r=4, lora_alpha=64, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"
+        ),
+    )
+    out = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+def greedy(model, tokenizer, prompt: str | list[int], max_new_tokens: int) -> str:
+    """Greedy continuation of one prompt (text, or token ids), unbatched and unpadded."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if isinstance(prompt, str) else prompt
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    return tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True).strip()
+
+
+def test_generate_truncates_long_prompts_from_the_left(tiny) -> None:
+    """A prompt over the position budget loses its oldest tokens: the end ("### Response:") must stay,
+    since that is where the model continues from."""
+    from tasks.evaluation import generate
+
+    model, tokenizer = tiny
+    long_prompt = "Write a Python function `square`. " * 30 + "\n\n### Response:\n"
+    short_prompt = "def add(a, b):"
+    prompt_ids = tokenizer(long_prompt, add_special_tokens=False)["input_ids"]
+    cfg = EvaluateConfig(max_new_tokens=5, batch_size=2)
+    budget = 40
+    assert len(prompt_ids) > budget
+    seen: list[torch.Tensor] = []
+
+    class Spy:  # records the token ids that reach model.generate
+        device = model.device
+
+        def generate(self, **kwargs):
+            seen.append(kwargs["input_ids"])
+            return model.generate(**kwargs)
+
+    got = generate(Spy(), tokenizer, [long_prompt, short_prompt], cfg, max_positions=budget + 5)
+    assert seen[0][0].tolist() == prompt_ids[-budget:]
+    assert tokenizer.decode(prompt_ids[-budget:]).endswith("### Response:\n")
+    assert got == [
+        greedy(model, tokenizer, prompt_ids[-budget:], 5),
+        greedy(model, tokenizer, short_prompt, 5),
+    ]
+
+
+def test_evaluate_models_end_to_end(
+    tmp_path_factory,
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    adapter_dir: Path,
+    tiny,
+) -> None:
+    from datasets import load_from_disk
+
+    tokenized, _ = tokenized_dataset(
+        tmp_path_factory, tiny_model_dir, 20, TokenizeConfig(max_length=200, test_fraction=0.25), seed=0
+    )
+    test_rows = load_from_disk(str(tokenized / "dataset"))["test"].to_list()
+    assert len(test_rows) == 5
+    cfg = EvaluateConfig(max_samples=4, max_new_tokens=6, batch_size=3)  # 4 rows: a full and a ragged batch
+    report = evaluate_models(tokenized, adapter_dir, tmp_path, str(tiny_model_dir), True, cfg)
+
+    assert (report["rows_in"], report["rows_out"]) == (4, 4)
+    preds = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 4
+    for pred, row in zip(preds, test_rows[:4], strict=True):
+        assert set(pred) == {"id", "prompt", "reference", "base", "finetuned"}
+        assert (pred["id"], pred["prompt"], pred["reference"]) == (row["id"], row["prompt"], row["response"])
+        assert isinstance(pred["base"], str) and isinstance(pred["finetuned"], str)
+
+    # both columns are the models' own greedy continuations of each prompt on its own (no padding): the
+    # batched, left-padded generation must not change them
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model, tokenizer = tiny
+    fresh_base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)  # PeftModel edits its base in place
+    finetuned = PeftModel.from_pretrained(fresh_base, adapter_dir).eval()
+    assert len({len(p["prompt"]) for p in preds}) > 1  # prompts of several lengths: padding is exercised
+    for pred in preds:
+        assert pred["base"] == greedy(model, tokenizer, pred["prompt"], 6)
+        with finetuned.disable_adapter():
+            assert pred["base"] == greedy(finetuned, tokenizer, pred["prompt"], 6)
+        assert pred["finetuned"] == greedy(finetuned, tokenizer, pred["prompt"], 6)
+
+    assert set(report) == {"rows_in", "rows_out", "base", "finetuned", "delta"}
+    metrics = ROUGE_KEYS | {"perplexity"}
+    assert set(report["base"]) == set(report["finetuned"]) == set(report["delta"]) == metrics
+    for k in metrics:
+        assert report["delta"][k] == pytest.approx(report["finetuned"][k] - report["base"][k], abs=1e-12)
+    # the report's numbers are those of the predictions written beside it
+    refs = [p["reference"] for p in preds]
+    for name in ("base", "finetuned"):
+        recomputed = rouge([p[name] for p in preds], refs)
+        for k in ROUGE_KEYS:
+            assert report[name][k] == pytest.approx(recomputed[k], abs=1e-9)
+    assert report["base"]["perplexity"] == pytest.approx(
+        perplexity(model, test_rows[:4], 3, tokenizer.pad_token_id), rel=1e-5
+    )
+    # the adapter was applied: a different model, so a different perplexity
+    assert report["delta"]["perplexity"] != 0.0
+    assert all(math.isfinite(report[n]["perplexity"]) for n in ("base", "finetuned"))
+
+
+def test_evaluate_models_full_weights(tmp_path_factory, tmp_path: Path, tiny_model_dir: Path) -> None:  # noqa: F811
+    """is_adapter=False: the fine-tuned model is loaded from its own folder (here: another seed's weights)."""
+    from helpers import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other", seed=5)
+    tokenized, _ = tokenized_dataset(
+        tmp_path_factory, tiny_model_dir, 20, TokenizeConfig(max_length=200, test_fraction=0.25), seed=0
+    )
+    cfg = EvaluateConfig(max_samples=2, max_new_tokens=4, batch_size=2)
+    out_dir = tmp_path / "out_dir"
+    out_dir.mkdir()
+    report = evaluate_models(tokenized, other, out_dir, str(tiny_model_dir), False, cfg)
+    assert report["rows_out"] == 2
+    assert report["finetuned"]["perplexity"] != report["base"]["perplexity"]
+    assert report["delta"]["perplexity"] == pytest.approx(
+        report["finetuned"]["perplexity"] - report["base"]["perplexity"]
+    )
+    assert len((out_dir / "predictions.jsonl").read_text().splitlines()) == 2

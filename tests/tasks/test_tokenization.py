@@ -1,0 +1,366 @@
+"""Tests for tasks.tokenization: prompt templates, loss masking, truncation, packing, FIM, the seeded split
+and the tokenize stage's dataset on disk (with a tiny scratch tokenizer; no model hub)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from helpers import (  # noqa: F401 (fixtures)
+    make_pairs,
+    tiny_model_dir,
+    tokenized_dataset,
+    torch_one_thread,
+    write_pairs,
+)
+
+from pipeline_config.schema import TokenizeConfig
+from tasks.base_model import EOS, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+from tasks.tokenization import (
+    IGNORE,
+    encode_pair,
+    fim_transform,
+    format_prompt,
+    pack_rows,
+    split_indices,
+    tokenize_pairs,
+)
+
+# --------------------------------------------------------------------------------------------------------
+# format_prompt
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_alpaca_prompt_with_input_exact() -> None:
+    got = format_prompt("alpaca", "  Reverse a list.\n", "  xs = [1, 2]  ")
+    assert got == (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\nReverse a list.\n\n"
+        "### Input:\nxs = [1, 2]\n\n"
+        "### Response:\n"
+    )
+
+
+@pytest.mark.parametrize("input_text", ["", "   \n"])
+def test_alpaca_prompt_without_input_has_no_input_block(input_text: str) -> None:
+    got = format_prompt("alpaca", "Reverse a list.", input_text)
+    assert got == (
+        "Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\nReverse a list.\n\n"
+        "### Response:\n"
+    )
+    assert "### Input:" not in got
+
+
+def test_codegen_task_prompt_exact() -> None:
+    got = format_prompt("codegen_task", "Reverse a list.", "xs = [1, 2]")
+    assert got == (
+        "### Instruction:\nUse the Task below and the Input given to write the Response, which is a "
+        "programming code that can solve the following Task:\n\n"
+        "### Task:\nReverse a list.\n\n"
+        "### Input:\nxs = [1, 2]\n\n"
+        "### Response:\n"
+    )
+    # the codegen layout always has an Input block, empty when there is no input
+    assert format_prompt("codegen_task", "Reverse a list.").endswith("### Input:\n\n\n### Response:\n")
+
+
+def test_unknown_template_raises() -> None:
+    with pytest.raises(ValueError, match="unknown tokenize.template 'chatml'"):
+        format_prompt("chatml", "x")
+
+
+# --------------------------------------------------------------------------------------------------------
+# encode_pair
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir: Path):  # noqa: F811 (fixture imported from helpers)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+PROMPT = format_prompt("alpaca", "Write a Python function `square`.")
+RESPONSE = "def square(x):\n    return x * x\n"
+
+
+def test_encode_pair_masks_prompt(tokenizer) -> None:
+    cfg = TokenizeConfig(max_length=256, mask_prompt=True)
+    row, truncated = encode_pair(tokenizer, PROMPT, RESPONSE, cfg)
+    p, r = ids(tokenizer, PROMPT), ids(tokenizer, RESPONSE)
+    assert not truncated
+    assert row["input_ids"] == p + r + [tokenizer.eos_token_id]
+    assert row["attention_mask"] == [1] * (len(p) + len(r) + 1)
+    assert row["labels"][: len(p)] == [IGNORE] * len(p)
+    assert row["labels"][len(p) :] == row["input_ids"][len(p) :] == r + [tokenizer.eos_token_id]
+    assert tokenizer.convert_ids_to_tokens(row["input_ids"][-1]) == EOS
+
+
+def test_encode_pair_without_masking_learns_every_token(tokenizer) -> None:
+    cfg = TokenizeConfig(max_length=256, mask_prompt=False)
+    row, truncated = encode_pair(tokenizer, PROMPT, RESPONSE, cfg)
+    assert not truncated
+    assert row["labels"] == row["input_ids"]
+    assert IGNORE not in row["labels"]
+    assert row["input_ids"][-1] == tokenizer.eos_token_id
+
+
+def test_truncation_cuts_long_prompt_from_the_left_and_keeps_response(tokenizer) -> None:
+    long_prompt = format_prompt("alpaca", "Write a Python function `square`. " * 40)
+    p, r = ids(tokenizer, long_prompt), ids(tokenizer, RESPONSE) + [tokenizer.eos_token_id]
+    cfg = TokenizeConfig(max_length=64)
+    assert len(p) > 64 > len(r)  # the case under test: the prompt alone overflows the window
+    row, truncated = encode_pair(tokenizer, long_prompt, RESPONSE, cfg)
+    keep = 64 - len(r)
+    assert truncated
+    assert len(row["input_ids"]) == len(row["labels"]) == len(row["attention_mask"]) == 64
+    assert row["input_ids"] == p[-keep:] + r  # left cut of the prompt, whole response + eos
+    assert row["labels"] == [IGNORE] * keep + r
+    prompt_part = row["input_ids"][:keep]
+    tail = ids(tokenizer, "### Response:\n")
+    assert prompt_part[-len(tail) :] == tail
+    assert tokenizer.decode(prompt_part).endswith("### Response:\n")
+
+
+def test_truncation_of_a_long_response_leaves_the_prompt_half_the_window(tokenizer) -> None:
+    long_response = RESPONSE * 20
+    p, r = ids(tokenizer, PROMPT), ids(tokenizer, long_response)
+    cfg = TokenizeConfig(max_length=64)
+    row, truncated = encode_pair(tokenizer, PROMPT, long_response, cfg)
+    assert truncated
+    assert len(row["input_ids"]) == 64
+    assert row["input_ids"] == p[-32:] + r[:32]  # prompt gets max_length // 2, the response the rest
+    assert sum(t != IGNORE for t in row["labels"]) == 32
+
+
+def test_exact_fit_is_not_truncated(tokenizer) -> None:
+    p, r = ids(tokenizer, PROMPT), ids(tokenizer, RESPONSE)
+    n = len(p) + len(r) + 1
+    assert encode_pair(tokenizer, PROMPT, RESPONSE, TokenizeConfig(max_length=n))[1] is False
+    row, truncated = encode_pair(tokenizer, PROMPT, RESPONSE, TokenizeConfig(max_length=n - 1))
+    assert truncated and len(row["input_ids"]) == n - 1
+
+
+# --------------------------------------------------------------------------------------------------------
+# pack_rows
+# --------------------------------------------------------------------------------------------------------
+
+
+def _row(tokens: list[int], masked: int = 0) -> dict:
+    return {
+        "input_ids": tokens,
+        "attention_mask": [1] * len(tokens),
+        "labels": [IGNORE] * masked + tokens[masked:],
+    }
+
+
+def test_pack_rows_blocks_in_order_and_tail_dropped() -> None:
+    rows = [_row([1, 2, 3, 4, 5], masked=2), _row([6, 7, 8, 9, 10, 11, 12]), _row([13, 14, 15])]
+    blocks = pack_rows(rows, 4)
+    assert [b["input_ids"] for b in blocks] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
+    assert [b["labels"] for b in blocks] == [[IGNORE, IGNORE, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
+    assert all(b["attention_mask"] == [1, 1, 1, 1] for b in blocks)
+
+
+def test_pack_rows_exact_multiple_and_too_short() -> None:
+    assert [b["input_ids"] for b in pack_rows([_row([1, 2]), _row([3, 4])], 2)] == [[1, 2], [3, 4]]
+    assert pack_rows([_row([1, 2, 3])], 4) == []
+
+
+# --------------------------------------------------------------------------------------------------------
+# fim_transform
+# --------------------------------------------------------------------------------------------------------
+
+CODE = "def square(x):\n    return x * x\n"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fim_psm_order_and_reassembly(seed: int) -> None:
+    out = fim_transform(CODE, random.Random(seed))
+    for token in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE):
+        assert out.count(token) == 1
+    assert out.startswith(FIM_PREFIX)
+    assert out.index(FIM_PREFIX) < out.index(FIM_SUFFIX) < out.index(FIM_MIDDLE)
+    prefix, rest = out[len(FIM_PREFIX) :].split(FIM_SUFFIX)
+    suffix, middle = rest.split(FIM_MIDDLE)
+    assert prefix and middle and suffix  # two distinct inner cut points
+    assert prefix + middle + suffix == CODE
+    assert fim_transform(CODE, random.Random(seed)) == out  # seeded
+
+
+def test_fim_short_text_unchanged() -> None:
+    assert fim_transform("ab", random.Random(0)) == "ab"
+
+
+# --------------------------------------------------------------------------------------------------------
+# split_indices
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_split_is_seeded_disjoint_and_complete() -> None:
+    train, test = split_indices(20, 0.25, None, seed=3)
+    assert (train, test) == split_indices(20, 0.25, None, seed=3)
+    assert len(test) == 5 and len(train) == 15
+    assert set(train).isdisjoint(test)
+    assert sorted(train + test) == list(range(20))
+    assert train == sorted(train) and test == sorted(test)
+    assert split_indices(20, 0.25, None, seed=4)[1] != test  # another seed, another split
+
+
+def test_split_respects_max_test_and_minimum_one() -> None:
+    assert len(split_indices(100, 0.5, 7, seed=0)[1]) == 7
+    assert len(split_indices(10, 0.01, None, seed=0)[1]) == 1  # never an empty test split
+
+
+def test_split_raises_on_too_few_rows() -> None:
+    with pytest.raises(ValueError, match="1 cleaned rows are too few"):
+        split_indices(1, 0.5, None, seed=0)
+    with pytest.raises(ValueError, match="too few"):
+        split_indices(0, 0.5, None, seed=0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# tokenize_pairs (the stage's work function)
+# --------------------------------------------------------------------------------------------------------
+
+COLUMNS = {"input_ids", "attention_mask", "labels", "prompt", "response", "id"}
+
+
+def test_tokenize_pairs_dataset_and_report(tmp_path_factory, tiny_model_dir: Path, tokenizer) -> None:  # noqa: F811
+    from datasets import load_from_disk
+
+    cfg = TokenizeConfig(max_length=256, test_fraction=0.2)
+    out, report = tokenized_dataset(tmp_path_factory, tiny_model_dir, 20, cfg, seed=0)
+    splits = load_from_disk(str(out / "dataset"))
+    assert set(splits) == {"train", "test"}
+    assert len(splits["train"]) == 16 and len(splits["test"]) == 4
+    assert set(splits["train"].column_names) == COLUMNS == set(splits["test"].column_names)
+
+    pairs = make_pairs(20)
+    train_idx, test_idx = split_indices(20, 0.2, None, seed=0)
+    assert splits["test"]["id"] == [pairs[i]["id"] for i in test_idx]
+    assert splits["train"]["id"] == [pairs[i]["id"] for i in train_idx]
+    first = splits["test"][0]
+    src = pairs[test_idx[0]]
+    assert first["prompt"] == format_prompt("alpaca", src["instruction"], src["input"])
+    assert first["response"] == src["output"]
+    assert first["input_ids"] == ids(tokenizer, first["prompt"]) + ids(tokenizer, src["output"]) + [
+        tokenizer.eos_token_id
+    ]
+
+    train_rows = splits["train"].to_list()
+    expected_loss_tokens = sum(len(ids(tokenizer, pairs[i]["output"])) + 1 for i in train_idx)
+    assert report == {
+        "rows_in": 20,
+        "rows_out": 20,
+        "train_rows": 16,
+        "test_rows": 4,
+        "truncated": 0,
+        "train_tokens": sum(len(r["input_ids"]) for r in train_rows),
+        "loss_tokens": expected_loss_tokens,
+        "base_model": str(tiny_model_dir),
+        "template": "alpaca",
+    }
+    assert report["loss_tokens"] == sum(sum(t != IGNORE for t in r["labels"]) for r in train_rows)
+
+
+def test_tokenize_pairs_truncated_count_and_max_test(
+    tmp_path_factory,
+    tiny_model_dir: Path,  # noqa: F811
+    tokenizer,
+) -> None:
+    cfg = TokenizeConfig(max_length=120, test_fraction=0.5, max_test_rows=3)
+    out, report = tokenized_dataset(tmp_path_factory, tiny_model_dir, 20, cfg, seed=1)
+    pairs = make_pairs(20)
+    expected = sum(
+        len(ids(tokenizer, format_prompt("alpaca", p["instruction"], p["input"])))
+        + len(ids(tokenizer, p["output"]))
+        + 1
+        > 120
+        for p in pairs
+    )
+    assert 0 < expected < 20  # the fixture mixes short (no input) and long (with input) prompts
+    assert report["truncated"] == expected
+    assert (report["train_rows"], report["test_rows"]) == (17, 3)
+
+
+def test_tokenize_pairs_packing(tmp_path_factory, tiny_model_dir: Path) -> None:  # noqa: F811
+    from datasets import load_from_disk
+
+    plain, plain_report = tokenized_dataset(
+        tmp_path_factory,
+        tiny_model_dir,
+        20,
+        TokenizeConfig(max_length=64, test_fraction=0.2, mask_prompt=False),
+        seed=0,
+    )
+    packed, report = tokenized_dataset(
+        tmp_path_factory,
+        tiny_model_dir,
+        20,
+        TokenizeConfig(max_length=64, test_fraction=0.2, mask_prompt=False, packing=True),
+        seed=0,
+    )
+    train = load_from_disk(str(packed / "dataset"))["train"]
+    plain_train = load_from_disk(str(plain / "dataset"))["train"]
+    stream = [t for r in plain_train["input_ids"] for t in r]
+    assert report["train_rows"] == len(train) == len(stream) // 64
+    assert all(len(r) == 64 for r in train["input_ids"])
+    assert [t for r in train["input_ids"] for t in r] == stream[: len(train) * 64]
+    assert report["test_rows"] == plain_report["test_rows"] == 4  # the test split is never packed
+
+
+def test_tokenize_pairs_fim_rows_learn_on_every_token(
+    tmp_path_factory,
+    tiny_model_dir: Path,  # noqa: F811
+    tokenizer,
+) -> None:
+    from datasets import load_from_disk
+
+    cfg = TokenizeConfig(max_length=256, test_fraction=0.2, fim_rate=1.0)
+    out, _ = tokenized_dataset(tmp_path_factory, tiny_model_dir, 20, cfg, seed=0)
+    splits = load_from_disk(str(out / "dataset"))
+    fim_ids = {tokenizer.convert_tokens_to_ids(t) for t in (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX)}
+    for row in splits["train"]:
+        assert row["prompt"] == ""
+        assert row["labels"] == row["input_ids"]
+        assert fim_ids <= set(row["input_ids"])
+    for row in splits["test"]:  # evaluation rows keep the plain prompt
+        assert row["prompt"].startswith("Below is an instruction")
+        assert not fim_ids & set(row["input_ids"])
+
+
+def test_tokenize_pairs_fim_needs_fim_tokens(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(
+        [CODE],
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=[EOS, "<|pad|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token="<|pad|>").save_pretrained(
+        tmp_path / "tok"
+    )
+    pairs_dir = write_pairs(tmp_path / "pairs", make_pairs(4))
+    with pytest.raises(ValueError, match="fim_rate > 0 but the tokenizer at .* has no <fim_prefix> token"):
+        tokenize_pairs(pairs_dir, tmp_path / "out", str(tmp_path / "tok"), TokenizeConfig(fim_rate=0.5), 0)
+    assert not (tmp_path / "out" / "dataset").exists()
+    # without FIM the same tokenizer is fine
+    report = tokenize_pairs(pairs_dir, tmp_path / "out", str(tmp_path / "tok"), TokenizeConfig(), 0)
+    assert (report["train_rows"], report["test_rows"]) == (3, 1)

@@ -1,0 +1,207 @@
+"""Tests for tasks.training: the config builders (fast) and real LoRA / full / QLoRA runs on a tiny scratch
+model on CPU (slow: a few seconds each)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_model_dir, tokenized_dataset, torch_one_thread  # noqa: F401 (fixtures)
+
+from pipeline_config.schema import LoraSection, QuantizationSection, TokenizeConfig, TrainConfig
+from tasks.training import lora_config, pick_device, quantization_config, train_model
+
+# --------------------------------------------------------------------------------------------------------
+# Builders
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_quantization_config_4bit_carries_values() -> None:
+    cfg = TrainConfig(
+        method="qlora",
+        quantization=QuantizationSection(
+            bits=4, quant_type="nf4", double_quant=True, compute_dtype="bfloat16"
+        ),
+    )
+    q = quantization_config(cfg)
+    assert q.load_in_4bit is True and q.load_in_8bit is False
+    assert q.bnb_4bit_quant_type == "nf4"
+    assert q.bnb_4bit_use_double_quant is True
+    assert q.bnb_4bit_compute_dtype is torch.bfloat16
+
+
+def test_quantization_config_other_values() -> None:
+    cfg = TrainConfig(
+        method="qlora",
+        quantization=QuantizationSection(quant_type="fp4", double_quant=False, compute_dtype="float32"),
+    )
+    q = quantization_config(cfg)
+    assert (q.bnb_4bit_quant_type, q.bnb_4bit_use_double_quant, q.bnb_4bit_compute_dtype) == (
+        "fp4",
+        False,
+        torch.float32,
+    )
+    q8 = quantization_config(TrainConfig(method="qlora", quantization=QuantizationSection(bits=8)))
+    assert q8.load_in_8bit is True and q8.load_in_4bit is False
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_quantization_config_only_for_qlora(method: str) -> None:
+    assert quantization_config(TrainConfig(method=method)) is None
+
+
+def test_lora_config_carries_values() -> None:
+    cfg = TrainConfig(
+        method="lora", lora=LoraSection(r=12, alpha=24, dropout=0.1, target_modules=["q_proj", "v_proj"])
+    )
+    lc = lora_config(cfg)
+    assert (lc.r, lc.lora_alpha, lc.lora_dropout) == (12, 24, 0.1)
+    assert set(lc.target_modules) == {"q_proj", "v_proj"}
+    assert lc.bias == "none"
+    assert lc.task_type == "CAUSAL_LM"
+    assert lora_config(TrainConfig(method="lora")).target_modules == "all-linear"
+
+
+def test_lora_config_for_qlora_and_none_for_full() -> None:
+    cfg = TrainConfig(method="qlora", lora=LoraSection(r=4, alpha=8), quantization=QuantizationSection())
+    assert (lora_config(cfg).r, lora_config(cfg).lora_alpha) == (4, 8)
+    assert lora_config(TrainConfig(method="full")) is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_pick_device_cuda_without_cuda_raises() -> None:
+    with pytest.raises(RuntimeError, match="train.device is 'cuda' but no CUDA device is visible"):
+        pick_device(TrainConfig(device="cuda"))
+
+
+def test_pick_device_auto_and_cpu() -> None:
+    assert pick_device(TrainConfig(device="cpu")) == "cpu"
+    assert pick_device(TrainConfig(device="auto")) == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Real training runs on CPU
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:  # noqa: F811
+    """40 repetitive pairs (four functions), 36 train / 4 test rows."""
+    out, report = tokenized_dataset(
+        tmp_path_factory, tiny_model_dir, 40, TokenizeConfig(max_length=256), seed=0
+    )
+    assert (report["train_rows"], report["test_rows"], report["truncated"]) == (36, 4, 0)
+    return out
+
+
+def train_cfg(method: str, **overrides) -> TrainConfig:
+    values = dict(
+        method=method,
+        lora=LoraSection(r=4, alpha=8, dropout=0.0),
+        device="cpu",
+        learning_rate=1e-2,
+        max_steps=30,
+        batch_size=4,
+        logging_steps=5,
+        warmup_ratio=0.0,
+    )
+    return TrainConfig(**{**values, **overrides})
+
+
+def lora_b_norm(adapter_dir: Path) -> float:
+    """LoRA's B matrices start at zero: a non-zero norm shows the optimizer really stepped."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(adapter_dir / "adapter_model.safetensors")
+    b = [t for name, t in tensors.items() if "lora_B" in name]
+    assert b, f"no lora_B tensors in {sorted(tensors)}"
+    return float(sum(t.float().norm() for t in b))
+
+
+def logged_losses(out_dir: Path) -> list[float]:
+    return [h["loss"] for h in json.loads((out_dir / "log_history.json").read_text()) if "loss" in h]
+
+
+@pytest.mark.slow
+def test_train_lora_loss_decreases_and_saves_adapter(
+    tokenized: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    report = train_model(tokenized, tmp_path, str(tiny_model_dir), train_cfg("lora"), seed=0)
+    assert report["method"] == "lora" and report["adapter"] is True and report["device"] == "cpu"
+    assert report["steps"] == 30
+    assert report["rows_in"] == 36
+    losses = logged_losses(tmp_path)
+    assert len(losses) == 6  # every 5 of 30 steps
+    assert report["first_logged_loss"] == losses[0] and report["last_logged_loss"] == losses[-1]
+    # a random-init model starts near uniform, ln(vocab) = ln(400) ~ 5.99
+    assert 5.5 < report["first_logged_loss"] < 6.5
+    assert report["last_logged_loss"] < report["first_logged_loss"] - 0.05
+    assert math.isfinite(report["eval_loss"])
+    assert report["eval_perplexity"] == pytest.approx(math.exp(report["eval_loss"]))
+    assert 0 < report["trainable_parameters"] < report["total_parameters"]
+
+    model_dir = tmp_path / "model"
+    adapter_cfg = json.loads((model_dir / "adapter_config.json").read_text())
+    assert (adapter_cfg["r"], adapter_cfg["lora_alpha"], adapter_cfg["peft_type"]) == (4, 8, "LORA")
+    assert Path(adapter_cfg["base_model_name_or_path"]) == tiny_model_dir
+    assert (model_dir / "adapter_model.safetensors").is_file()
+    assert not (model_dir / "model.safetensors").exists()  # an adapter, not full weights
+    assert (model_dir / "tokenizer.json").is_file()
+    assert lora_b_norm(model_dir) > 0
+
+
+@pytest.mark.slow
+def test_train_full_saves_weights_and_trains_everything(
+    tokenized: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from safetensors.torch import load_file
+
+    report = train_model(tokenized, tmp_path, str(tiny_model_dir), train_cfg("full", lora=None), seed=0)
+    assert report["method"] == "full" and report["adapter"] is False
+    assert report["trainable_parameters"] == report["total_parameters"] > 0
+    assert report["last_logged_loss"] < report["first_logged_loss"] - 1.0  # full FT learns fast here
+    model_dir = tmp_path / "model"
+    assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file()
+    assert not (model_dir / "adapter_config.json").exists()
+    trained = load_file(model_dir / "model.safetensors")
+    base = load_file(tiny_model_dir / "model.safetensors")
+    assert set(trained) == set(base)
+    assert sum(t.numel() for t in trained.values()) == report["total_parameters"]  # tied lm_head once
+    assert any(not torch.equal(trained[k], base[k]) for k in base)
+
+
+@pytest.mark.slow
+def test_train_qlora_on_cpu(tokenized: Path, tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    try:
+        import bitsandbytes as bnb
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"bitsandbytes cannot be imported here: {exc!r}")
+    from tasks.training import load_model
+
+    cfg = train_cfg(
+        "qlora", quantization=QuantizationSection(compute_dtype="float32"), max_steps=6, logging_steps=2
+    )
+    # the weights really are 4-bit NF4 on CPU (bitsandbytes >= 0.48 has CPU kernels)
+    model = load_model(str(tiny_model_dir), cfg, "cpu", trust_remote_code=False)
+    q_proj = model.model.layers[0].self_attn.q_proj
+    assert isinstance(q_proj, bnb.nn.Linear4bit)
+    assert q_proj.weight.quant_state.quant_type == "nf4"
+    del model
+
+    report = train_model(tokenized, tmp_path, str(tiny_model_dir), cfg, seed=0)
+    assert report["method"] == "qlora" and report["adapter"] is True and report["steps"] == 6
+    losses = logged_losses(tmp_path)
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert report["last_logged_loss"] < report["first_logged_loss"]
+    assert math.isfinite(report["eval_loss"])
+    assert 0 < report["trainable_parameters"] < report["total_parameters"]
+    adapter_cfg = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
+    assert adapter_cfg["peft_type"] == "LORA" and adapter_cfg["r"] == 4
+    assert lora_b_norm(tmp_path / "model") > 0

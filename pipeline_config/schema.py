@@ -163,7 +163,6 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = False
     logging_steps: int = Field(10, gt=0)
     eval_steps: int | None = Field(None, gt=0)
-    num_processes: int = Field(1, gt=0)  # > 1: torchrun / accelerate launch (see README)
 
     @model_validator(mode="after")
     def _method_needs(self) -> TrainConfig:

@@ -148,7 +148,9 @@ def train_model(tokenized_dir: Path, out_dir: Path, model_path: str, cfg: TrainC
     (out_dir / "log_history.json").write_text(json.dumps(history, indent=1))
     losses = [h["loss"] for h in history if "loss" in h]
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in trainer.model.parameters())
+    # a 4-bit weight stores two values per byte: count its real (unpacked) size from its quant_state
+    total = sum(p.quant_state.shape.numel() if getattr(p, "quant_state", None) is not None else p.numel()
+                for p in trainer.model.parameters())
     del trainer, model
     if device == "cuda":
         torch.cuda.empty_cache()

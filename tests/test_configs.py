@@ -95,3 +95,37 @@ def test_console_script_reports_bad_config_without_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "bogus, line 9: unknown key" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_seed_recipes_are_reproduced():
+    """The facts each reference recipe (shared seeds/README) fixes, read back from our profiles."""
+    codegen = load_config(REPO / "pipeline_config/codegen350m_qlora.yaml")
+    assert codegen.model.name_or_path == "Salesforce/codegen-350M-mono"
+    assert (codegen.train.method, codegen.train.lora.r, codegen.train.lora.alpha, codegen.train.lora.dropout) == (
+        "qlora", 64, 16, 0.1)
+    q = codegen.train.quantization
+    assert (q.bits, q.quant_type, q.double_quant, q.compute_dtype) == (4, "nf4", True, "float16")
+    assert (codegen.tokenize.packing, codegen.tokenize.max_length, codegen.tokenize.template) == (
+        True, 2048, "codegen_task")
+
+    alpaca = load_config(REPO / "pipeline_config/code_alpaca_full.yaml")
+    assert alpaca.train.method == "full" and alpaca.train.learning_rate == 2e-5 and alpaca.train.num_epochs == 3
+    assert (alpaca.tokenize.max_length, alpaca.train.lr_scheduler, alpaca.train.warmup_ratio) == (512, "cosine", 0.03)
+    assert alpaca.synthesize.self_instruct.enabled and alpaca.synthesize.teacher.backend == "openai"
+
+    phi = load_config(REPO / "pipeline_config/phi3_mini_qlora.yaml")
+    assert (phi.train.lora.r, phi.train.lora.alpha, phi.train.lora.dropout) == (16, 16, 0.05)
+    assert sorted(phi.train.lora.target_modules) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    assert (phi.train.optim, phi.train.learning_rate, phi.train.num_epochs, phi.train.eval_steps) == (
+        "paged_adamw_8bit", 1e-4, 3, 100)
+    assert phi.evaluate.max_samples == 500 and phi.train.quantization.compute_dtype == "bfloat16"
+
+    star = load_config(REPO / "pipeline_config/starcoderbase1b_fim.yaml")
+    assert (star.train.lora.r, star.train.lora.alpha) == (8, 32)
+    assert star.train.lora.target_modules == ["c_proj", "c_attn", "q_attn", "c_fc"]
+    assert star.tokenize.fim_rate > 0 and star.tokenize.packing and star.scrape.package == "sklearn"
+
+    pythia = load_config(REPO / "pipeline_config/pythia70m_full.yaml")
+    assert (pythia.train.method, pythia.train.optim, pythia.train.learning_rate) == ("full", "adafactor", 1e-5)
+    assert (pythia.train.batch_size, pythia.train.grad_accum, pythia.train.eval_steps) == (1, 4, 120)

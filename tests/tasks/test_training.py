@@ -71,6 +71,37 @@ def test_lora_config_for_qlora_and_none_for_full() -> None:
     assert lora_config(TrainConfig(method="full")) is None
 
 
+def test_training_args_carry_values(tmp_path: Path) -> None:
+    from tasks.training import training_args
+
+    cfg = train_cfg(
+        "lora",
+        learning_rate=3e-4,
+        max_steps=50,
+        batch_size=2,
+        grad_accum=4,
+        warmup_ratio=0.1,
+        lr_scheduler="linear",
+        weight_decay=0.01,
+        logging_steps=7,
+    )
+    args = training_args(cfg, tmp_path, "cpu", seed=11, has_eval=False)
+    assert (args.learning_rate, args.max_steps, args.per_device_train_batch_size) == (3e-4, 50, 2)
+    assert (args.gradient_accumulation_steps, args.weight_decay, args.logging_steps) == (4, 0.01, 7)
+    assert args.lr_scheduler_type == "linear"
+    assert args.get_warmup_steps(50) == 5  # warmup_ratio 0.1 of 50 steps
+    assert (args.seed, args.data_seed) == (11, 11)
+    assert args.output_dir == str(tmp_path / "checkpoints")
+    assert args.use_cpu is True and args.bf16 is False and args.fp16 is False
+    assert args.save_strategy == "no" and args.eval_strategy == "no"
+    with_eval = training_args(train_cfg("lora", eval_steps=5), tmp_path, "cpu", seed=0, has_eval=True)
+    assert with_eval.eval_strategy == "steps" and with_eval.eval_steps == 5
+    assert (
+        training_args(train_cfg("lora", eval_steps=5), tmp_path, "cpu", 0, has_eval=False).eval_strategy
+        == "no"
+    )
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
 def test_pick_device_cuda_without_cuda_raises() -> None:
     with pytest.raises(RuntimeError, match="train.device is 'cuda' but no CUDA device is visible"):
@@ -121,6 +152,12 @@ def lora_b_norm(adapter_dir: Path) -> float:
     return float(sum(t.float().norm() for t in b))
 
 
+def base_parameters(model_dir: Path) -> int:
+    from safetensors.torch import load_file
+
+    return sum(t.numel() for t in load_file(model_dir / "model.safetensors").values())
+
+
 def logged_losses(out_dir: Path) -> list[float]:
     return [h["loss"] for h in json.loads((out_dir / "log_history.json").read_text()) if "loss" in h]
 
@@ -144,6 +181,7 @@ def test_train_lora_loss_decreases_and_saves_adapter(
     assert math.isfinite(report["eval_loss"])
     assert report["eval_perplexity"] == pytest.approx(math.exp(report["eval_loss"]))
     assert 0 < report["trainable_parameters"] < report["total_parameters"]
+    assert report["total_parameters"] == base_parameters(tiny_model_dir) + report["trainable_parameters"]
 
     model_dir = tmp_path / "model"
     adapter_cfg = json.loads((model_dir / "adapter_config.json").read_text())
@@ -201,6 +239,8 @@ def test_train_qlora_on_cpu(tokenized: Path, tiny_model_dir: Path, tmp_path: Pat
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     assert report["last_logged_loss"] < report["first_logged_loss"]
     assert math.isfinite(report["eval_loss"])
+    # 4-bit weights pack two values per byte; the report counts the model's real size, as for LoRA
+    assert report["total_parameters"] == base_parameters(tiny_model_dir) + report["trainable_parameters"]
     assert 0 < report["trainable_parameters"] < report["total_parameters"]
     adapter_cfg = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
     assert adapter_cfg["peft_type"] == "LORA" and adapter_cfg["r"] == 4

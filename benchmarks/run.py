@@ -24,12 +24,17 @@ WORK = HERE / "work"
 def timed_run(config: str, env: dict) -> tuple[float, dict]:
     finetune = Path(sys.executable).parent / "finetune"
     start = time.perf_counter()
-    proc = subprocess.run([str(finetune), "run", "--config", config, "--json"], env=env, capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        [str(finetune), "run", "--config", config, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     seconds = time.perf_counter() - start
     if proc.returncode:
         sys.exit(f"finetune run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return seconds, json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    return seconds, json.loads(proc.stdout[proc.stdout.index("{\n") :])
 
 
 def pipeline_rerun(config: str) -> dict:

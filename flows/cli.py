@@ -22,8 +22,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the finetune flow")
     run.add_argument("--config", required=True, help="YAML profile, e.g. pipeline_config/offline.yaml")
-    run.add_argument("--only", nargs="+", default=[], metavar="STAGE", help=f"run only these ({', '.join(STAGES)})")
-    run.add_argument("--force", nargs="+", default=[], metavar="STAGE", help="re-run these and all after them")
+    run.add_argument(
+        "--only", nargs="+", default=[], metavar="STAGE", help=f"run only these ({', '.join(STAGES)})"
+    )
+    run.add_argument(
+        "--force", nargs="+", default=[], metavar="STAGE", help="re-run these and all after them"
+    )
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     check = sub.add_parser("validate", help="validate config files and exit")
     check.add_argument("configs", nargs="+")
@@ -59,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         mlflow = summary["mlflow"]
         if "version" in mlflow:
-            print(f"\nmodel {mlflow['model_name']} v{mlflow['version']} aliases={','.join(mlflow['aliases'])}")
+            print(
+                f"\nmodel {mlflow['model_name']} v{mlflow['version']} aliases={','.join(mlflow['aliases'])}"
+            )
         print(f"summary: {summary['summary_path']}")
     return 0
 

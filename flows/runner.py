@@ -34,8 +34,14 @@ def with_downstream(names: Iterable[str]) -> set[str]:
 
 
 class StageRunner:
-    def __init__(self, cfg: PipelineConfig, config_path: str, only: list[str] | None, force: list[str] | None,
-                 flow_run_id: str):
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        config_path: str,
+        only: list[str] | None,
+        force: list[str] | None,
+        flow_run_id: str,
+    ):
         self.cfg, self.config_path = cfg, config_path
         self.only = set(check_stage_names(only, "--only"))
         self.forced = with_downstream(check_stage_names(force, "--force"))
@@ -44,7 +50,8 @@ class StageRunner:
         self.resolved = cfg.model_dump(mode="json")
         self.config_hash = hash_json(self.resolved)
         self.mlflow_run_id = tracking.start_run(
-            self.resolved, run_name=self.run_id,
+            self.resolved,
+            run_name=self.run_id,
             tags={"config_path": config_path, "config_hash": self.config_hash, "profile": cfg.name},
         )
 
@@ -55,15 +62,24 @@ class StageRunner:
         if self.only and spec.name not in self.only:
             out = self._from_cache(spec, inputs)
         else:
-            state = task(self.cfg, dict(inputs), force=spec.name in self.forced,
-                         context={"mlflow_run_id": self.mlflow_run_id}, return_state=True)
+            state = task(
+                self.cfg,
+                dict(inputs),
+                force=spec.name in self.forced,
+                context={"mlflow_run_id": self.mlflow_run_id},
+                return_state=True,
+            )
             out = state.result()  # re-raises the stage's error
             if state.name == "Cached":
                 out = replace(out, status="cached", seconds=0.0)
         self.outputs[spec.name] = out
-        tracking.log_stage(self.mlflow_run_id, spec.name, out.key, out.status,
-                           {**read_report(out), "rows_in": out.rows_in, "rows_out": out.rows_out,
-                            "seconds": out.seconds})
+        tracking.log_stage(
+            self.mlflow_run_id,
+            spec.name,
+            out.key,
+            out.status,
+            {**read_report(out), "rows_in": out.rows_in, "rows_out": out.rows_out, "seconds": out.seconds},
+        )
         return out
 
     def _from_cache(self, spec, inputs: Mapping[str, StageOutput]) -> StageOutput:
@@ -71,7 +87,7 @@ class StageRunner:
         out = cached_output(self.cfg.workspace_path(), spec.name, key)
         if out is None:
             raise MissingInputError(
-                f"--only needs the output of stage '{spec.name}' (key {key}), which was never built with this "
+                f"--only needs the output of stage '{spec.name}' (key {key}), never built with this "
                 f"config; run it first: finetune run --config {self.config_path} --only {spec.name}"
             )
         return out
@@ -84,7 +100,9 @@ class StageRunner:
             "profile": self.cfg.name,
             "status": "failed" if error else "completed",
             "error": f"{type(error).__name__}: {error}" if error else None,
-            "stages": {name: {k: v for k, v in asdict(o).items() if k != "stage"} for name, o in self.outputs.items()},
+            "stages": {
+                name: {k: v for k, v in asdict(o).items() if k != "stage"} for name, o in self.outputs.items()
+            },
             "mlflow": self._mlflow_record(),
         }
         tracking.end_run(self.mlflow_run_id, "FAILED" if error else "FINISHED")
@@ -100,17 +118,25 @@ class StageRunner:
         if registered:
             reg = read_report(registered)
             version = tracking.client().get_model_version(reg["model_name"], reg["version"])
-            record.update(model_name=reg["model_name"], version=reg["version"],
-                          aliases=sorted(version.aliases), registered_by_run=reg["run_id"])
+            record.update(
+                model_name=reg["model_name"],
+                version=reg["version"],
+                aliases=sorted(version.aliases),
+                registered_by_run=reg["run_id"],
+            )
         return record
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
     rows = [("stage", "key", "status", "rows in", "rows out", "seconds")]
     for name, s in summary["stages"].items():
-        rows.append((name, s["key"], s["status"], str(s["rows_in"]), str(s["rows_out"]), f"{s['seconds']:.1f}"))
+        rows.append(
+            (name, s["key"], s["status"], str(s["rows_in"]), str(s["rows_out"]), f"{s['seconds']:.1f}")
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in rows]
+    lines = [
+        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -46,7 +46,9 @@ class ScratchModel(Section):
     @model_validator(mode="after")
     def _heads_divide(self) -> ScratchModel:
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
         if self.pretrain_block_size > self.max_position_embeddings:
             raise ValueError(
                 f"pretrain_block_size ({self.pretrain_block_size}) exceeds max_position_embeddings "

@@ -12,11 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline_config.schema import ModelConfig, ScratchModel
-from tasks.stage import build_stage, file_version, iter_jsonl, stage_key
+from tasks.stage import build_stage, file_version, iter_jsonl, logger, stage_key
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = "<fim_prefix>", "<fim_middle>", "<fim_suffix>"
 SPECIAL_TOKENS = [EOS, PAD, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX]
+CODE_VERSION = file_version(__file__)  # read once, at import, like every stage's SPEC
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -67,15 +68,16 @@ def pretrain(model, tokenizer, texts: list[str], cfg: ScratchModel, seed: int) -
     """
     import torch
 
-    ids = [t for text in texts for t in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]]
+    ids = [t for doc in tokenizer(texts)["input_ids"] for t in [*doc, tokenizer.eos_token_id]]
     block = cfg.pretrain_block_size
     blocks = torch.tensor(ids[: len(ids) // block * block]).view(-1, block)
     if len(blocks) == 0:
         raise ValueError(f"the scraped corpus has fewer than {block} tokens: nothing to pretrain on")
     gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.pretrain_lr, total_steps=cfg.pretrain_steps,
-                                                   pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, cfg.pretrain_lr, total_steps=cfg.pretrain_steps, pct_start=0.1
+    )
     model.train()
     losses = []
     for _ in range(cfg.pretrain_steps):
@@ -87,6 +89,11 @@ def pretrain(model, tokenizer, texts: list[str], cfg: ScratchModel, seed: int) -
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        if len(losses) % 50 == 0 or len(losses) == cfg.pretrain_steps:
+            recent = losses[-50:]
+            logger().info(
+                "pretrain step %d/%d loss %.3f", len(losses), cfg.pretrain_steps, sum(recent) / len(recent)
+            )
     model.eval()
     return losses
 
@@ -113,14 +120,24 @@ def build_scratch_model(scrape_dir: Path, out_dir: Path, cfg: ScratchModel, seed
     }
 
 
-def resolve_base_model(model_cfg: ModelConfig, workspace: Path, scrape_dir: Path, scrape_key: str, seed: int) -> str:
+def resolve_base_model(
+    model_cfg: ModelConfig, workspace: Path, scrape_dir: Path, scrape_key: str, seed: int
+) -> str:
     """Return what from_pretrained should load: the configured hub id/folder, or the scratch build."""
     if model_cfg.name_or_path:
         return model_cfg.name_or_path
     cfg = model_cfg.scratch
-    key = stage_key("base_model", {"scratch": cfg.model_dump(), "seed": seed}, {"scrape": scrape_key}, file_version(__file__))
+    key = stage_key(
+        "base_model",
+        {"scratch": cfg.model_dump(), "seed": seed},
+        {"scrape": scrape_key},
+        file_version(__file__),
+    )
     out = build_stage(
-        workspace, "base_model", key, {"scrape": scrape_key},
+        workspace,
+        "base_model",
+        key,
+        {"scrape": scrape_key},
         lambda out_dir: build_scratch_model(scrape_dir, out_dir, cfg, seed),
     )
     return out.path

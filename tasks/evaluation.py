@@ -55,10 +55,14 @@ def perplexity(model, rows, batch_size: int, pad_id: int) -> float:
         mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
         labels = torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in batch])
         with torch.no_grad():
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+            logits = model(
+                input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
+            ).logits.float()
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(logits.device)
         nll = torch.nn.functional.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100,
+            shift_logits.reshape(-1, shift_logits.size(-1)),
+            shift_labels.reshape(-1),
+            ignore_index=-100,
             reduction="sum",
         )
         total_nll += nll.item()
@@ -74,20 +78,34 @@ def generate(model, tokenizer, prompts: list[str], cfg: EvaluateConfig, max_posi
     outputs = []
     for start in range(0, len(prompts), cfg.batch_size):
         enc = tokenizer(
-            prompts[start : start + cfg.batch_size], return_tensors="pt", padding=True,
-            truncation=True, max_length=max(max_positions - cfg.max_new_tokens, 8), add_special_tokens=False,
+            prompts[start : start + cfg.batch_size],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max(max_positions - cfg.max_new_tokens, 8),
+            add_special_tokens=False,
         ).to(model.device)
         with torch.no_grad():
             out = model.generate(
-                **enc, max_new_tokens=cfg.max_new_tokens, do_sample=False,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                **enc,
+                max_new_tokens=cfg.max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
             )
         outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return [o.strip() for o in outputs]
 
 
-def evaluate_models(tokenized_dir: Path, model_dir: Path, out_dir: Path, base_path: str, is_adapter: bool,
-                    cfg: EvaluateConfig, trust_remote_code: bool = False) -> dict:
+def evaluate_models(
+    tokenized_dir: Path,
+    model_dir: Path,
+    out_dir: Path,
+    base_path: str,
+    is_adapter: bool,
+    cfg: EvaluateConfig,
+    trust_remote_code: bool = False,
+) -> dict:
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
@@ -110,9 +128,10 @@ def evaluate_models(tokenized_dir: Path, model_dir: Path, out_dir: Path, base_pa
         del model
     write_jsonl(
         out_dir / "predictions.jsonl",
-        ({"id": r["id"], "prompt": r["prompt"], "reference": r["response"],
-          "base": b, "finetuned": f} for r, b, f in zip(rows, generations["base"], generations["finetuned"],
-                                                         strict=True)),
+        (
+            {"id": r["id"], "prompt": r["prompt"], "reference": r["response"], "base": b, "finetuned": f}
+            for r, b, f in zip(rows, generations["base"], generations["finetuned"], strict=True)
+        ),
     )
     delta = {k: results["finetuned"][k] - results["base"][k] for k in results["base"]}
     return {"rows_in": len(rows), "rows_out": len(rows), **results, "delta": delta}
@@ -121,8 +140,13 @@ def evaluate_models(tokenized_dir: Path, model_dir: Path, out_dir: Path, base_pa
 def run(cfg: PipelineConfig, inputs: Mapping[str, StageOutput], out_dir: Path, context: Mapping) -> dict:
     train_report = read_report(inputs["train"])
     return evaluate_models(
-        Path(inputs["tokenize"].path), Path(inputs["train"].path) / "model", out_dir,
-        train_report["base_model"], train_report["adapter"], cfg.evaluate, cfg.model.trust_remote_code,
+        Path(inputs["tokenize"].path),
+        Path(inputs["train"].path) / "model",
+        out_dir,
+        train_report["base_model"],
+        train_report["adapter"],
+        cfg.evaluate,
+        cfg.model.trust_remote_code,
     )
 
 

@@ -73,8 +73,15 @@ def log_model(model_dir: Path, base_model: str, is_adapter: bool, run_id: str, m
         )
 
 
-def register_model(train_dir: Path, eval_report: Mapping, out_dir: Path, run_id: str, base_model: str,
-                   is_adapter: bool, cfg: RegisterConfig) -> dict:
+def register_model(
+    train_dir: Path,
+    eval_report: Mapping,
+    out_dir: Path,
+    run_id: str,
+    base_model: str,
+    is_adapter: bool,
+    cfg: RegisterConfig,
+) -> dict:
     client = tracking.client()
     info = log_model(train_dir / "model", base_model, is_adapter, run_id, cfg.model_name)
     version = str(info.registered_model_version)
@@ -109,11 +116,18 @@ def register_model(train_dir: Path, eval_report: Mapping, out_dir: Path, run_id:
 def run(cfg: PipelineConfig, inputs: Mapping[str, StageOutput], out_dir: Path, context: Mapping) -> dict:
     train_report = read_report(inputs["train"])
     return register_model(
-        Path(inputs["train"].path), read_report(inputs["evaluate"]), out_dir, context["mlflow_run_id"],
-        train_report["base_model"], train_report["adapter"], cfg.register,
+        Path(inputs["train"].path),
+        read_report(inputs["evaluate"]),
+        out_dir,
+        context["mlflow_run_id"],
+        train_report["base_model"],
+        train_report["adapter"],
+        cfg.register,
     )
 
 
 # a different tracking store has not seen this model: registering there is new work, so it is in the key
-SPEC = StageSpec("register", run, ("register",), file_version(__file__), extra_key=lambda: {"uri": tracking.tracking_uri()})
+SPEC = StageSpec(
+    "register", run, ("register",), file_version(__file__), extra_key=lambda: {"uri": tracking.tracking_uri()}
+)
 TASK = stage_task(SPEC)

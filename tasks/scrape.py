@@ -213,8 +213,15 @@ def without_docstring(lines: list[str], node: DefNode) -> list[str]:
 # --- records -----------------------------------------------------------------------------------------------
 
 
-def make_record(src: SourceFile, lines: list[str], node: DefNode, qualname: list[str], kind: str,
-                docstring: str, version: str | None) -> dict:
+def make_record(
+    src: SourceFile,
+    lines: list[str],
+    node: DefNode,
+    qualname: list[str],
+    kind: str,
+    docstring: str,
+    version: str | None,
+) -> dict:
     dotted = ".".join(qualname)
     segment = segment_lines(lines, node)
     return {
@@ -233,8 +240,9 @@ def make_record(src: SourceFile, lines: list[str], node: DefNode, qualname: list
     }
 
 
-def file_records(src: SourceFile, lines: list[str], tree: ast.Module, cfg: ScrapeConfig,
-                 version: str | None) -> Iterator[dict]:
+def file_records(
+    src: SourceFile, lines: list[str], tree: ast.Module, cfg: ScrapeConfig, version: str | None
+) -> Iterator[dict]:
     seen: set[str] = set()
     for node, qualname, kind in walk_definitions(tree):
         if not cfg.include_private and is_private(qualname):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 import uuid
@@ -40,6 +41,17 @@ class StageOutput:
 
 class MissingInputError(RuntimeError):
     """A stage was asked to run from cached inputs that were never produced."""
+
+
+def logger() -> logging.Logger:
+    """Prefect's run logger inside a task or flow (shows in the UI), a plain logger elsewhere (tests)."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("finetune")
 
 
 def hash_json(payload: Any) -> str:
@@ -181,7 +193,9 @@ def stage_task(spec: StageSpec, retries: int = 0, retry_delay_seconds: float = 1
         cfg, inputs = params["cfg"], params["inputs"]
         key = spec.key(cfg, inputs)
         if params.get("force") or cached_output(cfg.workspace_path(), spec.name, key) is None:
-            return None  # nothing valid on disk: run (a stale Prefect record must not shadow a deleted folder)
+            return (
+                None  # nothing valid on disk: run (a stale Prefect record must not shadow a deleted folder)
+            )
         # the Prefect result store is shared by every workspace on the machine; keep workspaces apart
         return f"{key}-{hash_json(str(cfg.workspace_path()))[:8]}"
 

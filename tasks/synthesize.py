@@ -33,8 +33,14 @@ SUMMARY_MAX_CHARS = 600
 
 def pair(instruction: str, input_text: str, output: str, source: str, **metadata) -> dict:
     digest = hashlib.sha1(f"{instruction}\x00{input_text}\x00{output}".encode()).hexdigest()[:16]
-    return {"id": f"{source}-{digest}", "instruction": instruction, "input": input_text, "output": output,
-            "source": source, "metadata": metadata}
+    return {
+        "id": f"{source}-{digest}",
+        "instruction": instruction,
+        "input": input_text,
+        "output": output,
+        "source": source,
+        "metadata": metadata,
+    }
 
 
 def docstring_summary(docstring: str) -> str:
@@ -51,9 +57,16 @@ def docstring_pairs(records: list[dict], limit: int | None) -> Iterator[dict]:
             continue
         kind = "class" if rec["kind"] == "class" else "function"
         instruction = f"Write a Python {kind} `{rec['name'].rsplit('.', 1)[-1]}`: {summary}"
-        yield pair(instruction, rec["signature"], rec["code_without_docstring"], "docstring",
-                   qualname=rec["name"], path=rec["path"], lines=[rec["line_start"], rec["line_end"]],
-                   package_version=rec["package_version"])
+        yield pair(
+            instruction,
+            rec["signature"],
+            rec["code_without_docstring"],
+            "docstring",
+            qualname=rec["name"],
+            path=rec["path"],
+            lines=[rec["line_start"], rec["line_end"]],
+            package_version=rec["package_version"],
+        )
         n += 1
         if limit and n >= limit:
             return
@@ -65,12 +78,16 @@ PROMPT_HEAD = (
     "Below are programming tasks, each with an instruction, an optional input and a Python solution. "
     "Write one new task that is different from all of them, in the same format.\n\n"
 )
-TASK_RE = re.compile(r"Instruction:\s*(?P<instruction>.+?)\s*Input:\s*(?P<input>.*?)\s*Output:\s*(?P<output>.+)",
-                     re.DOTALL)
+TASK_RE = re.compile(
+    r"Instruction:\s*(?P<instruction>.+?)\s*Input:\s*(?P<input>.*?)\s*Output:\s*(?P<output>.+)", re.DOTALL
+)
 
 
 def format_task(i: int, task: Mapping) -> str:
-    return f"Task {i}\nInstruction: {task['instruction']}\nInput: {task.get('input', '')}\nOutput:\n{task['output']}\n"
+    return (
+        f"Task {i}\nInstruction: {task['instruction']}\nInput: {task.get('input', '')}\n"
+        f"Output:\n{task['output']}\n"
+    )
 
 
 def self_instruct_prompt(examples: list[Mapping]) -> str:
@@ -86,40 +103,59 @@ def parse_task(completion: str) -> dict | None:
         return None
     output = match["output"].strip()
     fenced = re.search(r"```(?:python)?\n(.*?)```", output, re.DOTALL)
-    return {"instruction": match["instruction"].strip(), "input": match["input"].strip(),
-            "output": (fenced[1] if fenced else output).strip()}
+    return {
+        "instruction": match["instruction"].strip(),
+        "input": match["input"].strip(),
+        "output": (fenced[1] if fenced else output).strip(),
+    }
 
 
 def self_instruct(teacher: Teacher, cfg: SelfInstructConfig, seed: int) -> tuple[list[dict], Counter]:
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"])
-    pool = list(iter_jsonl(Path(cfg.seed_tasks) if cfg.seed_tasks else SEED_TASKS))
+    seed_path = Path(cfg.seed_tasks) if cfg.seed_tasks else SEED_TASKS
+    pool = list(iter_jsonl(seed_path))
+    if not pool:
+        raise ValueError(f"synthesize.self_instruct.seed_tasks: {seed_path} holds no tasks")
     rng = random.Random(seed)
     kept: list[dict] = []
     counts: Counter = Counter()
     for round_no in range(cfg.num_rounds):
-        prompts = [self_instruct_prompt(rng.sample(pool, min(cfg.examples_per_prompt, len(pool))))
-                   for _ in range(cfg.prompts_per_round)]
+        prompts = [
+            self_instruct_prompt(rng.sample(pool, min(cfg.examples_per_prompt, len(pool))))
+            for _ in range(cfg.prompts_per_round)
+        ]
         for completion in teacher.generate(prompts):
             counts["generated"] += 1
             task = parse_task(completion)
             if task is None:
                 counts["unparseable"] += 1
                 continue
-            similarity = max(scorer.score(t["instruction"], task["instruction"])["rougeL"].fmeasure for t in pool)
+            similarity = max(
+                scorer.score(t["instruction"], task["instruction"])["rougeL"].fmeasure for t in pool
+            )
             if similarity >= cfg.max_similarity:
                 counts["too_similar"] += 1
                 continue
             pool.append(task)
-            kept.append(pair(task["instruction"], task["input"], task["output"], "self_instruct",
-                             round=round_no, max_similarity=round(similarity, 4)))
+            kept.append(
+                pair(
+                    task["instruction"],
+                    task["input"],
+                    task["output"],
+                    "self_instruct",
+                    round=round_no,
+                    max_similarity=round(similarity, 4),
+                )
+            )
             counts["kept"] += 1
     return kept, counts
 
 
-def synthesize_pairs(scrape_dir: Path, out_dir: Path, cfg: SynthesizeConfig, teacher: Teacher | None,
-                     seed: int) -> dict:
+def synthesize_pairs(
+    scrape_dir: Path, out_dir: Path, cfg: SynthesizeConfig, teacher: Teacher | None, seed: int
+) -> dict:
     records = list(iter_jsonl(Path(scrape_dir) / "records.jsonl"))
     rows = list(docstring_pairs(records, cfg.max_docstring_pairs)) if cfg.docstring_pairs else []
     counts: Counter = Counter()
@@ -142,7 +178,9 @@ def run(cfg: PipelineConfig, inputs: Mapping[str, StageOutput], out_dir: Path, c
     if cfg.synthesize.self_instruct.enabled:
         base = None
         if cfg.synthesize.teacher.backend == "local" and cfg.synthesize.teacher.model == "base":
-            base = resolve_base_model(cfg.model, cfg.workspace_path(), Path(scrape.path), scrape.key, cfg.seed)
+            base = resolve_base_model(
+                cfg.model, cfg.workspace_path(), Path(scrape.path), scrape.key, cfg.seed
+            )
         teacher = make_teacher(cfg.synthesize.teacher, base, cfg.seed)
     return synthesize_pairs(Path(scrape.path), out_dir, cfg.synthesize, teacher, cfg.seed)
 

@@ -154,8 +154,13 @@ class OpenAITeacher:
                 server_delay = _retry_after(resp)
                 delay = _backoff_delay(attempt) if server_delay is None else server_delay
             if attempt + 1 < attempts:
-                log.warning("teacher request failed (%s); retry %d/%d in %.1fs",
-                            last_error, attempt + 1, attempts - 1, delay)
+                log.warning(
+                    "teacher request failed (%s); retry %d/%d in %.1fs",
+                    last_error,
+                    attempt + 1,
+                    attempts - 1,
+                    delay,
+                )
                 self._sleep(delay)
         raise TeacherError(f"{self.url}: gave up after {attempts} attempt(s); last error: {last_error}")
 

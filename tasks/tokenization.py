@@ -34,7 +34,8 @@ ALPACA_NO_INPUT = (
 # The codegen-350M-mono recipe's Instruction/Task/Input/Response layout (seeds/000).
 CODEGEN_TASK = (
     "### Instruction:\nUse the Task below and the Input given to write the Response, which is a programming "
-    "code that can solve the following Task:\n\n### Task:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+    "code that can solve the following Task:\n\n"
+    "### Task:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 )
 
 
@@ -58,7 +59,7 @@ def fim_transform(text: str, rng: random.Random) -> str:
 
 
 def encode_pair(tokenizer, prompt: str, response: str, cfg: TokenizeConfig) -> tuple[dict, bool]:
-    """Token ids for prompt + response + eos; labels hide the prompt when masking. Returns (row, truncated)."""
+    """Token ids for prompt + response + eos; labels hide the prompt when masking -> (row, truncated)."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     truncated = len(prompt_ids) + len(response_ids) > cfg.max_length
@@ -70,7 +71,11 @@ def encode_pair(tokenizer, prompt: str, response: str, cfg: TokenizeConfig) -> t
         response_ids = response_ids[: cfg.max_length - keep]
     prompt_labels = [IGNORE] * len(prompt_ids) if cfg.mask_prompt else prompt_ids
     input_ids = prompt_ids + response_ids
-    row = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": prompt_labels + response_ids}
+    row = {
+        "input_ids": input_ids,
+        "attention_mask": [1] * len(input_ids),
+        "labels": prompt_labels + response_ids,
+    }
     return row, truncated
 
 
@@ -81,13 +86,18 @@ def pack_rows(rows: list[dict], block: int) -> list[dict]:
     blocks = []
     for start in range(0, len(ids) - block + 1, block):
         blocks.append(
-            {"input_ids": ids[start : start + block], "attention_mask": [1] * block,
-             "labels": labels[start : start + block]}
+            {
+                "input_ids": ids[start : start + block],
+                "attention_mask": [1] * block,
+                "labels": labels[start : start + block],
+            }
         )
     return blocks
 
 
-def split_indices(n: int, test_fraction: float, max_test: int | None, seed: int) -> tuple[list[int], list[int]]:
+def split_indices(
+    n: int, test_fraction: float, max_test: int | None, seed: int
+) -> tuple[list[int], list[int]]:
     order = list(range(n))
     random.Random(seed).shuffle(order)
     n_test = max(1, round(n * test_fraction))

@@ -117,8 +117,14 @@ def training_args(cfg: TrainConfig, out_dir: Path, device: str, seed: int, has_e
     )
 
 
-def train_model(tokenized_dir: Path, out_dir: Path, model_path: str, cfg: TrainConfig, seed: int,
-                trust_remote_code: bool = False) -> dict:
+def train_model(
+    tokenized_dir: Path,
+    out_dir: Path,
+    model_path: str,
+    cfg: TrainConfig,
+    seed: int,
+    trust_remote_code: bool = False,
+) -> dict:
     import torch
     from datasets import load_from_disk
     from transformers import AutoTokenizer, set_seed
@@ -149,8 +155,10 @@ def train_model(tokenized_dir: Path, out_dir: Path, model_path: str, cfg: TrainC
     losses = [h["loss"] for h in history if "loss" in h]
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     # a 4-bit weight stores two values per byte: count its real (unpacked) size from its quant_state
-    total = sum(p.quant_state.shape.numel() if getattr(p, "quant_state", None) is not None else p.numel()
-                for p in trainer.model.parameters())
+    total = sum(
+        p.quant_state.shape.numel() if getattr(p, "quant_state", None) is not None else p.numel()
+        for p in trainer.model.parameters()
+    )
     del trainer, model
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -176,7 +184,9 @@ def train_model(tokenized_dir: Path, out_dir: Path, model_path: str, cfg: TrainC
 def run(cfg: PipelineConfig, inputs: Mapping[str, StageOutput], out_dir: Path, context: Mapping) -> dict:
     tokenized = inputs["tokenize"]
     model_path = read_report(tokenized)["base_model"]
-    return train_model(Path(tokenized.path), out_dir, model_path, cfg.train, cfg.seed, cfg.model.trust_remote_code)
+    return train_model(
+        Path(tokenized.path), out_dir, model_path, cfg.train, cfg.seed, cfg.model.trust_remote_code
+    )
 
 
 SPEC = StageSpec("train", run, ("train", "model", "seed"), file_version(__file__))

@@ -47,11 +47,17 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     "text, expected",
     [
-        (VALID.replace("    r: 8", "    r: 0"), "train.lora.r, line 8: Input should be greater than 0 (got 0)"),
+        (
+            VALID.replace("    r: 8", "    r: 0"),
+            "train.lora.r, line 8: Input should be greater than 0 (got 0)",
+        ),
         (VALID.replace("    r: 8", "    rank: 8"), "train.lora.rank, line 8: unknown key"),
         (VALID.replace("    vocab_size: 512", "    vocab_size: lots"), "model.scratch.vocab_size, line 4"),
         (VALID + "tokenize:\n  max_length: 100000\n", "exceeds model.scratch.max_position_embeddings"),
-        (VALID.replace("  method: lora", "  method: qlora"), "train.method 'qlora' needs a train.quantization"),
+        (
+            VALID.replace("  method: lora", "  method: qlora"),
+            "train.method 'qlora' needs a train.quantization",
+        ),
         (VALID.replace("name: t\n", ""), "name: required key is missing"),
         (VALID + "bogus: 1\n", "bogus, line 9: unknown key"),
     ],
@@ -91,7 +97,10 @@ def test_console_script_reports_bad_config_without_traceback(tmp_path):
     path = write(tmp_path, VALID + "bogus: 1\n")
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "finetune"), "run", "--config", str(path)],
-        capture_output=True, text=True, env={**os.environ}, timeout=120,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "bogus, line 9: unknown key" in proc.stderr and "Traceback" not in proc.stderr
@@ -101,24 +110,42 @@ def test_seed_recipes_are_reproduced():
     """The facts each reference recipe (shared seeds/README) fixes, read back from our profiles."""
     codegen = load_config(REPO / "pipeline_config/codegen350m_qlora.yaml")
     assert codegen.model.name_or_path == "Salesforce/codegen-350M-mono"
-    assert (codegen.train.method, codegen.train.lora.r, codegen.train.lora.alpha, codegen.train.lora.dropout) == (
-        "qlora", 64, 16, 0.1)
+    assert (
+        codegen.train.method,
+        codegen.train.lora.r,
+        codegen.train.lora.alpha,
+        codegen.train.lora.dropout,
+    ) == ("qlora", 64, 16, 0.1)
     q = codegen.train.quantization
     assert (q.bits, q.quant_type, q.double_quant, q.compute_dtype) == (4, "nf4", True, "float16")
     assert (codegen.tokenize.packing, codegen.tokenize.max_length, codegen.tokenize.template) == (
-        True, 2048, "codegen_task")
+        True,
+        2048,
+        "codegen_task",
+    )
 
     alpaca = load_config(REPO / "pipeline_config/code_alpaca_full.yaml")
-    assert alpaca.train.method == "full" and alpaca.train.learning_rate == 2e-5 and alpaca.train.num_epochs == 3
-    assert (alpaca.tokenize.max_length, alpaca.train.lr_scheduler, alpaca.train.warmup_ratio) == (512, "cosine", 0.03)
+    assert (
+        alpaca.train.method == "full" and alpaca.train.learning_rate == 2e-5 and alpaca.train.num_epochs == 3
+    )
+    assert (alpaca.tokenize.max_length, alpaca.train.lr_scheduler, alpaca.train.warmup_ratio) == (
+        512,
+        "cosine",
+        0.03,
+    )
     assert alpaca.synthesize.self_instruct.enabled and alpaca.synthesize.teacher.backend == "openai"
 
     phi = load_config(REPO / "pipeline_config/phi3_mini_qlora.yaml")
     assert (phi.train.lora.r, phi.train.lora.alpha, phi.train.lora.dropout) == (16, 16, 0.05)
     assert sorted(phi.train.lora.target_modules) == sorted(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     assert (phi.train.optim, phi.train.learning_rate, phi.train.num_epochs, phi.train.eval_steps) == (
-        "paged_adamw_8bit", 1e-4, 3, 100)
+        "paged_adamw_8bit",
+        1e-4,
+        3,
+        100,
+    )
     assert phi.evaluate.max_samples == 500 and phi.train.quantization.compute_dtype == "bfloat16"
 
     star = load_config(REPO / "pipeline_config/starcoderbase1b_fim.yaml")
@@ -127,5 +154,9 @@ def test_seed_recipes_are_reproduced():
     assert star.tokenize.fim_rate > 0 and star.tokenize.packing and star.scrape.package == "sklearn"
 
     pythia = load_config(REPO / "pipeline_config/pythia70m_full.yaml")
-    assert (pythia.train.method, pythia.train.optim, pythia.train.learning_rate) == ("full", "adafactor", 1e-5)
+    assert (pythia.train.method, pythia.train.optim, pythia.train.learning_rate) == (
+        "full",
+        "adafactor",
+        1e-5,
+    )
     assert (pythia.train.batch_size, pythia.train.grad_accum, pythia.train.eval_steps) == (1, 4, 120)

@@ -58,7 +58,9 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
 def test_warm_rerun_is_all_cached(cold, tiny_config):
     warm = finetune(config_path=str(tiny_config))
     assert {s["status"] for s in warm["stages"].values()} == {"cached"}
-    assert {n: s["key"] for n, s in warm["stages"].items()} == {n: s["key"] for n, s in cold["stages"].items()}
+    assert {n: s["key"] for n, s in warm["stages"].items()} == {
+        n: s["key"] for n, s in cold["stages"].items()
+    }
     assert warm["mlflow"]["version"] == "1"  # nothing new registered
     assert warm["mlflow"]["run_id"] != cold["mlflow"]["run_id"]  # but its own MLflow run
 
@@ -67,8 +69,15 @@ def test_force_train_reruns_train_and_after(cold, tiny_config, capsys):
     assert main(["run", "--config", str(tiny_config), "--force", "train", "--json"]) == 0
     forced = json.loads(capsys.readouterr().out)
     status = {n: s["status"] for n, s in forced["stages"].items()}
-    assert status == {"scrape": "cached", "synthesize": "cached", "clean": "cached", "tokenize": "cached",
-                      "train": "executed", "evaluate": "executed", "register": "executed"}
+    assert status == {
+        "scrape": "cached",
+        "synthesize": "cached",
+        "clean": "cached",
+        "tokenize": "cached",
+        "train": "executed",
+        "evaluate": "executed",
+        "register": "executed",
+    }
     assert forced["mlflow"]["version"] == "2"
     assert "challenger" in forced["mlflow"]["aliases"]
     champion = mlflow.MlflowClient().get_model_version_by_alias("e2e-model", "champion")

@@ -15,8 +15,14 @@ BAD = "def broken(:\n    return 1"
 
 
 def pair(id_: str, instruction: str, output: str, source: str = "docstring", input_: str = "") -> dict:
-    return {"id": id_, "instruction": instruction, "input": input_, "output": output, "source": source,
-            "metadata": {"n": id_}}
+    return {
+        "id": id_,
+        "instruction": instruction,
+        "input": input_,
+        "output": output,
+        "source": source,
+        "metadata": {"n": id_},
+    }
 
 
 ROWS = [
@@ -26,10 +32,18 @@ ROWS = [
     pair("short_out", "Write a function that adds.", "x = 1"),
     pair("long_out", "Write a function that adds.", "x = 1\n" * 20),
     pair("bad_code", "Write a broken function.", BAD),
-    pair("fenced_ok", "Return one from a function.", "Here you go:\n```python\ndef f():\n    return 1\n```",
-         source="self_instruct"),
-    pair("fenced_bad", "Return one from a function.", "```python\ndef f(:\n    pass\n```\nDone",
-         source="self_instruct"),
+    pair(
+        "fenced_ok",
+        "Return one from a function.",
+        "Here you go:\n```python\ndef f():\n    return 1\n```",
+        source="self_instruct",
+    ),
+    pair(
+        "fenced_bad",
+        "Return one from a function.",
+        "```python\ndef f(:\n    pass\n```\nDone",
+        source="self_instruct",
+    ),
     # the first row again up to whitespace: a duplicate
     pair("dup", "Write  a function\tthat adds.", "def add(a, b):\n    return a +  b"),
     # case is kept by the normalisation, so this is a different row
@@ -41,8 +55,12 @@ ROWS = [
     pair("twin", "Add two numbers", "def add2(a, b):\n    return a + b"),
 ]
 
-BOUNDS = {"min_instruction_chars": 10, "max_instruction_chars": 60, "min_output_chars": 10,
-          "max_output_chars": 80}
+BOUNDS = {
+    "min_instruction_chars": 10,
+    "max_instruction_chars": 60,
+    "min_output_chars": 10,
+    "max_output_chars": 80,
+}
 
 
 def run_clean(tmp_path: Path, rows: list[dict] = ROWS, **overrides) -> tuple[dict, list[dict], list[dict]]:

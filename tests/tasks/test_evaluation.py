@@ -180,12 +180,15 @@ def test_generate_truncates_long_prompts_from_the_left(tiny) -> None:
 
 def test_evaluate_models_end_to_end(
     tmp_path_factory,
+    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     tiny_model_dir: Path,  # noqa: F811
     adapter_dir: Path,
     tiny,
 ) -> None:
     from datasets import load_from_disk
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CPU fp32, as the references
 
     tokenized, _ = tokenized_dataset(
         tmp_path_factory, tiny_model_dir, 20, TokenizeConfig(max_length=200, test_fraction=0.25), seed=0
@@ -237,9 +240,18 @@ def test_evaluate_models_end_to_end(
     assert all(math.isfinite(report[n]["perplexity"]) for n in ("base", "finetuned"))
 
 
-def test_evaluate_models_full_weights(tmp_path_factory, tmp_path: Path, tiny_model_dir: Path) -> None:  # noqa: F811
+def test_evaluate_models_full_weights(
+    tmp_path_factory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
     """is_adapter=False: the fine-tuned model is loaded from its own folder (here: another seed's weights)."""
+    from datasets import load_from_disk
     from helpers import build_tiny_model
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CPU fp32, as the references
 
     other = build_tiny_model(tmp_path / "other", seed=5)
     tokenized, _ = tokenized_dataset(
@@ -250,6 +262,10 @@ def test_evaluate_models_full_weights(tmp_path_factory, tmp_path: Path, tiny_mod
     out_dir.mkdir()
     report = evaluate_models(tokenized, other, out_dir, str(tiny_model_dir), False, cfg)
     assert report["rows_out"] == 2
+    rows = load_from_disk(str(tokenized / "dataset"))["test"].select(range(2)).to_list()
+    for name, path in (("base", tiny_model_dir), ("finetuned", other)):
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        assert report[name]["perplexity"] == pytest.approx(independent_perplexity(model, rows), rel=1e-4)
     assert report["finetuned"]["perplexity"] != report["base"]["perplexity"]
     assert report["delta"]["perplexity"] == pytest.approx(
         report["finetuned"]["perplexity"] - report["base"]["perplexity"]

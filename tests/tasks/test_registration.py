@@ -13,7 +13,10 @@ from tasks import tracking
 from tasks.base_model import build_model, train_tokenizer
 from tasks.registration import beats, register_model
 
-CODE = ["def add(a, b):\n    return a + b\n", "class Box:\n    def __init__(self, x):\n        self.x = x\n"] * 20
+CODE = [
+    "def add(a, b):\n    return a + b\n",
+    "class Box:\n    def __init__(self, x):\n        self.x = x\n",
+] * 20
 
 
 @pytest.mark.parametrize(
@@ -35,9 +38,21 @@ def test_gate(candidate, champion, metric, margin, expected):
 def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained")
     tok = train_tokenizer(CODE, 320)
-    model = build_model(ScratchModel(vocab_size=320, hidden_size=16, num_layers=1, num_heads=2,
-                                     intermediate_size=32, max_position_embeddings=64),
-                        len(tok), tok.eos_token_id, tok.pad_token_id, seed=0)
+    model = build_model(
+        ScratchModel(
+            vocab_size=320,
+            hidden_size=16,
+            num_layers=1,
+            num_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+            pretrain_block_size=32,
+        ),
+        len(tok),
+        tok.eos_token_id,
+        tok.pad_token_id,
+        seed=0,
+    )
     (root / "model").mkdir()
     model.save_pretrained(root / "model")
     tok.save_pretrained(root / "model")
@@ -49,8 +64,9 @@ def register(model_dir: Path, tmp_path: Path, rouge_l: float, name: str) -> dict
     report = {"finetuned": {"rougeL": rouge_l, "perplexity": 3.0}}
     out = tmp_path / f"reg-{rouge_l}"
     out.mkdir()
-    result = register_model(model_dir, report, out, run_id, str(model_dir / "model"), False,
-                            RegisterConfig(model_name=name))
+    result = register_model(
+        model_dir, report, out, run_id, str(model_dir / "model"), False, RegisterConfig(model_name=name)
+    )
     assert json.loads((out / "registration.json").read_text())["version"] == result["version"]
     return result
 

@@ -77,9 +77,9 @@ class Widget(dict):
         self._v = v
 '''
 
-HELPERS = '''\
+HELPERS = """\
 def oneliner(x): "Return x."; return x
-'''
+"""
 
 TESTS = '''\
 def test_something():
@@ -183,7 +183,7 @@ def test_function_record_fields(fake_package: Path, tmp_path: Path) -> None:
     assert (rec["line_start"], rec["line_end"]) == (4, 9)
     assert rec["package_version"] is None
     assert rec["doctests"] == []
-    assert rec["code"].startswith("def documented(a, b=2):\n    \"\"\"Add two numbers.")
+    assert rec["code"].startswith('def documented(a, b=2):\n    """Add two numbers.')
     assert rec["code_without_docstring"] == "def documented(a, b=2):\n    return a + b"
 
 
@@ -230,8 +230,9 @@ def test_installed_sklearn_slice(tmp_path: Path) -> None:
         assert not any(part == "tests" for part in Path(rec["path"]).parts)
 
 
-def test_code_keeps_multiline_strings_that_start_left_of_the_body(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_code_keeps_multiline_strings_that_start_left_of_the_body(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # textwrap.dedent would leave this method indented (a string line sits at column 0)
     source = textwrap.dedent('''\
         class A:

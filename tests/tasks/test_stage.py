@@ -13,13 +13,18 @@ from tasks.stage import build_stage, cached_output, read_manifest, stage_dir, st
 def test_key_changes_with_every_ingredient():
     base = stage_key("clean", {"clean": {"a": 1}}, {"synthesize": "k1"}, "v1")
     assert base == stage_key("clean", {"clean": {"a": 1}}, {"synthesize": "k1"}, "v1")
-    assert len({
-        base,
-        stage_key("tokenize", {"clean": {"a": 1}}, {"synthesize": "k1"}, "v1"),
-        stage_key("clean", {"clean": {"a": 2}}, {"synthesize": "k1"}, "v1"),
-        stage_key("clean", {"clean": {"a": 1}}, {"synthesize": "k2"}, "v1"),
-        stage_key("clean", {"clean": {"a": 1}}, {"synthesize": "k1"}, "v2"),
-    }) == 5
+    assert (
+        len(
+            {
+                base,
+                stage_key("tokenize", {"clean": {"a": 1}}, {"synthesize": "k1"}, "v1"),
+                stage_key("clean", {"clean": {"a": 2}}, {"synthesize": "k1"}, "v1"),
+                stage_key("clean", {"clean": {"a": 1}}, {"synthesize": "k2"}, "v1"),
+                stage_key("clean", {"clean": {"a": 1}}, {"synthesize": "k1"}, "v2"),
+            }
+        )
+        == 5
+    )
 
 
 def counting_work(calls: list[int], rows: int = 3):

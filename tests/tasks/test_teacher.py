@@ -72,8 +72,14 @@ def _make_handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
                 extra = {"Retry-After": state.retry_after} if state.retry_after else {}
                 return self._send(state.fail_status, {"error": {"message": "busy"}}, extra)
             prompt = body["messages"][0]["content"]
-            self._send(200, {"choices": [{"index": 0, "message": {
-                "role": "assistant", "content": canned_completion(prompt)}}]})
+            self._send(
+                200,
+                {
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": canned_completion(prompt)}}
+                    ]
+                },
+            )
 
     return Handler
 
@@ -102,8 +108,16 @@ def sleeps() -> list[float]:
 
 
 def openai_cfg(base_url: str, **overrides: object) -> TeacherConfig:
-    fields = dict(backend="openai", model="teacher-model", base_url=base_url, api_key_env="TEST_TEACHER_KEY",
-                  temperature=0.3, max_new_tokens=64, timeout_s=5.0, max_retries=3)
+    fields = dict(
+        backend="openai",
+        model="teacher-model",
+        base_url=base_url,
+        api_key_env="TEST_TEACHER_KEY",
+        temperature=0.3,
+        max_new_tokens=64,
+        timeout_s=5.0,
+        max_retries=3,
+    )
     fields.update(overrides)
     return TeacherConfig(**fields)
 
@@ -117,8 +131,9 @@ def openai_teacher(base_url: str, sleeps: list[float], **overrides: object) -> O
 # --------------------------------------------------------------------------------------------------------
 
 
-def test_openai_completions_in_order(server: FakeServer, sleeps: list[float],
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openai_completions_in_order(
+    server: FakeServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("TEST_TEACHER_KEY", raising=False)
     prompts = ["write a sort", "reverse a string", "", "parse json ünïcode"]
     out = openai_teacher(server.url, sleeps).generate(prompts)
@@ -138,8 +153,9 @@ def test_openai_trailing_slash_in_base_url(server: FakeServer, sleeps: list[floa
     assert openai_teacher(server.url + "/", sleeps).generate(["x"]) == [canned_completion("x")]
 
 
-def test_openai_sends_bearer_key_from_env(server: FakeServer, sleeps: list[float],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openai_sends_bearer_key_from_env(
+    server: FakeServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TEST_TEACHER_KEY", "sk-test-123")
     teacher = openai_teacher(server.url, sleeps)
     teacher.generate(["a"])
@@ -147,8 +163,9 @@ def test_openai_sends_bearer_key_from_env(server: FakeServer, sleeps: list[float
     assert "sk-test-123" not in repr(teacher)
 
 
-def test_openai_no_auth_header_without_env(server: FakeServer, sleeps: list[float],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openai_no_auth_header_without_env(
+    server: FakeServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("TEST_TEACHER_KEY", raising=False)
     openai_teacher(server.url, sleeps).generate(["a"])
     assert "Authorization" not in server.requests[0]["headers"]
@@ -282,8 +299,12 @@ def _tiny_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|pad|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator([PYTHON_CORPUS] * 8, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
 

@@ -1,0 +1,45 @@
+"""deployment.yaml is accepted by `prefect deploy` against a real (test) Prefect server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+PREFECT = str(Path(sys.executable).parent / "prefect")
+
+
+def prefect_cli(*args: str, api_url: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PREFECT_API_URL": api_url, "FINETUNE_REPO_DIR": str(REPO)}
+    return subprocess.run(
+        [PREFECT, "--no-prompt", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_prefect_deploy_accepts_deployment_yaml(prefect_server):
+    pool = prefect_cli("work-pool", "create", "finetune-process", "--type", "process", api_url=prefect_server)
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    deploy = prefect_cli("deploy", "--prefect-file", "deployment.yaml", "--all", api_url=prefect_server)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+
+    from prefect.client.orchestration import get_client
+
+    async def read(name: str):
+        async with get_client() as client:
+            return await client.read_deployment_by_name(name)
+
+    nightly = asyncio.run(read("finetune/nightly"))
+    assert nightly.work_pool_name == "finetune-process"
+    assert nightly.parameters == {"config_path": "pipeline_config/offline.yaml"}
+    assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+    steps = nightly.pull_steps
+    assert steps and "prefect.deployments.steps.set_working_directory" in steps[0]
+    rerun = asyncio.run(read("finetune/rerun-stage"))
+    assert rerun.parameters["force"] == ["train"] and not rerun.schedules

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
 import pytest
+from helpers import tiny_model_dir  # noqa: F401 (fixture)
 
-from pipeline_config.schema import RegisterConfig, ScratchModel
+from pipeline_config.schema import RegisterConfig
 from tasks import tracking
-from tasks.base_model import build_model, train_tokenizer
 from tasks.registration import beats, register_model
-
-CODE = [
-    "def add(a, b):\n    return a + b\n",
-    "class Box:\n    def __init__(self, x):\n        self.x = x\n",
-] * 20
 
 
 @pytest.mark.parametrize(
@@ -35,27 +31,11 @@ def test_gate(candidate, champion, metric, margin, expected):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:  # noqa: F811
+    """A trained-model folder layout (`<root>/model/`) holding a copy of the shared tiny model; a copy,
+    so that nothing registering it does can touch the session-wide original."""
     root = tmp_path_factory.mktemp("trained")
-    tok = train_tokenizer(CODE, 320)
-    model = build_model(
-        ScratchModel(
-            vocab_size=320,
-            hidden_size=16,
-            num_layers=1,
-            num_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=64,
-            pretrain_block_size=32,
-        ),
-        len(tok),
-        tok.eos_token_id,
-        tok.pad_token_id,
-        seed=0,
-    )
-    (root / "model").mkdir()
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
+    shutil.copytree(tiny_model_dir, root / "model")
     return root
 
 

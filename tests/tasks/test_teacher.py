@@ -1,5 +1,5 @@
 """Tests for tasks.teacher: the OpenAI-compatible client against a real loopback server, and the local
-transformers teacher on a tiny model built here (no network, no model hub)."""
+transformers teacher on the shared tiny scratch model from helpers.py (no network, no model hub)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import PYTHON_CORPUS, tiny_model_dir  # noqa: F401 (fixture)
 
 from pipeline_config.schema import TeacherConfig
 from tasks.teacher import LocalTeacher, OpenAITeacher, Teacher, TeacherError, make_teacher
@@ -239,101 +240,6 @@ def test_openai_connection_refused_exhausts_retries(sleeps: list[float]) -> None
 # LocalTeacher on a tiny model
 # --------------------------------------------------------------------------------------------------------
 
-PYTHON_CORPUS = '''
-def add(a, b):
-    """Return the sum of a and b."""
-    return a + b
-
-
-def mean(values):
-    if not values:
-        raise ValueError("empty input")
-    return sum(values) / len(values)
-
-
-class Counter:
-    def __init__(self):
-        self.counts = {}
-
-    def add(self, key):
-        self.counts[key] = self.counts.get(key, 0) + 1
-        return self.counts[key]
-
-
-def fizzbuzz(n):
-    for i in range(1, n + 1):
-        if i % 15 == 0:
-            print("FizzBuzz")
-        elif i % 3 == 0:
-            print("Fizz")
-        elif i % 5 == 0:
-            print("Buzz")
-        else:
-            print(i)
-
-
-import os
-import json
-
-
-def load(path):
-    with open(path) as fh:
-        return json.load(fh)
-
-
-def flatten(items):
-    out = []
-    for item in items:
-        if isinstance(item, list):
-            out.extend(flatten(item))
-        else:
-            out.append(item)
-    return out
-'''
-
-
-def _tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>", "<|pad|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([PYTHON_CORPUS] * 8, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = _tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    out = tmp_path_factory.mktemp("tiny_llama")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
 
 def local_cfg(model_dir: Path, temperature: float) -> TeacherConfig:
     return TeacherConfig(backend="local", model=str(model_dir), temperature=temperature, max_new_tokens=12)
@@ -352,7 +258,7 @@ PROMPTS = [
 ]
 
 
-def test_local_one_completion_per_prompt(tiny_model_dir: Path) -> None:
+def test_local_one_completion_per_prompt(tiny_model_dir: Path) -> None:  # noqa: F811
     teacher = LocalTeacher(str(tiny_model_dir), local_cfg(tiny_model_dir, 0.8), seed=0)
     assert isinstance(teacher, Teacher)
     out = teacher.generate(PROMPTS)
@@ -363,14 +269,14 @@ def test_local_one_completion_per_prompt(tiny_model_dir: Path) -> None:
         assert "<|pad|>" not in text and "<|endoftext|>" not in text
 
 
-def test_local_greedy_is_deterministic(tiny_model_dir: Path) -> None:
+def test_local_greedy_is_deterministic(tiny_model_dir: Path) -> None:  # noqa: F811
     teacher = LocalTeacher(str(tiny_model_dir), local_cfg(tiny_model_dir, 0.0), seed=0)
     first = teacher.generate(PROMPTS)
     assert teacher.generate(PROMPTS) == first
     assert any(first)  # a random model still generates something for some prompt
 
 
-def test_local_same_seed_same_samples(tiny_model_dir: Path) -> None:
+def test_local_same_seed_same_samples(tiny_model_dir: Path) -> None:  # noqa: F811
     cfg = local_cfg(tiny_model_dir, 1.0)
     a = LocalTeacher(str(tiny_model_dir), cfg, seed=7).generate(PROMPTS)
     b = LocalTeacher(str(tiny_model_dir), cfg, seed=7).generate(PROMPTS)
@@ -379,27 +285,34 @@ def test_local_same_seed_same_samples(tiny_model_dir: Path) -> None:
     assert a != c  # near-uniform logits over ~400 tokens: a different seed samples different text
 
 
-def test_local_truncates_long_prompts_from_the_left(tiny_model_dir: Path) -> None:
-    teacher = LocalTeacher(str(tiny_model_dir), local_cfg(tiny_model_dir, 0.0), seed=0)
-    assert teacher.max_prompt_tokens == 128 - 12
-    long_prompt = PYTHON_CORPUS * 3  # far beyond 128 positions
-    assert len(teacher.tokenizer(long_prompt)["input_ids"]) > 128
+def test_local_truncates_long_prompts_from_the_left(tiny_model_dir: Path) -> None:  # noqa: F811
+    cfg = local_cfg(tiny_model_dir, 0.0)
+    teacher = LocalTeacher(str(tiny_model_dir), cfg, seed=0)
+    max_positions = teacher.model.config.max_position_embeddings
+    budget = max_positions - cfg.max_new_tokens
+    assert teacher.max_prompt_tokens == budget
+    corpus_tokens = len(teacher.tokenizer(PYTHON_CORPUS)["input_ids"])
+    long_prompt = PYTHON_CORPUS * (2 + max_positions // corpus_tokens)  # far beyond the position limit
     full_ids = teacher.tokenizer(long_prompt)["input_ids"]
+    assert len(full_ids) > max_positions
     kept = teacher._encode([long_prompt])["input_ids"][0].tolist()
-    assert kept == full_ids[-(128 - 12) :]  # the end of the prompt (the actual task) survives
+    assert kept == full_ids[-budget:]  # the end of the prompt (the actual task) survives
     out = teacher.generate([long_prompt, "def add(a, b):"])
     assert len(out) == 2
 
 
-def test_local_left_padding_matches_unbatched(tiny_model_dir: Path) -> None:
+def test_local_left_padding_matches_unbatched(tiny_model_dir: Path) -> None:  # noqa: F811
     teacher = LocalTeacher(str(tiny_model_dir), local_cfg(tiny_model_dir, 0.0), seed=0)
     batched = teacher.generate(PROMPTS[:4])
     alone = [teacher.generate([p])[0] for p in PROMPTS[:4]]
     assert batched == alone
 
 
-def test_local_rejects_max_new_tokens_beyond_context(tiny_model_dir: Path) -> None:
-    cfg = TeacherConfig(backend="local", model=str(tiny_model_dir), max_new_tokens=128)
+def test_local_rejects_max_new_tokens_beyond_context(tiny_model_dir: Path) -> None:  # noqa: F811
+    from transformers import AutoConfig
+
+    max_positions = AutoConfig.from_pretrained(tiny_model_dir).max_position_embeddings
+    cfg = TeacherConfig(backend="local", model=str(tiny_model_dir), max_new_tokens=max_positions)
     with pytest.raises(ValueError, match="max_position_embeddings"):
         LocalTeacher(str(tiny_model_dir), cfg)
 
@@ -419,7 +332,7 @@ def test_make_teacher_openai() -> None:
     assert isinstance(teacher, OpenAITeacher) and isinstance(teacher, Teacher)
 
 
-def test_make_teacher_local_base_and_folder(tiny_model_dir: Path) -> None:
+def test_make_teacher_local_base_and_folder(tiny_model_dir: Path) -> None:  # noqa: F811
     cfg = TeacherConfig(backend="local", model="base", max_new_tokens=8)
     base = make_teacher(cfg, str(tiny_model_dir), seed=3)
     assert isinstance(base, LocalTeacher) and base.seed == 3

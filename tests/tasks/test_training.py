@@ -245,3 +245,22 @@ def test_train_qlora_on_cpu(tokenized: Path, tiny_model_dir: Path, tmp_path: Pat
     adapter_cfg = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
     assert adapter_cfg["peft_type"] == "LORA" and adapter_cfg["r"] == 4
     assert lora_b_norm(tmp_path / "model") > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_train_qlora_on_cuda_bf16(tokenized: Path, tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The seed profiles' GPU path: 4-bit NF4 base, bf16 compute and mixed precision, paged 8-bit AdamW."""
+    cfg = train_cfg(
+        "qlora",
+        quantization=QuantizationSection(compute_dtype="bfloat16"),
+        device="cuda",
+        precision="bf16",
+        optim="paged_adamw_8bit",
+        max_steps=6,
+        logging_steps=2,
+    )
+    report = train_model(tokenized, tmp_path, str(tiny_model_dir), cfg, seed=0)
+    assert report["device"] == "cuda" and report["steps"] == 6
+    assert report["last_logged_loss"] < report["first_logged_loss"]
+    assert lora_b_norm(tmp_path / "model") > 0

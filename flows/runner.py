@@ -45,6 +45,7 @@ class StageRunner:
         self.cfg, self.config_path = cfg, config_path
         self.only = set(check_stage_names(only, "--only"))
         self.forced = with_downstream(check_stage_names(force, "--force"))
+        self.flow_run_id = flow_run_id
         self.run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{flow_run_id[:8]}"
         self.outputs: dict[str, StageOutput] = {}
         self.resolved = cfg.model_dump(mode="json")
@@ -62,10 +63,12 @@ class StageRunner:
         if self.only and spec.name not in self.only:
             out = self._from_cache(spec, inputs)
         else:
-            state = task(
+            force = spec.name in self.forced
+            missing = cached_output(self.cfg.workspace_path(), spec.name, spec.key(self.cfg, inputs)) is None
+            state = task.with_options(refresh_cache=force or missing)(
                 self.cfg,
                 dict(inputs),
-                force=spec.name in self.forced,
+                force=force,
                 context={"mlflow_run_id": self.mlflow_run_id},
                 return_state=True,
             )
@@ -95,6 +98,7 @@ class StageRunner:
     def finish(self, error: BaseException | None = None) -> dict[str, Any]:
         summary = {
             "run_id": self.run_id,
+            "prefect_flow_run_id": self.flow_run_id,
             "config_path": str(self.config_path),
             "config_hash": self.config_hash,
             "profile": self.cfg.name,

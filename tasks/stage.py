@@ -186,18 +186,17 @@ class StageSpec:
 
 
 def stage_task(spec: StageSpec, retries: int = 0, retry_delay_seconds: float = 10):
-    """The Prefect task for a stage: cache key = stage key (only while its folder is on disk)."""
+    """The Prefect task for a stage; its cache key is the stage key.
+
+    The flow calls it with `refresh_cache=True` (task.with_options) when the stage is forced or its folder
+    is gone, so that a Prefect record never shadows a deleted output.
+    """
     from prefect import task
 
-    def cache_key(_context, params: dict) -> str | None:
-        cfg, inputs = params["cfg"], params["inputs"]
-        key = spec.key(cfg, inputs)
-        if params.get("force") or cached_output(cfg.workspace_path(), spec.name, key) is None:
-            return (
-                None  # nothing valid on disk: run (a stale Prefect record must not shadow a deleted folder)
-            )
+    def cache_key(_context, params: dict) -> str:
+        cfg = params["cfg"]
         # the Prefect result store is shared by every workspace on the machine; keep workspaces apart
-        return f"{key}-{hash_json(str(cfg.workspace_path()))[:8]}"
+        return f"{spec.key(cfg, params['inputs'])}-{hash_json(str(cfg.workspace_path()))[:8]}"
 
     @task(
         name=spec.name,

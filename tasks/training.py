@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline_config import PipelineConfig
 from pipeline_config.schema import TrainConfig
-from tasks.stage import StageOutput, StageSpec, file_version, read_report, stage_task
+from tasks.stage import StageOutput, StageSpec, file_version, logger, read_report, stage_task
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -117,6 +117,19 @@ def training_args(cfg: TrainConfig, out_dir: Path, device: str, seed: int, has_e
     )
 
 
+def route_logs_to_logger(trainer) -> None:
+    """Send the trainer's log lines to the (Prefect) logger instead of print(): stdout stays the CLI's."""
+    from transformers import PrinterCallback, TrainerCallback
+
+    class LogCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in (logs or {}).items()}
+            logger().info("step %d/%d %s", state.global_step, state.max_steps, shown)
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(LogCallback())
+
+
 def train_model(
     tokenized_dir: Path,
     out_dir: Path,
@@ -146,6 +159,7 @@ def train_model(
         processing_class=tokenizer,
         peft_config=lora_config(cfg),
     )
+    route_logs_to_logger(trainer)
     result = trainer.train()
     final_eval = trainer.evaluate(test)
     trainer.model.save_pretrained(out_dir / "model")

@@ -55,9 +55,27 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
     assert run.data.metrics["train.steps"] == 6.0
 
 
+def prefect_task_states(flow_run_id: str) -> dict[str, str]:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            return {r.name: r.state.name for r in runs}
+
+    return asyncio.run(read())
+
+
 def test_warm_rerun_is_all_cached(cold, tiny_config):
     warm = finetune(config_path=str(tiny_config))
     assert {s["status"] for s in warm["stages"].values()} == {"cached"}
+    # Prefect itself served the cache (its key is the stage key), so the UI shows the same thing
+    assert prefect_task_states(warm["prefect_flow_run_id"]) == dict.fromkeys(STAGES, "Cached")
     assert {n: s["key"] for n, s in warm["stages"].items()} == {
         n: s["key"] for n, s in cold["stages"].items()
     }
@@ -82,6 +100,17 @@ def test_force_train_reruns_train_and_after(cold, tiny_config, capsys):
     assert "challenger" in forced["mlflow"]["aliases"]
     champion = mlflow.MlflowClient().get_model_version_by_alias("e2e-model", "champion")
     assert str(champion.version) in {"1", "2"}
+
+
+def test_only_without_cached_inputs_is_a_clear_error(prefect_server, tiny_config, tmp_path, capsys):
+    raw = yaml.safe_load(tiny_config.read_text())
+    raw["workspace"] = str(tmp_path / "empty")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["run", "--config", str(path), "--only", "train"]) == 2
+    err = capsys.readouterr().err
+    assert "--only needs the output of stage 'scrape'" in err and "--only scrape" in err
+    assert not (tmp_path / "empty" / "stages").exists()
 
 
 def test_only_reads_cached_inputs(cold, tiny_config):

@@ -4,7 +4,7 @@ compare across machines (these are shared and noisy).
 
 pipeline_rerun: a cold `finetune run` (fresh workspace, MLflow store and Prefect home) against an unchanged
 warm re-run, each a separate `finetune` process as a user would start it. Profile: $BENCH_CONFIG
-(default pipeline_config/tiny.yaml).
+(default pipeline_config/offline.yaml, the `make run` profile; tiny.yaml takes a minute).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def write_results(results: dict) -> None:
 
 
 def main() -> None:
-    config = os.environ.get("BENCH_CONFIG", "pipeline_config/tiny.yaml")
+    config = os.environ.get("BENCH_CONFIG", "pipeline_config/offline.yaml")
     write_results({"pipeline_rerun": pipeline_rerun(config)})
 
 

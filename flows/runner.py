@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -82,6 +83,7 @@ class StageRunner:
             out.key,
             out.status,
             {**read_report(out), "rows_in": out.rows_in, "rows_out": out.rows_out, "seconds": out.seconds},
+            Path(out.path),
         )
         return out
 

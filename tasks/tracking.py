@@ -8,6 +8,7 @@ whatever directory the first run happened to start in, forever.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -79,13 +80,40 @@ def numeric_metrics(prefix: str, report: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_stage(run_id: str, stage: str, key: str, status: str, report: Mapping[str, Any]) -> None:
+# small files worth seeing next to the run in the MLflow UI (the data itself stays in the workspace)
+ARTIFACTS = ("report.json", "log_history.json", "loss.png", "predictions.jsonl", "registration.json")
+
+
+def curve_metrics(stage: str, folder: Path) -> list:
+    """A trainer's log history as step-indexed metrics, so the MLflow UI draws the loss curves."""
+    from mlflow.entities import Metric
+
+    history = folder / "log_history.json"
+    if not history.is_file():
+        return []
+    rows = json.loads(history.read_text())
+    return [
+        Metric(f"{stage}.curve.{name}", float(row[name]), 0, int(row["step"]))
+        for row in rows
+        for name in ("loss", "eval_loss", "learning_rate")
+        if name in row and "step" in row
+    ]
+
+
+def log_stage(
+    run_id: str, stage: str, key: str, status: str, report: Mapping[str, Any], folder: Path
+) -> None:
     from mlflow.entities import Metric, RunTag
 
     c = client()
     metrics = [Metric(k, v, 0, 0) for k, v in numeric_metrics(stage, report).items()]
+    metrics += curve_metrics(stage, folder)
     tags = [RunTag(f"stage.{stage}.key", key), RunTag(f"stage.{stage}.status", status)]
-    c.log_batch(run_id, metrics=metrics[:1000], tags=tags)
+    for i in range(0, max(len(metrics), 1), 1000):  # log_batch takes at most 1000 metrics
+        c.log_batch(run_id, metrics=metrics[i : i + 1000], tags=tags if i == 0 else [])
+    for name in ARTIFACTS:
+        if (folder / name).is_file():
+            c.log_artifact(run_id, str(folder / name), artifact_path=f"stages/{stage}")
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:

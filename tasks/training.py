@@ -130,6 +130,26 @@ def route_logs_to_logger(trainer) -> None:
     trainer.add_callback(LogCallback())
 
 
+def plot_losses(history: list[dict], path: Path) -> None:
+    """Train and eval loss against the step, as in the starcoder recipe's loss figure (seeds/003)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on training machines
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, label in (("loss", "train"), ("eval_loss", "eval")):
+        points = [(h["step"], h[name]) for h in history if name in h]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker=".", label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def train_model(
     tokenized_dir: Path,
     out_dir: Path,
@@ -166,6 +186,7 @@ def train_model(
     tokenizer.save_pretrained(out_dir / "model")
     history = trainer.state.log_history
     (out_dir / "log_history.json").write_text(json.dumps(history, indent=1))
+    plot_losses(history, out_dir / "loss.png")
     losses = [h["loss"] for h in history if "loss" in h]
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     # a 4-bit weight stores two values per byte: count its real (unpacked) size from its quant_state

@@ -53,6 +53,10 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
     assert run.data.tags["stage.train.key"] == stages["train"]["key"]
     assert run.data.metrics["evaluate.finetuned.rougeL"] >= 0.0
     assert run.data.metrics["train.steps"] == 6.0
+    curve = mlflow.MlflowClient().get_metric_history(record["run_id"], "train.curve.loss")
+    assert [m.step for m in curve] == [2, 4, 6]  # tiny.yaml: logging_steps 2, max_steps 6
+    artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(record["run_id"], "stages/train")}
+    assert {"stages/train/loss.png", "stages/train/report.json", "stages/train/log_history.json"} <= artifacts
 
 
 def prefect_task_states(flow_run_id: str) -> dict[str, str]:

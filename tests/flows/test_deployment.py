@@ -40,6 +40,7 @@ def test_prefect_deploy_accepts_deployment_yaml(prefect_server):
     assert nightly.parameters == {"config_path": "pipeline_config/offline.yaml"}
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
     steps = nightly.pull_steps
-    assert steps and "prefect.deployments.steps.set_working_directory" in steps[0]
+    # $FINETUNE_REPO_DIR is resolved when deploying: the worker runs the flow from this checkout
+    assert steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
     rerun = asyncio.run(read("finetune/rerun-stage"))
     assert rerun.parameters["force"] == ["train"] and not rerun.schedules

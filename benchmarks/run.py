@@ -5,6 +5,9 @@ compare across machines (these are shared and noisy).
 pipeline_rerun: a cold `finetune run` (fresh workspace, MLflow store and Prefect home) against an unchanged
 warm re-run, each a separate `finetune` process as a user would start it. Profile: $BENCH_CONFIG
 (default pipeline_config/offline.yaml, the `make run` profile; tiny.yaml takes a minute).
+
+sft_step_overhead: seconds per LoRA step of TRL's SFTTrainer against a plain PyTorch loop on the same model
+and batches (see its docstring).
 """
 
 from __future__ import annotations
@@ -66,6 +69,71 @@ def pipeline_rerun(config: str) -> dict:
     }
 
 
+def sft_step_overhead(steps: int = 12, batch: int = 8, length: int = 256) -> dict:
+    """Seconds per LoRA step: TRL's SFTTrainer vs a plain PyTorch loop, same model, batch and optimizer.
+
+    The offline profile's model shape (2.6M-param Llama) on random tokens; the gap is trainer overhead
+    (per-step metrics, data collation, logging), which is what a later training issue should shrink.
+    """
+    import tempfile
+
+    import torch
+    from datasets import Dataset, DatasetDict
+    from peft import get_peft_model
+
+    from pipeline_config import load_config
+    from tasks.base_model import build_model, train_tokenizer
+    from tasks.training import lora_config, train_model
+
+    cfg = load_config("pipeline_config/offline.yaml")
+    scratch, train_cfg = (
+        cfg.model.scratch,
+        cfg.train.model_copy(update={"max_steps": steps, "logging_steps": 1000}),
+    )
+    gen = torch.Generator().manual_seed(0)
+    rows = [
+        {"input_ids": torch.randint(5, scratch.vocab_size, (length,), generator=gen).tolist()}
+        for _ in range(batch * (steps + 2))
+    ]
+    for r in rows:
+        r.update(attention_mask=[1] * length, labels=r["input_ids"])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        tok = train_tokenizer(["def f(x):\n    return x\n"] * 50, scratch.vocab_size)
+        model = build_model(scratch, scratch.vocab_size, tok.eos_token_id, tok.pad_token_id, seed=0)
+        model.save_pretrained(base)
+        tok.save_pretrained(base)
+        DatasetDict({"train": Dataset.from_list(rows), "test": Dataset.from_list(rows[:batch])}).save_to_disk(
+            str(Path(tmp) / "tok" / "dataset")
+        )
+        report = train_model(Path(tmp) / "tok", Path(tmp) / "out", str(base), train_cfg, seed=0)
+        trl_step = report["train_runtime_s"] / steps
+
+        peft_model = get_peft_model(model, lora_config(train_cfg))
+        optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-3)
+        ids = torch.tensor([r["input_ids"] for r in rows])
+        start = time.perf_counter()
+        for step in range(steps):
+            x = ids[step * batch : (step + 1) * batch]
+            peft_model(input_ids=x, labels=x).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        plain_step = (time.perf_counter() - start) / steps
+    return {
+        "value": round(trl_step, 3),
+        "unit": "s/step",
+        "ratio": round(trl_step / plain_step, 2),
+        "detail": {
+            "trl_s_per_step": round(trl_step, 3),
+            "plain_s_per_step": round(plain_step, 3),
+            "steps": steps,
+            "batch": f"{batch}x{length}",
+            "ratio_means": "TRL / plain loop (lower is better)",
+        },
+    }
+
+
 def write_results(results: dict) -> None:
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["| benchmark | value | unit | ratio | detail |", "| --- | --- | --- | --- | --- |"]
@@ -78,7 +146,7 @@ def write_results(results: dict) -> None:
 
 def main() -> None:
     config = os.environ.get("BENCH_CONFIG", "pipeline_config/offline.yaml")
-    write_results({"pipeline_rerun": pipeline_rerun(config)})
+    write_results({"pipeline_rerun": pipeline_rerun(config), "sft_step_overhead": sft_step_overhead()})
 
 
 if __name__ == "__main__":

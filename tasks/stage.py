@@ -18,7 +18,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,10 +150,6 @@ def write_jsonl(path: Path, rows) -> int:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
     return n
-
-
-def as_dict(output: StageOutput) -> dict:
-    return asdict(output)
 
 
 def read_report(output: StageOutput) -> dict:

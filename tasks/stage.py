@@ -125,7 +125,10 @@ def build_stage(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         write_json(tmp / "manifest.json", manifest)
-        if final.exists():  # forced rebuild: move the old one aside first so the swap is a rename
+        if not force and (hit := cached_output(workspace, stage, key)):
+            shutil.rmtree(tmp)  # a concurrent run of the same stage published first: same key, same content
+            return hit
+        if final.exists():  # forced rebuild, or an unfinished folder: move it aside so the swap is a rename
             trash = final.parent / f".old-{key}-{uuid.uuid4().hex[:8]}"
             final.rename(trash)
             shutil.rmtree(trash, ignore_errors=True)

@@ -74,3 +74,27 @@ def test_force_rebuilds_in_place(tmp_path):
     assert forced.status == "executed" and forced.rows_out == 5 and len(calls) == 2
     assert (Path(forced.path) / "data.jsonl").read_text().count("x") == 5
     assert sorted(p.name for p in (tmp_path / "stages" / "clean").iterdir()) == ["abc"]
+
+
+def test_concurrent_builder_that_publishes_first_wins(tmp_path):
+    """Two runs of one stage: the one that finishes second keeps the first one's folder, not an error."""
+    calls: list[int] = []
+
+    def slow_work(out: Path) -> dict:
+        # while this run works, another process publishes the same key
+        build_stage(tmp_path, "clean", "abc", {}, counting_work(calls, rows=3))
+        (out / "data.jsonl").write_text("y\n")
+        return {"rows_in": 1, "rows_out": 1}
+
+    result = build_stage(tmp_path, "clean", "abc", {}, slow_work)
+    assert result.status == "cached" and result.rows_out == 3
+    assert (Path(result.path) / "data.jsonl").read_text() == "x\n" * 3
+    assert sorted(p.name for p in (tmp_path / "stages" / "clean").iterdir()) == ["abc"]
+
+
+def test_unfinished_folder_is_replaced(tmp_path):
+    folder = stage_dir(tmp_path, "clean", "abc")
+    folder.mkdir(parents=True)
+    (folder / "half.jsonl").write_text("partial\n")  # a crashed writer from before atomic publication
+    out = build_stage(tmp_path, "clean", "abc", {}, counting_work([], rows=2))
+    assert out.status == "executed" and not (Path(out.path) / "half.jsonl").exists()

@@ -216,9 +216,7 @@ class PipelineConfig(Section):
                 f"tokenize.max_length ({self.tokenize.max_length}) exceeds "
                 f"model.scratch.max_position_embeddings ({scratch.max_position_embeddings})"
             )
-        if self.tokenize.fim_rate > 0 and not (scratch or self.tokenize.packing):
-            # hub tokenizers must already carry FIM tokens; the scratch tokenizer is trained with them
-            pass
+        # (a hub tokenizer's FIM tokens can only be checked once it is loaded: the tokenize stage does that)
         return self
 
     def workspace_path(self) -> Path:

@@ -81,7 +81,7 @@ def read_manifest(folder: Path) -> dict | None:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")  # insertion order: stages in DAG order
 
 
 def cached_output(workspace: Path, stage: str, key: str) -> StageOutput | None:

@@ -47,6 +47,7 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
     assert record["aliases"] == ["challenger", "champion"]  # no champion before: the first one wins
     on_disk = json.loads(Path(cold["summary_path"]).read_text())
     assert on_disk["stages"] == cold["stages"] and on_disk["config_path"] == str(tiny_config)
+    assert list(on_disk["stages"]) == list(STAGES)  # the file reads in DAG order
 
     run = mlflow.MlflowClient().get_run(record["run_id"])
     assert run.data.params["train.lora.r"] == "4"

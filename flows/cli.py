@@ -1,20 +1,29 @@
 """`finetune` command line: `finetune run --config PATH [--only STAGE...] [--force STAGE...]`.
 
-Bad input (missing or invalid config, unknown stage name, --only without cached inputs) exits with code 2
-and a message naming the file and key, before anything is written.
+Bad input (missing or invalid config, an unusable workspace, an unknown stage, --only without cached
+inputs, --force outside --only, a base model that is not on this machine) exits with code 2 and one
+message naming the file, key or stage, before Prefect or MLflow start: nothing is written.
+A stage that fails exits 1 after the run's summary and MLflow status are recorded. SIGTERM ends the run
+the same way and the process exits at once, without waiting on a temporary Prefect server.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 
-from flows.runner import STAGES, check_stage_names, format_table
+from flows.runner import STAGES, UsageError, format_table
 from pipeline_config import ConfigError, load_config
-from tasks.stage import MissingInputError
+from tasks.common.io import check_workspace, workspace_path
 
 USAGE_ERROR = 2
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C so the run records its failure, then exit."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,9 +43,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def fail(message: str) -> int:
+def fail(message: str, code: int = USAGE_ERROR) -> int:
     print(f"finetune: error: {message}", file=sys.stderr)
-    return USAGE_ERROR
+    return code
+
+
+def load_checked(path: str):
+    cfg = load_config(path)
+    try:
+        check_workspace(workspace_path(cfg))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc} (set `workspace:` or FINETUNE_WORKSPACE)") from None
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,21 +62,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "validate":
             for path in args.configs:
-                load_config(path)
+                load_checked(path)
                 print(f"ok: {path}")
             return 0
-        load_config(args.config)  # validate before Prefect starts anything: bad input writes nothing
-        check_stage_names(args.only, "--only")
-        check_stage_names(args.force, "--force")
-    except (ConfigError, ValueError) as exc:
+        cfg = load_checked(args.config)
+        from flows.finetune import DAG, finetune  # imports Prefect: only once the config is known good
+        from flows.runner import plan
+        from tasks.base_model.sources import ModelNotFoundError
+
+        try:
+            plan(cfg, DAG, args.only, args.force, args.config)  # keys, --only/--force, the base model
+        except ModelNotFoundError as exc:
+            raise UsageError(str(exc)) from None
+    except (ConfigError, UsageError) as exc:
         return fail(str(exc))
 
-    from flows.finetune import finetune  # imports Prefect, torch, ...: only once the input is known good
-
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         summary = finetune(config_path=args.config, only=args.only or None, force=args.force or None)
-    except MissingInputError as exc:
-        return fail(str(exc))
+    except Terminated:
+        _exit_now(fail("terminated (SIGTERM); the run is recorded as failed", 128 + signal.SIGTERM))
+    except Exception as exc:  # the stage's traceback is in the log above; end with one line that names it
+        return fail(f"{type(exc).__name__}: {exc}", 1)
     print(json.dumps(summary, indent=2) if args.json else format_table(summary))
     if not args.json:
         mlflow = summary["mlflow"]
@@ -68,6 +93,17 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"summary: {summary['summary_path']}")
     return 0
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _exit_now(code: int) -> None:
+    """Skip interpreter shutdown: its atexit hooks wait on a temporary Prefect server the signal has ended."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The `finetune` flow: scrape -> synthesize -> clean -> tokenize -> train -> evaluate -> register.
+"""The `finetune` flow: scrape -> base_model -> synthesize -> clean -> tokenize -> train -> evaluate -> register.
 
-A table of contents, no logic: each line is one cached, retryable stage task (see tasks/stage.py).
+A table of contents, no logic: each line of DAG is one cached, retryable stage task and the stages whose
+outputs it reads (tasks/common/stage.py has the contract; flows/runner.py the bookkeeping).
 Run: `finetune run --config pipeline_config/offline.yaml`, or the `finetune/nightly` deployment.
 """
 
@@ -11,7 +12,27 @@ from prefect.runtime import flow_run
 
 from flows.runner import StageRunner
 from pipeline_config import load_config
-from tasks import clean, evaluation, registration, scrape, synthesize, tokenization, training
+from tasks import (
+    base_model,
+    clean,
+    evaluation,
+    registration,
+    scrape,
+    synthesize,
+    tokenization,
+    training,
+)
+
+DAG = (
+    (scrape, ()),
+    (base_model, ("scrape",)),  # only a scratch model reads the scraped code (its tokenizer, pretraining)
+    (synthesize, ("scrape", "base_model")),  # the base model only when it is the teacher
+    (clean, ("synthesize",)),
+    (tokenization, ("clean", "base_model")),
+    (training, ("tokenize", "base_model")),
+    (evaluation, ("tokenize", "train", "base_model")),
+    (registration, ("base_model", "train", "evaluate")),
+)
 
 
 @flow(name="finetune")
@@ -21,15 +42,10 @@ def finetune(
     force: list[str] | None = None,
 ) -> dict:
     cfg = load_config(config_path)
-    stage = StageRunner(cfg, config_path, only, force, flow_run_id=flow_run.get_id() or "local")
+    stage = StageRunner(cfg, config_path, DAG, only, force, flow_run_id=flow_run.get_id() or "local")
     try:
-        scraped = stage(scrape, {})
-        synthesized = stage(synthesize, {"scrape": scraped})
-        cleaned = stage(clean, {"synthesize": synthesized})
-        tokenized = stage(tokenization, {"clean": cleaned, "scrape": scraped})
-        trained = stage(training, {"tokenize": tokenized})
-        evaluated = stage(evaluation, {"tokenize": tokenized, "train": trained})
-        stage(registration, {"train": trained, "evaluate": evaluated})
+        for module, needs in DAG:
+            stage(module, needs)
     except BaseException as error:
         stage.finish(error)
         raise

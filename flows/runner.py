@@ -1,37 +1,100 @@
 """The flow's bookkeeping, kept out of the flow so that the flow reads as the DAG and nothing else.
 
-`StageRunner` runs one stage at a time honouring `--only` / `--force`, reads Prefect's Cached state,
-logs each stage to the pipeline's MLflow run and writes `<workspace>/runs/<run-id>/summary.json`.
+`plan` computes every stage's key before anything runs (keys are content addresses: config, code,
+libraries and the inputs' keys, no data needed) and checks `--only` / `--force` against them, so a refused
+run writes nothing. `StageRunner` then runs one stage at a time, reads Prefect's Cached state, logs each
+stage to the pipeline's MLflow run and writes `<workspace>/runs/<run-id>/summary.json`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from pipeline_config import PipelineConfig
-from tasks import tracking
-from tasks.stage import MissingInputError, StageOutput, cached_output, hash_json, read_report, write_json
+from tasks.common import tracking
+from tasks.common.io import hash_json, workspace_path, write_json
+from tasks.common.prefect import logger
+from tasks.common.stage import MissingInputError, StageOutput, StageSpec, cached_output, read_report, remove_stale
 
-STAGES = ("scrape", "synthesize", "clean", "tokenize", "train", "evaluate", "register")
+STAGES = ("scrape", "base_model", "synthesize", "clean", "tokenize", "train", "evaluate", "register")
+Dag = Sequence[tuple[ModuleType, tuple[str, ...]]]  # (stage module, the stages whose outputs it is given)
 
 
-def check_stage_names(names: Iterable[str], option: str) -> list[str]:
+class UsageError(ValueError):
+    """The command line asks for something this config cannot do; nothing has been written."""
+
+
+def check_stage_names(names: Iterable[str] | None, option: str) -> list[str]:
     names = list(names or [])
     unknown = [n for n in names if n not in STAGES]
     if unknown:
-        raise ValueError(f"{option}: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}")
+        raise UsageError(f"{option}: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}")
     return names
 
 
-def with_downstream(names: Iterable[str]) -> set[str]:
-    """Forcing a stage forces everything after it: their inputs are being rebuilt."""
-    first = min((STAGES.index(n) for n in names), default=len(STAGES))
-    return set(STAGES[first:])
+def usable(spec: StageSpec, workspace: Path, key: str) -> StageOutput | None:
+    """The finished output of `spec` under `key`, if it is there and still valid outside the workspace."""
+    hit = cached_output(workspace, spec.name, key)
+    return hit if hit and (spec.is_valid is None or spec.is_valid(hit)) else None
+
+
+@dataclass(frozen=True)
+class Plan:
+    keys: dict[str, str]  # every stage's key under this config
+    run: tuple[str, ...]  # stages that run (as Prefect tasks; they may still be cache hits)
+    reuse: tuple[str, ...]  # stages outside --only whose cached outputs feed the ones that run
+    forced: frozenset[str]
+
+
+def plan(cfg: PipelineConfig, dag: Dag, only=None, force=None, config_path: str = "") -> Plan:
+    """Keys, and which stages run, are read from cache or are left out. Raises UsageError.
+
+    --force STAGE rebuilds STAGE and every stage after it. With --only, forcing applies within the named
+    stages: a forced stage that is not among them is refused (it would silently not be rebuilt).
+    """
+    only, force = check_stage_names(only, "--only"), check_stage_names(force, "--force")
+    if only and (outside := [f for f in force if f not in only]):
+        raise UsageError(
+            f"--force {' '.join(outside)} is not among --only {' '.join(only)}: a forced stage must run; "
+            f"add it to --only, or drop --only to rebuild it and everything after it"
+        )
+    specs = {module.SPEC.name: module.SPEC for module, _ in dag}
+    needs = {module.SPEC.name: inputs for module, inputs in dag}
+    keys: dict[str, str] = {}
+    for name, spec in specs.items():
+        keys[name] = spec.key(cfg, {n: keys[n] for n in needs[name]})
+    first_forced = min((STAGES.index(f) for f in force), default=len(STAGES))
+    forced = {s for s in STAGES[first_forced:] if not only or s in only}
+    if not only:
+        return Plan(keys, tuple(specs), (), frozenset(forced))
+
+    workspace = workspace_path(cfg)
+    last = max(STAGES.index(n) for n in only)
+    run = tuple(s for s in specs if s in only)
+    reuse, missing = [], []
+    wanted = [n for s in run for n in specs[s].used_inputs(cfg, dict.fromkeys(needs[s]))]
+    while wanted:
+        name = wanted.pop()
+        if name in run or name in reuse or name in missing:
+            continue
+        if usable(specs[name], workspace, keys[name]):
+            reuse.append(name)
+        else:
+            missing.append(name)  # it must be built, and so must whatever it reads that is not there
+            wanted += [n for n in specs[name].used_inputs(cfg, dict.fromkeys(needs[name]))]
+    if missing:
+        build = [s for s in STAGES[: last + 1] if s in missing or s in only]
+        raise UsageError(
+            f"--only {' '.join(only)} needs the output of {', '.join(s for s in STAGES if s in missing)}, "
+            f"never built with this config; build them all at once with:\n"
+            f"  finetune run --config {config_path} --only {' '.join(build)}"
+        )
+    return Plan(keys, run, tuple(s for s in STAGES if s in reuse), frozenset(forced))
 
 
 class StageRunner:
@@ -39,13 +102,18 @@ class StageRunner:
         self,
         cfg: PipelineConfig,
         config_path: str,
+        dag: Dag,
         only: list[str] | None,
         force: list[str] | None,
         flow_run_id: str,
     ):
         self.cfg, self.config_path = cfg, config_path
-        self.only = set(check_stage_names(only, "--only"))
-        self.forced = with_downstream(check_stage_names(force, "--force"))
+        self.plan = plan(cfg, dag, only, force, config_path)
+        self.workspace = workspace_path(cfg)
+        for path in remove_stale(self.workspace):
+            logger().info("removed what an earlier run left behind: %s", path)
+        for run_id in tracking.end_orphaned_runs():
+            logger().warning("MLflow run %s was left RUNNING by a killed process: marked KILLED", run_id)
         self.flow_run_id = flow_run_id
         self.run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{flow_run_id[:8]}"
         self.outputs: dict[str, StageOutput] = {}
@@ -57,44 +125,31 @@ class StageRunner:
             tags={"config_path": config_path, "config_hash": self.config_hash, "profile": cfg.name},
         )
 
-    def __call__(self, module: ModuleType, inputs: Mapping[str, StageOutput | None]) -> StageOutput | None:
+    def __call__(self, module: ModuleType, needs: tuple[str, ...]) -> StageOutput | None:
         spec, task = module.SPEC, module.TASK
-        if self.only and STAGES.index(spec.name) > max(STAGES.index(n) for n in self.only):
-            return None  # --only: nothing after the last named stage runs
-        if self.only and spec.name not in self.only:
-            out = self._from_cache(spec, inputs)
+        inputs = {n: self.outputs[n] for n in needs if n in self.outputs}
+        if spec.name in self.plan.reuse:
+            out = usable(spec, self.workspace, self.plan.keys[spec.name])
+            if out is None:  # deleted between planning and now
+                raise MissingInputError(f"the cached output of stage '{spec.name}' disappeared during the run")
+        elif spec.name in self.plan.run:
+            out = self._run_task(spec, task, inputs)
         else:
-            force = spec.name in self.forced
-            missing = cached_output(self.cfg.workspace_path(), spec.name, spec.key(self.cfg, inputs)) is None
-            state = task.with_options(refresh_cache=force or missing)(
-                self.cfg,
-                dict(inputs),
-                force=force,
-                context={"mlflow_run_id": self.mlflow_run_id},
-                return_state=True,
-            )
-            out = state.result()  # re-raises the stage's error
-            if state.name == "Cached":
-                out = replace(out, status="cached", seconds=0.0)
+            return None  # --only: neither run nor needed
         self.outputs[spec.name] = out
-        tracking.log_stage(
-            self.mlflow_run_id,
-            spec.name,
-            out.key,
-            out.status,
-            {**read_report(out), "rows_in": out.rows_in, "rows_out": out.rows_out, "seconds": out.seconds},
-            Path(out.path),
-        )
+        report = {**read_report(out), "rows_in": out.rows_in, "rows_out": out.rows_out, "seconds": out.seconds}
+        tracking.log_stage(self.mlflow_run_id, spec.name, out.key, out.status, report, Path(out.path))
         return out
 
-    def _from_cache(self, spec, inputs: Mapping[str, StageOutput]) -> StageOutput:
-        key = spec.key(self.cfg, inputs)
-        out = cached_output(self.cfg.workspace_path(), spec.name, key)
-        if out is None:
-            raise MissingInputError(
-                f"--only needs the output of stage '{spec.name}' (key {key}), never built with this "
-                f"config; run it first: finetune run --config {self.config_path} --only {spec.name}"
-            )
+    def _run_task(self, spec: StageSpec, task, inputs: Mapping[str, StageOutput]) -> StageOutput:
+        force = spec.name in self.plan.forced
+        hit = usable(spec, self.workspace, self.plan.keys[spec.name])
+        state = task.with_options(refresh_cache=force or hit is None)(
+            self.cfg, dict(inputs), force=force, context={"mlflow_run_id": self.mlflow_run_id}, return_state=True
+        )
+        out = state.result()  # re-raises the stage's error
+        if state.name == "Cached":  # Prefect's record may name a version another run has since replaced
+            out = replace(hit or out, status="cached", seconds=0.0)
         return out
 
     def finish(self, error: BaseException | None = None) -> dict[str, Any]:
@@ -107,12 +162,13 @@ class StageRunner:
             "status": "failed" if error else "completed",
             "error": f"{type(error).__name__}: {error}" if error else None,
             "stages": {
-                name: {k: v for k, v in asdict(o).items() if k != "stage"} for name, o in self.outputs.items()
+                name: {k: v for k, v in asdict(o).items() if k not in ("stage", "outputs")}
+                for name, o in self.outputs.items()
             },
             "mlflow": self._mlflow_record(),
         }
         tracking.end_run(self.mlflow_run_id, "FAILED" if error else "FINISHED")
-        out_dir = self.cfg.workspace_path() / "runs" / self.run_id
+        out_dir = self.workspace / "runs" / self.run_id
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "summary.json", summary)
         summary["summary_path"] = str(out_dir / "summary.json")

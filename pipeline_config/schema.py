@@ -1,20 +1,22 @@
-"""The pipeline's configuration schema: one pydantic model per stage section.
+"""The pipeline's configuration schema: one pydantic model per stage section, and its YAML loader.
 
 Every model forbids unknown keys, so a typo fails at flow start with the key's name, the YAML file and
-its line, instead of being ignored. `load_config(path)` is the only way configs enter the pipeline.
+its line, instead of being ignored. `load_config(path)` is the only way configs enter the pipeline; any
+problem with the file (not text, not YAML, duplicate keys, self-referencing aliases, bad values) is a
+ConfigError naming the file, the key and the line, never a traceback.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import warnings
-from pathlib import Path
-from typing import Literal
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -25,9 +27,65 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ScratchModel(Section):
-    """A small causal LM built from a config, with a byte-level BPE tokenizer trained on the scraped code."""
+_PACKAGE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 
+
+class GGUFSource(Section):
+    """A GGUF file shipped inside an installed Python package, found through importlib at run time: the
+    profile names the package and the file's path inside it, so it never holds a machine path."""
+
+    kind: Literal["gguf"]
+    package: str
+    file: str
+
+    @field_validator("package")
+    @classmethod
+    def _importable_name(cls, value: str) -> str:
+        if not _PACKAGE.fullmatch(value):
+            raise ValueError("must be an importable package name such as 'my_models.weights'")
+        return value
+
+    @field_validator("file")
+    @classmethod
+    def _inside_package(cls, value: str) -> str:
+        rel = PurePosixPath(value)
+        if not value or rel.is_absolute() or "\\" in value or ".." in rel.parts or ":" in value:
+            raise ValueError(
+                "must be a relative path inside the package ('models/x.gguf'), not a machine path"
+            )
+        if rel.suffix != ".gguf":
+            raise ValueError("must name a .gguf file")
+        return value
+
+
+class HubSource(Section):
+    """A model on the Hugging Face hub (read from the local cache when offline)."""
+
+    kind: Literal["hub"]
+    id: str
+    revision: str = Field("main", min_length=1)
+
+    @field_validator("id")
+    @classmethod
+    def _hub_id(cls, value: str) -> str:
+        if not _HUB_ID.fullmatch(value) or ".." in value:
+            raise ValueError("must be a hub id ('org/name'); for a local folder use kind: folder")
+        return value
+
+
+class FolderSource(Section):
+    """A local folder written by save_pretrained (model + tokenizer)."""
+
+    kind: Literal["folder"]
+    path: str = Field(min_length=1)
+
+
+class ScratchSource(Section):
+    """A small causal LM built from a config, with a byte-level BPE tokenizer trained on the scraped code
+    (the offline default: no hub, no download)."""
+
+    kind: Literal["scratch"]
     architecture: Literal["llama", "gpt_neox"] = "llama"
     vocab_size: int = Field(2048, ge=300)
     hidden_size: int = Field(128, gt=0)
@@ -44,7 +102,7 @@ class ScratchModel(Section):
     pretrain_block_size: int = Field(256, gt=8)
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> ScratchModel:
+    def _heads_divide(self) -> ScratchSource:
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
@@ -57,18 +115,14 @@ class ScratchModel(Section):
         return self
 
 
+ModelSource = Annotated[GGUFSource | HubSource | FolderSource | ScratchSource, Field(discriminator="kind")]
+
+
 class ModelConfig(Section):
-    """Exactly one of: `name_or_path` (hub id or local folder) or `scratch` (built offline)."""
+    """Where the base model comes from: `source.kind` is one of gguf, hub, folder or scratch."""
 
-    name_or_path: str | None = None
-    scratch: ScratchModel | None = None
+    source: ModelSource
     trust_remote_code: bool = False
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ModelConfig:
-        if (self.name_or_path is None) == (self.scratch is None):
-            raise ValueError("set exactly one of model.name_or_path or model.scratch")
-        return self
 
 
 class ScrapeConfig(Section):
@@ -147,6 +201,49 @@ class QuantizationSection(Section):
     compute_dtype: Literal["float32", "float16", "bfloat16"] = "float16"
 
 
+# transformers' SchedulerType and OptimizerNames values, written out so that loading a config does not import
+# transformers (seconds); tests/test_configs.py fails when an upgrade changes either enum.
+SCHEDULER_TYPES = frozenset(
+    {
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+        "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+        "warmup_stable_decay", "greedy",
+    }
+)  # fmt: skip
+OPTIMIZER_NAMES = frozenset(
+    {
+        "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor",
+        "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad",
+        "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit",
+        "paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit", "paged_lion_32bit",
+        "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw",
+        "galore_adamw_8bit", "galore_adafactor", "galore_adamw_layerwise", "galore_adamw_8bit_layerwise",
+        "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw", "schedule_free_radam",
+        "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise", "stable_adamw",
+    }
+)  # fmt: skip
+# Values transformers accepts only with arguments the training stage does not pass: they would fail in train.
+_NEEDS_UNEXPOSED_ARGS = {
+    "cosine_with_min_lr": "lr_scheduler_kwargs (min_lr)",
+    "cosine_warmup_with_min_lr": "lr_scheduler_kwargs (min_lr)",
+    **{name: "optim_target_modules" for name in OPTIMIZER_NAMES if name.startswith(("galore_", "apollo_"))},
+}
+
+
+def _one_of(value: str, allowed: frozenset[str], what: str) -> str:
+    if value in allowed:
+        return value
+    # names sharing the typed prefix first ('adamw' -> 'adamw_torch'), then difflib's spelling neighbours
+    prefixed = sorted(
+        (name for name in allowed if name.startswith(value)), key=lambda name: (len(name), name)
+    )
+    close = list(dict.fromkeys([*prefixed, *difflib.get_close_matches(value, allowed, n=3, cutoff=0.6)]))[:3]
+    hint = (
+        f"did you mean {', '.join(map(repr, close))}?" if close else f"one of: {', '.join(sorted(allowed))}"
+    )
+    raise ValueError(f"not a transformers {what}; {hint}")
+
+
 class TrainConfig(Section):
     method: Literal["lora", "qlora", "full"] = "lora"
     lora: LoraSection | None = LoraSection()
@@ -176,7 +273,28 @@ class TrainConfig(Section):
             raise ValueError(f"train.quantization is only used by method 'qlora' (got '{self.method}')")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"train.max_steps must be -1 (use num_epochs) or > 0 (got {self.max_steps})")
+        if self.lr_scheduler == "reduce_lr_on_plateau" and self.eval_steps is None:
+            raise ValueError(
+                "train.lr_scheduler 'reduce_lr_on_plateau' needs train.eval_steps (it steps on eval loss)"
+            )
+        for key in ("lr_scheduler", "optim"):
+            value = getattr(self, key)
+            if value in _NEEDS_UNEXPOSED_ARGS:
+                raise ValueError(
+                    f"train.{key} '{value}' needs transformers' {_NEEDS_UNEXPOSED_ARGS[value]}, which the "
+                    "training stage does not pass"
+                )
         return self
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        return _one_of(value, SCHEDULER_TYPES, "SchedulerType value")
+
+    @field_validator("optim")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        return _one_of(value, OPTIMIZER_NAMES, "OptimizerNames value")
 
 
 class EvaluateConfig(Section):
@@ -197,7 +315,7 @@ warnings.filterwarnings("ignore", message='Field name "register"', category=User
 
 class PipelineConfig(Section):
     name: str
-    workspace: str | None = None  # default: $FINETUNE_WORKSPACE, else <repo>/workspace
+    workspace: str | None = None  # default: $FINETUNE_WORKSPACE, else <repo>/workspace (tasks.common.io)
     seed: int = 0
     model: ModelConfig
     scrape: ScrapeConfig = ScrapeConfig()
@@ -210,71 +328,201 @@ class PipelineConfig(Section):
 
     @model_validator(mode="after")
     def _cross_section(self) -> PipelineConfig:
-        scratch = self.model.scratch
-        if scratch and self.tokenize.max_length > scratch.max_position_embeddings:
+        source = self.model.source
+        if isinstance(source, ScratchSource) and self.tokenize.max_length > source.max_position_embeddings:
             raise ValueError(
                 f"tokenize.max_length ({self.tokenize.max_length}) exceeds "
-                f"model.scratch.max_position_embeddings ({scratch.max_position_embeddings})"
+                f"model.source.max_position_embeddings ({source.max_position_embeddings})"
             )
         # (a hub tokenizer's FIM tokens can only be checked once it is loaded: the tokenize stage does that)
         return self
 
-    def workspace_path(self) -> Path:
-        raw = self.workspace or os.environ.get("FINETUNE_WORKSPACE") or str(REPO_ROOT / "workspace")
-        return Path(raw).expanduser().resolve()
+
+MAX_CONFIG_BYTES = 1 << 20  # a profile is a few KB; this catches --config pointed at a checkpoint
+MAX_NODES = 100_000  # after alias expansion: a profile has a few hundred; "billion laughs" has billions
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _key_lines(text: str) -> dict[tuple, int]:
-    """Map each key path in a YAML document to its 1-based line, for error messages."""
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    def __init__(self, mapping: yaml.MappingNode, key: object, first_line: int, line: int) -> None:
+        super().__init__(problem=f"duplicate key {key!r}")
+        self.mapping, self.key, self.first_line, self.line = mapping, key, first_line, line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key repeated in one mapping (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_lines: dict[object, int] = {}
+        for key_node, _ in node.value:
+            # keys a `<<` merge brings in may be overridden; non-scalar keys are rejected by the base class
+            if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in first_lines:
+                raise _DuplicateKey(node, key, first_lines[key], line)
+            first_lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _key_lines(root: yaml.Node, where: Path) -> tuple[dict[tuple, int], dict[int, tuple]]:
+    """Map each key path to its 1-based line, and each mapping node to its key path, for error messages.
+
+    Walks the tree as aliases expand it, without recursion: a self-referencing alias (`a: &x [*x]`) or an
+    alias bomb is a ConfigError here, before the constructor or pydantic could recurse or expand it.
+    """
     lines: dict[tuple, int] = {}
-
-    def walk(node: yaml.Node, path: tuple) -> None:
+    mapping_paths: dict[int, tuple] = {}
+    open_nodes: set[int] = set()  # ids of the nodes enclosing the one being visited
+    stack: list[tuple[yaml.Node, tuple, bool]] = [(root, (), False)]
+    count = 0
+    while stack:
+        node, path, leaving = stack.pop()
+        if leaving:
+            open_nodes.discard(id(node))
+            continue
+        if not isinstance(node, yaml.CollectionNode):
+            continue
+        if id(node) in open_nodes:
+            key = ".".join(map(str, path)) or "(top level)"
+            line = lines.get(path, node.start_mark.line + 1)
+            raise ConfigError(
+                f"{where}: {key}, line {line}: self-referencing alias (the value contains itself)"
+            )
+        count += len(node.value)
+        if count > MAX_NODES:
+            raise ConfigError(f"{where}: aliases expand to more than {MAX_NODES} values; not a config file")
+        open_nodes.add(id(node))
+        stack.append((node, path, True))
         if isinstance(node, yaml.MappingNode):
+            mapping_paths.setdefault(id(node), path)
             for key_node, value_node in node.value:
-                sub = (*path, key_node.value)
-                lines[sub] = key_node.start_mark.line + 1
-                walk(value_node, sub)
-        elif isinstance(node, yaml.SequenceNode):
+                if isinstance(key_node, yaml.ScalarNode):
+                    sub = (*path, key_node.value)
+                    lines.setdefault(sub, key_node.start_mark.line + 1)
+                else:
+                    sub = path
+                    stack.append((key_node, path, False))
+                stack.append((value_node, sub, False))
+        else:
             for i, item in enumerate(node.value):
-                lines[(*path, i)] = item.start_mark.line + 1
-                walk(item, (*path, i))
-
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, ())
-    return lines
+                lines.setdefault((*path, i), item.start_mark.line + 1)
+                stack.append((item, (*path, i), False))
+    return lines, mapping_paths
 
 
-def _describe(err: dict, lines: dict[tuple, int]) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
+_SOURCE_KINDS = "gguf, hub, folder, scratch"
+# What the old keys became, for configs written before model.source.
+_MOVED = {
+    (
+        "model",
+        "name_or_path",
+    ): "unknown key (now model.source: {kind: hub, id: ...} or {kind: folder, path: ...})",
+    ("model", "scratch"): "unknown key (now model.source: {kind: scratch, ...})",
+}
+
+
+def _yaml_loc(loc: tuple, raw: object) -> tuple:
+    """pydantic's error location as a key path in the YAML: without union branch labels such as the
+    discriminator's tag ('model', 'source', 'scratch', ...) or 'list[str]' that are not keys in the file."""
+    out: list = []
+    node = raw
+    for part in loc:
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        if isinstance(node, dict) and part not in node:
+            if part == node.get("kind"):
+                continue
+            node = None
+        elif isinstance(part, str) and node is not None and not isinstance(node, dict):
+            continue  # a branch label under a list or a scalar
+        elif isinstance(node, dict | list):
+            node = (
+                node[part] if isinstance(node, dict) or (isinstance(part, int) and part < len(node)) else None
+            )
+        out.append(part)
+    return tuple(out)
+
+
+def _describe(err: dict, raw: object, lines: dict[tuple, int]) -> str:
+    loc = _yaml_loc(err["loc"], raw)
+    if err["type"] == "union_tag_invalid":
+        loc = (*loc, "kind")
     key = ".".join(str(p) for p in loc) or "(top level)"
     line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
     where = f", line {line}" if line else ""
     msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
+    if loc in _MOVED and err["type"] == "extra_forbidden":
+        msg = _MOVED[loc]
+    elif err["type"] == "extra_forbidden":
         msg = "unknown key"
     elif err["type"] == "missing":
         msg = "required key is missing"
+    elif err["type"] == "union_tag_not_found":
+        msg = f"needs a `kind`: one of {_SOURCE_KINDS}"
+    elif err["type"] == "union_tag_invalid":
+        msg = f"must be one of {_SOURCE_KINDS} (got {err['ctx']['tag']!r})"
+    elif loc == ("model", "source") and not isinstance(err.get("input"), dict):
+        msg = f"must be a mapping with a `kind` ({_SOURCE_KINDS}), e.g. {{kind: hub, id: org/name}}"
     elif "input" in err and not isinstance(err["input"], dict | list):
-        msg = f"{msg} (got {err['input']!r})"
+        got = repr(err["input"])
+        msg = f"{msg} (got {got if len(got) <= 80 else got[:77] + '...'})"
     return f"  {key}{where}: {msg}"
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a regular file")
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: not a config file (larger than {MAX_CONFIG_BYTES // 1024} KiB)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a text file (byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8)"
+        ) from None
+    if "\0" in text:
+        raise ConfigError(f"{path}: not a text file (NUL byte at offset {text.index(chr(0))})")
+    return text
 
 
 def load_config(path: str | os.PathLike) -> PipelineConfig:
     """Read and validate a YAML profile; raise ConfigError naming the file, key and line on any problem."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    text = path.read_text()
+    loader = _StrictLoader(_read_text(path))
+    mapping_paths: dict[int, tuple] = {}
     try:
-        raw = yaml.safe_load(text)
+        root = loader.get_single_node()
+        if root is None:
+            raise ConfigError(f"{path}: empty config file (expected a mapping with at least name and model)")
+        lines, mapping_paths = _key_lines(root, path)
+        raw = loader.construct_document(root)
+    except _DuplicateKey as exc:
+        key = ".".join(map(str, (*mapping_paths.get(id(exc.mapping), ()), exc.key)))
+        raise ConfigError(f"{path}: {key}: duplicate key, at lines {exc.first_line} and {exc.line}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        raise ConfigError(
+            f"{path}: expected a mapping of sections (name, model, train, ...) at the top level, "
+            f"got {type(raw).__name__}"
+        )
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = _key_lines(text)
-        details = "\n".join(_describe(e, lines) for e in exc.errors())
+        details = "\n".join(_describe(e, raw, lines) for e in exc.errors())
         raise ConfigError(f"{path}: invalid config\n{details}") from None

@@ -1,1 +1,2 @@
-"""Pipeline stages: one module per stage, each a pure function on files plus a thin Prefect task."""
+"""Pipeline stages: one package per stage (run / SPEC / TASK in its __init__.py, the work in modules
+beside it) and tasks/common for what several stages share."""

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_model_dir, tokenized_dataset, torch_one_thread  # noqa: F401 (fixtures)
+from builders import tokenized_dataset
 
 from pipeline_config.schema import EvaluateConfig, TokenizeConfig
-from tasks.evaluation import evaluate_models, perplexity, rouge
+from tasks.evaluation.compare import evaluate_models
+from tasks.evaluation.metrics import perplexity, rouge
 
 ROUGE_KEYS = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
 
@@ -55,11 +57,13 @@ def test_rouge_lsum_uses_lines() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path):  # noqa: F811 (fixture imported from helpers)
+def tiny(tiny_model_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    return model, AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.padding_side = tokenizer.truncation_side = "left"  # as load_tokenizer(for_generation=True)
+    return model, tokenizer
 
 
 def _rows(tokenizer, masked: bool) -> list[dict]:
@@ -151,7 +155,7 @@ def greedy(model, tokenizer, prompt: str | list[int], max_new_tokens: int) -> st
 def test_generate_truncates_long_prompts_from_the_left(tiny) -> None:
     """A prompt over the position budget loses its oldest tokens: the end ("### Response:") must stay,
     since that is where the model continues from."""
-    from tasks.evaluation import generate
+    from tasks.common.generation import generate
 
     model, tokenizer = tiny
     long_prompt = "Write a Python function `square`. " * 30 + "\n\n### Response:\n"
@@ -162,17 +166,18 @@ def test_generate_truncates_long_prompts_from_the_left(tiny) -> None:
     assert len(prompt_ids) > budget
     seen: list[torch.Tensor] = []
 
-    class Spy:  # records the token ids that reach model.generate
+    class Spy:  # records the token ids that reach model.generate; a context of budget + 5 positions
         device = model.device
+        config = SimpleNamespace(max_position_embeddings=budget + cfg.max_new_tokens)
 
         def generate(self, **kwargs):
             seen.append(kwargs["input_ids"])
             return model.generate(**kwargs)
 
-    got = generate(Spy(), tokenizer, [long_prompt, short_prompt], cfg, max_positions=budget + 5)
+    got = generate(Spy(), tokenizer, [long_prompt, short_prompt], cfg.max_new_tokens, cfg.batch_size)
     assert seen[0][0].tolist() == prompt_ids[-budget:]
     assert tokenizer.decode(prompt_ids[-budget:]).endswith("### Response:\n")
-    assert got == [
+    assert [g.strip() for g in got] == [
         greedy(model, tokenizer, prompt_ids[-budget:], 5),
         greedy(model, tokenizer, short_prompt, 5),
     ]
@@ -196,7 +201,7 @@ def test_evaluate_models_end_to_end(
     test_rows = load_from_disk(str(tokenized / "dataset"))["test"].to_list()
     assert len(test_rows) == 5
     cfg = EvaluateConfig(max_samples=4, max_new_tokens=6, batch_size=3)  # 4 rows: a full and a ragged batch
-    report = evaluate_models(tokenized, adapter_dir, tmp_path, str(tiny_model_dir), True, cfg)
+    report = evaluate_models(tokenized / "dataset", adapter_dir, tmp_path, str(tiny_model_dir), True, cfg)
 
     assert (report["rows_in"], report["rows_out"]) == (4, 4)
     preds = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
@@ -248,7 +253,7 @@ def test_evaluate_models_full_weights(
 ) -> None:
     """is_adapter=False: the fine-tuned model is loaded from its own folder (here: another seed's weights)."""
     from datasets import load_from_disk
-    from helpers import build_tiny_model
+    from builders import build_tiny_model
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CPU fp32, as the references
@@ -260,7 +265,7 @@ def test_evaluate_models_full_weights(
     cfg = EvaluateConfig(max_samples=2, max_new_tokens=4, batch_size=2)
     out_dir = tmp_path / "out_dir"
     out_dir.mkdir()
-    report = evaluate_models(tokenized, other, out_dir, str(tiny_model_dir), False, cfg)
+    report = evaluate_models(tokenized / "dataset", other, out_dir, str(tiny_model_dir), False, cfg)
     assert report["rows_out"] == 2
     rows = load_from_disk(str(tokenized / "dataset"))["test"].select(range(2)).to_list()
     for name, path in (("base", tiny_model_dir), ("finetuned", other)):

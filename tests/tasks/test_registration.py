@@ -8,11 +8,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from helpers import tiny_model_dir  # noqa: F401 (fixture)
 
 from pipeline_config.schema import RegisterConfig
-from tasks import tracking
-from tasks.registration import beats, register_model
+from tasks.common import tracking
+from tasks.registration.gate import beats
+from tasks.registration.registry import register_model
 
 
 @pytest.mark.parametrize(
@@ -41,12 +41,11 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
 
 def register(model_dir: Path, tmp_path: Path, rouge_l: float, name: str) -> dict:
     run_id = tracking.start_run({"x": 1}, "test", {})
-    report = {"finetuned": {"rougeL": rouge_l, "perplexity": 3.0}}
+    metrics = {"rougeL": rouge_l, "perplexity": 3.0}
     out = tmp_path / f"reg-{rouge_l}"
     out.mkdir()
-    result = register_model(
-        model_dir, report, out, run_id, str(model_dir / "model"), False, RegisterConfig(model_name=name)
-    )
+    base = {"model_dir": str(model_dir / "model"), "card": {"name": "tiny", "license": "apache-2.0"}}
+    result = register_model(model_dir / "model", metrics, out, run_id, base, False, RegisterConfig(model_name=name))
     assert json.loads((out / "registration.json").read_text())["version"] == result["version"]
     return result
 
@@ -72,3 +71,9 @@ def test_registered_model_loads_on_its_own(model_dir, tmp_path):
     out = pipe("def add", max_new_tokens=3, do_sample=False)
     assert isinstance(out[0]["generated_text"], str) and out[0]["generated_text"].startswith("def add")
     assert result["model_uri"].startswith("models:/")
+    version = mlflow.MlflowClient().get_model_version("load-test", result["version"])
+    assert "name: tiny, license: apache-2.0" in version.description  # the base model's card
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(f"models:/load-test/{result['version']}"))
+    import importlib.metadata
+
+    assert f"transformers=={importlib.metadata.version('transformers')}" in requirements.read_text().split()

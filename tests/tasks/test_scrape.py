@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline_config.schema import ScrapeConfig
-from tasks.scrape import scrape_package
+from tasks.scrape.package import scrape_package
 
 PKG = "scrapefixturepkg"  # a name no installed distribution uses, so its version is None
 

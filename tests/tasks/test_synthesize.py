@@ -13,16 +13,10 @@ from pathlib import Path
 import pytest
 
 from pipeline_config.schema import SelfInstructConfig, SynthesizeConfig, TeacherConfig
-from tasks.synthesize import (
-    SUMMARY_MAX_CHARS,
-    docstring_pairs,
-    docstring_summary,
-    pair,
-    parse_task,
-    self_instruct,
-    synthesize_pairs,
-)
-from tasks.teacher import OpenAITeacher
+from tasks.synthesize.docstring_pairs import SUMMARY_MAX_CHARS, docstring_pairs, docstring_summary, pair
+from tasks.synthesize.pairs import synthesize_pairs
+from tasks.synthesize.self_instruct import parse_task, self_instruct
+from tasks.common.teacher.openai import OpenAITeacher
 
 # --------------------------------------------------------------------------------------------------------
 # docstring pairs
@@ -278,7 +272,7 @@ def test_self_instruct_pool_grows_across_rounds(seed_file: Path) -> None:
         num_rounds=2, prompts_per_round=1, examples_per_prompt=2, seed_tasks=str(seed_file)
     )
     kept, counts = self_instruct(teacher, cfg, seed=0)
-    assert dict(counts) == {"generated": 2, "kept": 1, "too_similar": 1}
+    assert dict(counts) == {"generated": 2, "unparseable": 0, "kept": 1, "too_similar": 1}
     assert [k["metadata"]["round"] for k in kept] == [0]
     assert len(teacher.prompts) == 2
 
@@ -299,7 +293,7 @@ def test_self_instruct_default_seed_tasks() -> None:
     teacher = FakeTeacher([[GARBAGE]])
     cfg = SelfInstructConfig(num_rounds=1, prompts_per_round=1, examples_per_prompt=3)
     _, counts = self_instruct(teacher, cfg, seed=0)
-    assert dict(counts) == {"generated": 1, "unparseable": 1}
+    assert dict(counts) == {"generated": 1, "unparseable": 1, "kept": 0, "too_similar": 0}
     assert re.findall(r"^Task (\d+)$", teacher.prompts[0][0], re.MULTILINE) == ["1", "2", "3", "4"]
 
 
@@ -379,7 +373,7 @@ def test_synthesize_pairs_with_openai_teacher(
     )
     teacher = OpenAITeacher(teacher_cfg)
     try:
-        report = synthesize_pairs(scrape, out, cfg, teacher, seed=0)
+        report = synthesize_pairs(scrape / "records.jsonl", out, cfg, teacher, seed=0)
     finally:
         teacher.close()
 
@@ -412,7 +406,7 @@ def test_synthesize_pairs_without_self_instruct(tmp_path: Path) -> None:
     scrape.mkdir()
     (scrape / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     cfg = SynthesizeConfig(self_instruct=SelfInstructConfig(enabled=False))
-    report = synthesize_pairs(scrape, tmp_path, cfg, None, seed=0)
+    report = synthesize_pairs(scrape / "records.jsonl", tmp_path, cfg, None, seed=0)
     assert report == {
         "rows_in": 3,
         "rows_out": 3,

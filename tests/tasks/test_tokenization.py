@@ -7,25 +7,15 @@ import random
 from pathlib import Path
 
 import pytest
-from helpers import (  # noqa: F401 (fixtures)
-    make_pairs,
-    tiny_model_dir,
-    tokenized_dataset,
-    torch_one_thread,
-    write_pairs,
-)
+from builders import make_pairs, tokenized_dataset, write_pairs
 
 from pipeline_config.schema import TokenizeConfig
-from tasks.base_model import EOS, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
-from tasks.tokenization import (
-    IGNORE,
-    encode_pair,
-    fim_transform,
-    format_prompt,
-    pack_rows,
-    split_indices,
-    tokenize_pairs,
-)
+from tasks.base_model.scratch import EOS
+from tasks.tokenization.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+from tasks.tokenization.encode import IGNORE, encode_pair, split_indices, tokenize_pairs
+from tasks.tokenization.fim import fim_transform
+from tasks.tokenization.packing import pack_rows
+from tasks.tokenization.templates import format_prompt
 
 # --------------------------------------------------------------------------------------------------------
 # format_prompt
@@ -79,7 +69,7 @@ def test_unknown_template_raises() -> None:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path):  # noqa: F811 (fixture imported from helpers)
+def tokenizer(tiny_model_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -359,8 +349,8 @@ def test_tokenize_pairs_fim_needs_fim_tokens(tmp_path: Path) -> None:
     )
     pairs_dir = write_pairs(tmp_path / "pairs", make_pairs(4))
     with pytest.raises(ValueError, match="fim_rate > 0 but the tokenizer at .* has no <fim_prefix> token"):
-        tokenize_pairs(pairs_dir, tmp_path / "out", str(tmp_path / "tok"), TokenizeConfig(fim_rate=0.5), 0)
+        tokenize_pairs(pairs_dir / "pairs.jsonl", tmp_path / "out", str(tmp_path / "tok"), TokenizeConfig(fim_rate=0.5), 0)
     assert not (tmp_path / "out" / "dataset").exists()
     # without FIM the same tokenizer is fine
-    report = tokenize_pairs(pairs_dir, tmp_path / "out", str(tmp_path / "tok"), TokenizeConfig(), 0)
+    report = tokenize_pairs(pairs_dir / "pairs.jsonl", tmp_path / "out", str(tmp_path / "tok"), TokenizeConfig(), 0)
     assert (report["train_rows"], report["test_rows"]) == (3, 1)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_model_dir, tokenized_dataset, torch_one_thread  # noqa: F401 (fixtures)
+from builders import tokenized_dataset
 
 from pipeline_config.schema import LoraSection, QuantizationSection, TokenizeConfig, TrainConfig
-from tasks.training import lora_config, pick_device, quantization_config, train_model
+from tasks.common.models import pick_device
+from tasks.training.recipe import lora_config, quantization_config, train_model
 
 # --------------------------------------------------------------------------------------------------------
 # Builders
@@ -72,7 +73,7 @@ def test_lora_config_for_qlora_and_none_for_full() -> None:
 
 
 def test_training_args_carry_values(tmp_path: Path) -> None:
-    from tasks.training import training_args
+    from tasks.training.recipe import training_args
 
     cfg = train_cfg(
         "lora",
@@ -105,12 +106,12 @@ def test_training_args_carry_values(tmp_path: Path) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
 def test_pick_device_cuda_without_cuda_raises() -> None:
     with pytest.raises(RuntimeError, match="train.device is 'cuda' but no CUDA device is visible"):
-        pick_device(TrainConfig(device="cuda"))
+        pick_device(TrainConfig(device="cuda").device)
 
 
 def test_pick_device_auto_and_cpu() -> None:
-    assert pick_device(TrainConfig(device="cpu")) == "cpu"
-    assert pick_device(TrainConfig(device="auto")) == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert pick_device(TrainConfig(device="cpu").device) == "cpu"
+    assert pick_device(TrainConfig(device="auto").device) == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ def test_train_lora_loss_decreases_and_saves_adapter(
     tiny_model_dir: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    report = train_model(tokenized, tmp_path, str(tiny_model_dir), train_cfg("lora"), seed=0)
+    report = train_model(tokenized / "dataset", tmp_path, str(tiny_model_dir), train_cfg("lora"), seed=0)
     assert report["method"] == "lora" and report["adapter"] is True and report["device"] == "cpu"
     assert report["steps"] == 30
     assert report["rows_in"] == 36
@@ -201,7 +202,7 @@ def test_train_full_saves_weights_and_trains_everything(
 ) -> None:
     from safetensors.torch import load_file
 
-    report = train_model(tokenized, tmp_path, str(tiny_model_dir), train_cfg("full", lora=None), seed=0)
+    report = train_model(tokenized / "dataset", tmp_path, str(tiny_model_dir), train_cfg("full", lora=None), seed=0)
     assert report["method"] == "full" and report["adapter"] is False
     assert report["trainable_parameters"] == report["total_parameters"] > 0
     assert report["last_logged_loss"] < report["first_logged_loss"] - 1.0  # full FT learns fast here
@@ -221,7 +222,7 @@ def test_train_qlora_on_cpu(tokenized: Path, tiny_model_dir: Path, tmp_path: Pat
         import bitsandbytes as bnb
     except Exception as exc:  # pragma: no cover - depends on the machine
         pytest.skip(f"bitsandbytes cannot be imported here: {exc!r}")
-    from tasks.training import load_model
+    from tasks.training.recipe import load_model
 
     cfg = train_cfg(
         "qlora", quantization=QuantizationSection(compute_dtype="float32"), max_steps=6, logging_steps=2
@@ -233,7 +234,7 @@ def test_train_qlora_on_cpu(tokenized: Path, tiny_model_dir: Path, tmp_path: Pat
     assert q_proj.weight.quant_state.quant_type == "nf4"
     del model
 
-    report = train_model(tokenized, tmp_path, str(tiny_model_dir), cfg, seed=0)
+    report = train_model(tokenized / "dataset", tmp_path, str(tiny_model_dir), cfg, seed=0)
     assert report["method"] == "qlora" and report["adapter"] is True and report["steps"] == 6
     losses = logged_losses(tmp_path)
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
@@ -260,7 +261,7 @@ def test_train_qlora_on_cuda_bf16(tokenized: Path, tiny_model_dir: Path, tmp_pat
         max_steps=6,
         logging_steps=2,
     )
-    report = train_model(tokenized, tmp_path, str(tiny_model_dir), cfg, seed=0)
+    report = train_model(tokenized / "dataset", tmp_path, str(tiny_model_dir), cfg, seed=0)
     assert report["device"] == "cuda" and report["steps"] == 6
     assert report["last_logged_loss"] < report["first_logged_loss"]
     assert lora_b_norm(tmp_path / "model") > 0

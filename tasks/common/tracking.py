@@ -1,9 +1,13 @@
 """MLflow bookkeeping: where the tracking store lives and the one MLflow run each pipeline run gets.
 
 Default store: `mlflow/mlflow.db` (sqlite) with artifacts in `mlflow/artifacts`, both at the repo root and
-gitignored; MLFLOW_TRACKING_URI overrides it (e.g. a shared `mlflow server`). The experiment is created up
-front with an explicit artifact location: with sqlite, MLflow would otherwise store `./mlruns` relative to
-whatever directory the first run happened to start in, forever.
+gitignored; MLFLOW_TRACKING_URI overrides it (e.g. a shared `mlflow server`). With a local store the
+experiment is created up front with an explicit artifact location: with sqlite, MLflow would otherwise
+store `./mlruns` relative to whatever directory the first run happened to start in, forever. With a
+server, the server decides (a client-side path would be wrong on every other machine).
+
+Each run is tagged with the host and process that own it, so that a run left RUNNING by a killed process
+is marked KILLED by the next run on that host (`end_orphaned_runs`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline_config.schema import REPO_ROOT
+from tasks.common.io import REPO_ROOT
+from tasks.common.stage import HOST, process_alive
 
 STORE_DIR = REPO_ROOT / "mlflow"
 EXPERIMENT = "finetune"
@@ -39,11 +44,48 @@ def client():
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
 def experiment_id(mlflow_client, name: str = EXPERIMENT) -> str:
     found = mlflow_client.get_experiment_by_name(name)
     if found:
         return found.experiment_id
+    if not is_local_store(tracking_uri()):
+        return mlflow_client.create_experiment(name)
     return mlflow_client.create_experiment(name, artifact_location=f"{artifact_root()}/{name}")
+
+
+def version_exists(model_name: str | None, version: str | None) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    if not model_name or not version:
+        return False
+    try:
+        client().get_model_version(model_name, str(version))
+    except MlflowException:
+        return False
+    return True
+
+
+def end_orphaned_runs(name: str = EXPERIMENT) -> list[str]:
+    """Mark KILLED the RUNNING runs whose owning process on this host is gone; return their ids."""
+    c = client()
+    found = c.get_experiment_by_name(name)
+    if not found:
+        return []
+    ended = []
+    for run in c.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        if tags.get("host") != HOST or not tags.get("pid", "").isdigit():
+            continue
+        if not process_alive(int(tags["pid"])):
+            c.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+    return ended
+
+    return True
 
 
 def flatten(prefix: str, value: Any) -> dict[str, str]:
@@ -58,7 +100,8 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
 def start_run(config: Mapping[str, Any], run_name: str, tags: Mapping[str, str]) -> str:
     """Open the pipeline run's MLflow run; the resolved config becomes its params."""
     c = client()
-    run = c.create_run(experiment_id(c), run_name=run_name, tags=dict(tags))
+    owner = {"host": HOST, "pid": str(os.getpid())}
+    run = c.create_run(experiment_id(c), run_name=run_name, tags={**tags, **owner})
     params = flatten("", config)
     from mlflow.entities import Param
 

@@ -1,23 +1,21 @@
-"""The base model every later stage starts from.
+"""A scratch base model: a small Llama or GPT-NeoX built from a config, with a byte-level BPE tokenizer
+trained on the scraped source and, optionally, a short causal-LM pretraining on that code.
 
-A hub id or local folder is used as it is. A `model.scratch` profile (the offline default) builds a small
-causal LM from a config, with a byte-level BPE tokenizer trained on the scraped source; both are saved
-with save_pretrained and read back through from_pretrained, exactly as a hub model would be. The build
-is content-addressed like a stage (`<workspace>/stages/base_model/<key>/`), so the stages that need it
-share one copy and it is rebuilt only when the model config or the scraped corpus changes.
+Both are saved with save_pretrained and read back through from_pretrained, exactly as a hub model would
+be. Used by the `quick` and `tiny` profiles: seconds to build, no download.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline_config.schema import ModelConfig, ScratchModel
-from tasks.stage import build_stage, file_version, iter_jsonl, logger, stage_key
+from pipeline_config.schema import ScratchSource
+from tasks.common.io import iter_jsonl
+from tasks.common.prefect import logger
+from tasks.tokenization.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
-FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = "<fim_prefix>", "<fim_middle>", "<fim_suffix>"
 SPECIAL_TOKENS = [EOS, PAD, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX]
-CODE_VERSION = file_version(__file__)  # read once, at import, like every stage's SPEC
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -40,7 +38,7 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     return fast
 
 
-def build_model(cfg: ScratchModel, vocab_size: int, eos_id: int, pad_id: int, seed: int):
+def build_model(cfg: ScratchSource, vocab_size: int, eos_id: int, pad_id: int, seed: int):
     import torch
     from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
 
@@ -61,7 +59,7 @@ def build_model(cfg: ScratchModel, vocab_size: int, eos_id: int, pad_id: int, se
     return AutoModelForCausalLM.from_config(config)
 
 
-def pretrain(model, tokenizer, texts: list[str], cfg: ScratchModel, seed: int) -> list[float]:
+def pretrain(model, tokenizer, texts: list[str], cfg: ScratchSource, seed: int) -> list[float]:
     """Plain causal-LM training on concatenated code blocks; returns the loss of every step.
 
     A plain loop, not a Trainer: this is a fixture-sized model and the loop is ~3x faster per step here.
@@ -98,10 +96,10 @@ def pretrain(model, tokenizer, texts: list[str], cfg: ScratchModel, seed: int) -
     return losses
 
 
-def build_scratch_model(scrape_dir: Path, out_dir: Path, cfg: ScratchModel, seed: int) -> dict:
-    records = list(iter_jsonl(Path(scrape_dir) / "records.jsonl"))[: cfg.tokenizer_max_docs]
+def build_scratch_model(records_path: Path, out_dir: Path, cfg: ScratchSource, seed: int) -> dict:
+    records = list(iter_jsonl(records_path))[: cfg.tokenizer_max_docs]
     if not records:
-        raise ValueError(f"no scraped records in {scrape_dir} to train the scratch tokenizer on")
+        raise ValueError(f"no scraped records in {records_path} to train the scratch tokenizer on")
     texts = [r["code"] for r in records]
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
     model = build_model(cfg, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed)
@@ -118,26 +116,3 @@ def build_scratch_model(scrape_dir: Path, out_dir: Path, cfg: ScratchModel, seed
         "pretrain_first_loss": losses[0] if losses else None,
         "pretrain_last_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
     }
-
-
-def resolve_base_model(
-    model_cfg: ModelConfig, workspace: Path, scrape_dir: Path, scrape_key: str, seed: int
-) -> str:
-    """Return what from_pretrained should load: the configured hub id/folder, or the scratch build."""
-    if model_cfg.name_or_path:
-        return model_cfg.name_or_path
-    cfg = model_cfg.scratch
-    key = stage_key(
-        "base_model",
-        {"scratch": cfg.model_dump(), "seed": seed},
-        {"scrape": scrape_key},
-        file_version(__file__),
-    )
-    out = build_stage(
-        workspace,
-        "base_model",
-        key,
-        {"scrape": scrape_key},
-        lambda out_dir: build_scratch_model(scrape_dir, out_dir, cfg, seed),
-    )
-    return out.path

@@ -1,4 +1,4 @@
-"""Stage 1, scrape: documented functions, methods and classes from an installed package's source.
+"""Scrape an installed package: documented functions, methods and classes from an installed package's source.
 
 The package (`scrape.package`, scikit-learn by default) is located with `importlib.util.find_spec` and
 never imported: its `.py` files are read in sorted order and parsed with `ast`, so the output depends only
@@ -10,7 +10,6 @@ on the files on disk. Every definition that carries a docstring becomes one reco
 `code_without_docstring` is what synthesize asks the model to write back from the docstring's summary, so
 it must stay valid Python. Files that cannot be decoded or parsed are counted and skipped.
 
-Run alone: `finetune run --config pipeline_config/offline.yaml --only scrape`.
 """
 
 from __future__ import annotations
@@ -23,13 +22,12 @@ import importlib.util
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline_config import PipelineConfig
 from pipeline_config.schema import ScrapeConfig
-from tasks.stage import StageOutput, StageSpec, file_version, stage_task, write_jsonl
+from tasks.common.io import hash_path, write_jsonl
 
 KINDS = ("function", "method", "class")
 DefNode = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
@@ -294,13 +292,7 @@ def scrape_package(out_dir: Path, cfg: ScrapeConfig) -> dict:
     }
 
 
-# --- Prefect wrapper ------------------------------------------------------------------------------------
-
-
-def run(cfg: PipelineConfig, inputs: Mapping[str, StageOutput], out_dir: Path, context: Mapping) -> dict:
-    return scrape_package(out_dir, cfg.scrape)
-
-
-# the installed package version is not in the key: pyproject pins scikit-learn so that scrape keys reproduce
-SPEC = StageSpec("scrape", run, ("scrape",), file_version(__file__))
-TASK = stage_task(SPEC)
+def package_identity(package: str) -> dict:
+    """The installed version and a hash of the package's source files: what the scrape key holds."""
+    root = package_root(package)
+    return {"version": package_version(package), "sources": hash_path(root, "*.py")}

@@ -1,35 +1,21 @@
-"""Stage 5, train: supervised fine-tuning with TRL's SFTTrainer; LoRA, QLoRA or full fine-tuning.
+"""Supervised fine-tuning with TRL's SFTTrainer; LoRA, QLoRA or full fine-tuning.
 
 Reads top to bottom like a recipe: pick the device, build the quantization config, build the LoRA config,
 load the model, load the tokenized splits, build the trainer, train, save. LoRA vs QLoRA vs full is the
 `train.method` switch. Output: `model/` (the adapter, or the full weights, plus the tokenizer),
 `log_history.json` and the loss curve in report.json.
-
-Run alone: `finetune run --config pipeline_config/offline.yaml --only train`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline_config import PipelineConfig
 from pipeline_config.schema import TrainConfig
-from tasks.stage import StageOutput, StageSpec, file_version, logger, read_report, stage_task
-
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
-def pick_device(cfg: TrainConfig) -> str:
-    import torch
-
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible")
-    if cfg.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return cfg.device
+from tasks.common.models import load_causal_lm, load_tokenizer, pick_device
+from tasks.common.prefect import logger
+from tasks.training.plots import plot_losses
 
 
 def quantization_config(cfg: TrainConfig):
@@ -66,18 +52,8 @@ def lora_config(cfg: TrainConfig):
 
 
 def load_model(model_path: str, cfg: TrainConfig, device: str, trust_remote_code: bool):
-    import torch
-    from transformers import AutoModelForCausalLM
-
     quant = quantization_config(cfg)
-    dtype = getattr(torch, DTYPES[cfg.precision]) if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(
-        model_path,
-        dtype=dtype,
-        quantization_config=quant,
-        trust_remote_code=trust_remote_code,
-        device_map={"": device} if quant else None,
-    )
+    model = load_causal_lm(model_path, device, cfg.precision, quant, trust_remote_code)
     if quant:
         from peft import prepare_model_for_kbit_training
 
@@ -130,28 +106,8 @@ def route_logs_to_logger(trainer) -> None:
     trainer.add_callback(LogCallback())
 
 
-def plot_losses(history: list[dict], path: Path) -> None:
-    """Train and eval loss against the step, as in the starcoder recipe's loss figure (seeds/003)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on training machines
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, label in (("loss", "train"), ("eval_loss", "eval")):
-        points = [(h["step"], h[name]) for h in history if name in h]
-        if points:
-            ax.plot(*zip(*points, strict=True), marker=".", label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def train_model(
-    tokenized_dir: Path,
+    dataset_dir: Path,
     out_dir: Path,
     model_path: str,
     cfg: TrainConfig,
@@ -160,14 +116,14 @@ def train_model(
 ) -> dict:
     import torch
     from datasets import load_from_disk
-    from transformers import AutoTokenizer, set_seed
+    from transformers import set_seed
     from trl import SFTTrainer
 
     set_seed(seed)
-    device = pick_device(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    device = pick_device(cfg.device)
+    tokenizer = load_tokenizer(model_path)
     model = load_model(model_path, cfg, device, trust_remote_code)
-    splits = load_from_disk(str(tokenized_dir / "dataset"))
+    splits = load_from_disk(str(dataset_dir))
     columns = ["input_ids", "attention_mask", "labels"]
     train = splits["train"].select_columns(columns)
     test = splits["test"].select_columns(columns)
@@ -202,7 +158,7 @@ def train_model(
         "rows_out": 1,
         "method": cfg.method,
         "device": device,
-        "base_model": model_path,
+        "base_model": str(model_path),
         "adapter": cfg.method != "full",
         "steps": result.global_step,
         "train_loss": result.training_loss,
@@ -214,15 +170,3 @@ def train_model(
         "total_parameters": total,
         "train_runtime_s": result.metrics.get("train_runtime"),
     }
-
-
-def run(cfg: PipelineConfig, inputs: Mapping[str, StageOutput], out_dir: Path, context: Mapping) -> dict:
-    tokenized = inputs["tokenize"]
-    model_path = read_report(tokenized)["base_model"]
-    return train_model(
-        Path(tokenized.path), out_dir, model_path, cfg.train, cfg.seed, cfg.model.trust_remote_code
-    )
-
-
-SPEC = StageSpec("train", run, ("train", "model", "seed"), file_version(__file__))
-TASK = stage_task(SPEC)

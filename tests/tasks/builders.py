@@ -1,6 +1,6 @@
-"""Shared builders for the task tests: a tiny scratch model (built like tasks/base_model.py does) and
-tiny pairs/tokenized datasets. Everything is built once per session and cached here, since the test
-modules import these helpers rather than share a conftest."""
+"""Builders for the task tests (plain functions; the fixtures that use them are in conftest.py): a tiny
+scratch model built as tasks/base_model/scratch.py builds it, tiny pairs and tokenized datasets. Built
+once per session and cached here."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_config.schema import ScratchModel, TokenizeConfig
+from pipeline_config.schema import ScratchSource, TokenizeConfig
 
 PYTHON_CORPUS = '''
 def add(a, b):
@@ -79,7 +79,8 @@ TEMPLATE_TEXT = (
     "function.\n\n### Input:\nx\n\n### Response:\n"
 )
 
-TINY_SCRATCH = ScratchModel(
+TINY_SCRATCH = ScratchSource(
+    kind="scratch",
     architecture="llama",
     vocab_size=400,
     hidden_size=32,
@@ -94,36 +95,13 @@ _CACHE: dict[str, Path] = {}
 
 def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     """Tokenizer + model exactly as tasks.base_model.build_scratch_model builds them, saved to out_dir."""
-    from tasks.base_model import build_model, train_tokenizer
+    from tasks.base_model.scratch import build_model, train_tokenizer
 
     tokenizer = train_tokenizer([PYTHON_CORPUS, TEMPLATE_TEXT] * 4, TINY_SCRATCH.vocab_size)
     model = build_model(TINY_SCRATCH, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
-
-
-@pytest.fixture(scope="module", autouse=True)
-def torch_one_thread():
-    """Run a module's tiny-model work on one torch thread, then restore the setting.
-
-    These models are so small that a second intra-op thread buys nothing, and when the machine is busy
-    (another training run on the same 2 cores) spinning OpenMP threads made a 30-step run 60x slower.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A saved tiny llama + tokenizer; one build per session even when several modules import this."""
-    if "model" not in _CACHE:
-        _CACHE["model"] = build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
-    return _CACHE["model"]
 
 
 FUNCTIONS = [
@@ -168,13 +146,13 @@ def tokenized_dataset(
     seed: int = 0,
 ) -> tuple[Path, dict]:
     """tokenize_pairs over make_pairs(n_pairs); returns (folder holding dataset/, report). Cached."""
-    from tasks.tokenization import tokenize_pairs
+    from tasks.tokenization.encode import tokenize_pairs
 
     key = f"tok-{model_dir}-{n_pairs}-{cfg.model_dump_json()}-{seed}"
     if key not in _CACHE:
         pairs_dir = write_pairs(tmp_path_factory.mktemp("pairs"), make_pairs(n_pairs))
         out = tmp_path_factory.mktemp("tokenized")
-        report = tokenize_pairs(pairs_dir, out, str(model_dir), cfg, seed)
+        report = tokenize_pairs(pairs_dir / "pairs.jsonl", out, str(model_dir), cfg, seed)
         (out / "test_report.json").write_text(json.dumps(report))
         _CACHE[key] = out
     out = _CACHE[key]

@@ -13,10 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import PYTHON_CORPUS, tiny_model_dir  # noqa: F401 (fixture)
+from builders import PYTHON_CORPUS
 
 from pipeline_config.schema import TeacherConfig
-from tasks.teacher import LocalTeacher, OpenAITeacher, Teacher, TeacherError, make_teacher
+from tasks.common.teacher import Teacher, TeacherError, make_teacher
+from tasks.common.teacher.local import LocalTeacher
+from tasks.common.teacher.openai import OpenAITeacher
 
 # --------------------------------------------------------------------------------------------------------
 # A fake OpenAI-compatible server
@@ -285,22 +287,6 @@ def test_local_same_seed_same_samples(tiny_model_dir: Path) -> None:  # noqa: F8
     assert a != c  # near-uniform logits over ~400 tokens: a different seed samples different text
 
 
-def test_local_truncates_long_prompts_from_the_left(tiny_model_dir: Path) -> None:  # noqa: F811
-    cfg = local_cfg(tiny_model_dir, 0.0)
-    teacher = LocalTeacher(str(tiny_model_dir), cfg, seed=0)
-    max_positions = teacher.model.config.max_position_embeddings
-    budget = max_positions - cfg.max_new_tokens
-    assert teacher.max_prompt_tokens == budget
-    corpus_tokens = len(teacher.tokenizer(PYTHON_CORPUS)["input_ids"])
-    long_prompt = PYTHON_CORPUS * (2 + max_positions // corpus_tokens)  # far beyond the position limit
-    full_ids = teacher.tokenizer(long_prompt)["input_ids"]
-    assert len(full_ids) > max_positions
-    kept = teacher._encode([long_prompt])["input_ids"][0].tolist()
-    assert kept == full_ids[-budget:]  # the end of the prompt (the actual task) survives
-    out = teacher.generate([long_prompt, "def add(a, b):"])
-    assert len(out) == 2
-
-
 def test_local_left_padding_matches_unbatched(tiny_model_dir: Path) -> None:  # noqa: F811
     teacher = LocalTeacher(str(tiny_model_dir), local_cfg(tiny_model_dir, 0.0), seed=0)
     batched = teacher.generate(PROMPTS[:4])
@@ -314,7 +300,7 @@ def test_local_rejects_max_new_tokens_beyond_context(tiny_model_dir: Path) -> No
     max_positions = AutoConfig.from_pretrained(tiny_model_dir).max_position_embeddings
     cfg = TeacherConfig(backend="local", model=str(tiny_model_dir), max_new_tokens=max_positions)
     with pytest.raises(ValueError, match="max_position_embeddings"):
-        LocalTeacher(str(tiny_model_dir), cfg)
+        LocalTeacher(str(tiny_model_dir), cfg).generate(["def f():"])
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,0 +1,68 @@
+"""Stage base_model: the model every later stage starts from, resolved once and stored as a folder.
+
+- `gguf`: a GGUF file inside an installed package (the default, SmolLM2-135M-Instruct), dequantized once
+  and saved with save_pretrained (safetensors), so later stages load it in well under a second.
+- `hub` / `folder`: used where they are; the key holds the resolved revision / the folder's content hash.
+- `scratch`: a small model built from a config with a tokenizer trained on the scraped code.
+
+Outputs (manifest): `model_dir` (absolute for hub/folder, inside this stage's folder otherwise), `kind`,
+`card` (name, licence, parameters, origin: the registered model's description).
+
+Run alone: `finetune run --config pipeline_config/offline.yaml --only base_model`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline_config.schema import FolderSource, GGUFSource, HubSource, ScratchSource
+from tasks.base_model.scratch import build_scratch_model
+from tasks.base_model.sources import dequantize_gguf, describe_pretrained, hub_snapshot, identity
+from tasks.common.prefect import stage_task
+from tasks.common.stage import StageResult, StageSpec
+
+
+def run(cfg, inputs, out_dir, context) -> StageResult:
+    source = cfg.model.source
+    if isinstance(source, ScratchSource):
+        report = build_scratch_model(inputs["scrape"].file("records"), out_dir / "model", source, cfg.seed)
+        card = {"name": f"scratch-{source.architecture}", "origin": "built from model.source (scratch)"}
+        card["parameters"] = report["parameters"]
+        return StageResult(report, {"model_dir": "model", "kind": source.kind, "card": card})
+    if isinstance(source, GGUFSource):
+        card = dequantize_gguf(source, out_dir / "model")
+        model_dir = "model"
+    elif isinstance(source, HubSource):
+        snapshot = hub_snapshot(source)
+        card = describe_pretrained(snapshot, f"hub {source.id}@{snapshot.name}")
+        model_dir = str(snapshot)
+    else:
+        assert isinstance(source, FolderSource)
+        card = describe_pretrained(Path(source.path).expanduser(), f"local folder {source.path}")
+        model_dir = str(source.path)
+    report = {"rows_in": 0, "rows_out": 1, "kind": source.kind, **card}
+    outputs = {"model_dir": model_dir, "kind": source.kind, "card": card}
+    if isinstance(source, HubSource):
+        outputs["hub_id"] = source.id  # registration logs an adapter on a hub base without copying the base
+    return StageResult(report, outputs)
+
+
+def uses(cfg) -> tuple[str, ...]:
+    return ("scrape",) if isinstance(cfg.model.source, ScratchSource) else ()
+
+
+def environment(cfg) -> dict:
+    facts = identity(cfg.model.source)
+    return {**facts, "seed": cfg.seed} if isinstance(cfg.model.source, ScratchSource) else facts
+
+
+SPEC = StageSpec(
+    "base_model",
+    run,
+    "tasks.base_model",
+    sections=("model",),
+    libraries=("torch", "transformers", "tokenizers", "safetensors", "gguf"),
+    environment=environment,
+    uses=uses,
+)
+TASK = stage_task(SPEC)

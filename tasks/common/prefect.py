@@ -1,0 +1,66 @@
+"""The only Prefect import under tasks/: the run logger and the task that wraps a stage.
+
+A stage's Prefect cache key is its stage key, so the Prefect UI and the workspace agree about what is
+cached. Prefect retries only errors that another attempt can fix (a dropped connection, a server that
+was busy); a bad request or a bad config fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import requests
+
+from tasks.common.io import hash_json, workspace_path
+from tasks.common.stage import StageOutput, StageSpec
+
+# what a retry can fix; anything else (a 401, a config error, a bug) would fail the same way again
+TRANSIENT = (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)
+
+
+def logger() -> logging.Logger:
+    """Prefect's run logger inside a task or flow (shows in the UI), a plain logger elsewhere (tests)."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("finetune")
+
+
+def is_transient(error: BaseException | None) -> bool:
+    return isinstance(error, TRANSIENT) or bool(getattr(error, "transient", False))
+
+
+def retry_condition(_task, _task_run, state) -> bool:
+    return is_transient(state.data)  # a Failed state's data is the exception the task raised
+
+
+def stage_task(spec: StageSpec, retry_delay_seconds: float = 10):
+    """The Prefect task for a stage; its cache key is the stage key.
+
+    The flow calls it with `refresh_cache=True` (task.with_options) when the stage is forced or its folder
+    is gone, so that a Prefect record never shadows a deleted output.
+    """
+    from prefect import task
+
+    def cache_key(_context, params: dict) -> str:
+        cfg, inputs = params["cfg"], params["inputs"]
+        key = spec.key(cfg, {n: o.key for n, o in inputs.items()})
+        # the Prefect result store is shared by every workspace on the machine; keep workspaces apart
+        return f"{key}-{hash_json(str(workspace_path(cfg)))[:8]}"
+
+    @task(
+        name=spec.name,
+        task_run_name=spec.name,
+        cache_key_fn=cache_key,
+        persist_result=True,
+        retries=spec.retries,
+        retry_delay_seconds=retry_delay_seconds,
+        retry_condition_fn=retry_condition,
+    )
+    def run_stage(cfg, inputs: dict[str, StageOutput], force: bool = False, context: dict | None = None):
+        return spec.build(cfg, inputs, force, context)
+
+    return run_stage

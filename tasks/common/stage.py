@@ -1,0 +1,303 @@
+"""The stage contract shared by every stage: content-addressed keys, atomic publication, manifests.
+
+A stage writes `<workspace>/stages/<stage>/<key>/` holding its data, `report.json` (for people) and, written
+last, `manifest.json`, whose `outputs` block is the stage's interface: what later stages may read (a model
+folder, a template name), checked when they read it. A folder without a manifest is never read.
+
+Publication. Work happens in a private version folder `.v-<key>-<host>-<pid>-<rand>`; `<key>` itself is a
+symlink to the published version, switched with one atomic rename under a per-key lock. So two runs that
+build the same key never fail (the second finds the first's output under the lock and discards its own),
+a forced rebuild replaces the output without a moment where the key is missing, and a reader holding the
+resolved version path keeps reading a complete version while another run switches the link. Versions
+that lost the link are removed later by `remove_stale`: unfinished ones once their writer is dead,
+superseded ones after `SUPERSEDED_GRACE_S`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pipeline_config import PipelineConfig
+from tasks.common.io import hash_json, read_json, workspace_path, write_json
+from tasks.common.versions import code_version, library_versions
+
+SUPERSEDED_GRACE_S = 3600  # a run that resolved the old version an hour ago has long loaded what it needs
+HOST = socket.gethostname()
+
+
+class MissingInputError(RuntimeError):
+    """A stage was asked to run from cached inputs that were never produced."""
+
+
+class MissingOutputError(RuntimeError):
+    """A stage read an output field that the producing stage's manifest does not hold."""
+
+
+class StageResult(NamedTuple):
+    """What a stage's `run` returns: the report (for people) and the outputs (for later stages)."""
+
+    report: dict
+    outputs: dict
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """What a stage hands to the next one: where its folder is, a few numbers and its manifest outputs."""
+
+    stage: str
+    key: str
+    path: str  # the resolved version folder: stable while another run switches the key's link
+    rows_in: int
+    rows_out: int
+    status: str  # "executed" | "cached"
+    seconds: float
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+
+    def output(self, name: str) -> Any:
+        if name not in self.outputs:
+            raise MissingOutputError(
+                f"stage '{self.stage}' (key {self.key}) has no output '{name}' in {self.path}/manifest.json "
+                f"(it has: {', '.join(sorted(self.outputs)) or 'none'}); rebuild it with --force {self.stage}"
+            )
+        return self.outputs[name]
+
+    def file(self, name: str) -> Path:
+        """An output that names a file or folder inside the stage folder, as a path."""
+        return Path(self.path) / self.output(name)
+
+
+def stage_key(stage: str, config: Mapping[str, Any], input_keys: Mapping[str, str], code: str) -> str:
+    return hash_json({"stage": stage, "config": config, "inputs": dict(input_keys), "code": code})
+
+
+def stage_dir(workspace: Path, stage: str, key: str) -> Path:
+    return Path(workspace) / "stages" / stage / key
+
+
+def read_manifest(folder: Path) -> dict | None:
+    manifest = Path(folder) / "manifest.json"
+    return read_json(manifest) if manifest.is_file() else None
+
+
+def read_report(output: StageOutput) -> dict:
+    return read_json(Path(output.path) / "report.json")
+
+
+def cached_output(workspace: Path, stage: str, key: str) -> StageOutput | None:
+    folder = stage_dir(workspace, stage, key)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return None
+    return StageOutput(
+        stage,
+        key,
+        str(folder.resolve()),
+        manifest["rows_in"],
+        manifest["rows_out"],
+        "cached",
+        0.0,
+        manifest.get("outputs", {}),
+    )
+
+
+@contextlib.contextmanager
+def key_lock(workspace: Path, stage: str, key: str) -> Iterator[None]:
+    """An exclusive lock per stage key (flock: released by the kernel if the holder dies)."""
+    locks = Path(workspace) / "stages" / stage / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{key}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _switch(final: Path, version: Path) -> None:
+    """Point `final` at `version` with one atomic rename; the previous version is marked superseded."""
+    link = final.parent / f".link-{final.name}-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.symlink(version.name, link)  # relative: the workspace can be moved or mounted elsewhere
+    previous = final.resolve() if final.is_symlink() else None
+    if final.exists() and not final.is_symlink():  # a plain folder from an older layout or a crash
+        final.rename(final.parent / f".v-{final.name}-{HOST}-{os.getpid()}-old{uuid.uuid4().hex[:8]}")
+    os.replace(link, final)
+    if previous and previous != version.resolve() and previous.is_dir():
+        (previous / ".superseded").write_text(datetime.now(UTC).isoformat())
+
+
+def build_stage(
+    workspace: Path,
+    stage: str,
+    key: str,
+    input_keys: Mapping[str, str],
+    work: Callable[[Path], StageResult],
+    force: bool = False,
+    is_valid: Callable[[StageOutput], bool] | None = None,
+) -> StageOutput:
+    """Run `work(folder) -> StageResult` unless a finished (and still valid) output exists; publish it.
+
+    The report must hold `rows_in` and `rows_out`. With `force`, an existing output is rebuilt and replaced.
+    `is_valid` checks a cached output against the world outside the workspace (a registry entry).
+    """
+
+    def usable_hit() -> StageOutput | None:
+        hit = cached_output(workspace, stage, key)
+        return hit if hit and (is_valid is None or is_valid(hit)) else None
+
+    if not force and (hit := usable_hit()):
+        return hit
+    parent = stage_dir(workspace, stage, key).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    version = parent / f".v-{key}-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    version.mkdir()
+    start = time.perf_counter()
+    try:
+        report, outputs = work(version)
+        seconds = round(time.perf_counter() - start, 3)
+        report = {**report, "seconds": seconds}
+        write_json(version / "report.json", report)
+        manifest = {
+            "stage": stage,
+            "key": key,
+            "inputs": dict(input_keys),
+            "rows_in": int(report["rows_in"]),
+            "rows_out": int(report["rows_out"]),
+            "outputs": outputs,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        write_json(version / "manifest.json", manifest)
+        with key_lock(workspace, stage, key):
+            if not force and (hit := usable_hit()):
+                shutil.rmtree(version)  # a concurrent run published this key first: same key, same content
+                return hit
+            _switch(stage_dir(workspace, stage, key), version)
+    except BaseException:
+        shutil.rmtree(version, ignore_errors=True)
+        raise
+    return StageOutput(
+        stage, key, str(version.resolve()), manifest["rows_in"], manifest["rows_out"], "executed", seconds, outputs
+    )
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a live process of another user
+        return True
+    return True
+
+
+def _writer_alive(name: str) -> bool:
+    """Is the process that made `.v-<key>-<host>-<pid>-<rand>` still running? Other hosts: assume so."""
+    try:
+        _key, rest = name.removeprefix(".v-").split("-", 1)
+        host, pid, _rand = rest.rsplit("-", 2)  # host names may hold dashes; keys and pids do not
+    except ValueError:
+        return False
+    return host != HOST or process_alive(int(pid)) if pid.isdigit() else False
+
+
+def remove_stale(workspace: Path, now: float | None = None) -> list[str]:
+    """Delete what killed or finished runs left behind; return the removed paths (for the log).
+
+    Unfinished versions and stray links whose writer is dead go at once; versions another run superseded
+    go after SUPERSEDED_GRACE_S, since a run that resolved them before the switch may still be reading.
+    """
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    for parent in sorted((Path(workspace) / "stages").glob("*")):
+        linked = {p.resolve() for p in parent.iterdir() if p.is_symlink()}
+        for entry in parent.iterdir():
+            stale = False
+            if entry.name.startswith(".link-"):
+                stale = not _writer_alive(entry.name.replace(".link-", ".v-", 1))
+            elif entry.name.startswith((".tmp-", ".old-")):  # the previous layout's leftovers
+                stale = True
+            elif entry.name.startswith(".v-") and entry.resolve() not in linked:
+                marker = entry / ".superseded"
+                if marker.is_file():
+                    stale = now - marker.stat().st_mtime > SUPERSEDED_GRACE_S
+                else:
+                    stale = not _writer_alive(entry.name)
+            if stale:
+                if entry.is_symlink() or entry.is_file():
+                    entry.unlink()
+                else:
+                    shutil.rmtree(entry, ignore_errors=True)
+                removed.append(str(entry))
+    return removed
+
+
+# --- how the flow sees a stage ----------------------------------------------------------------------------
+
+# run(cfg, inputs, out_dir, context) -> StageResult; context carries run-scoped values that are not part of
+# the key (the pipeline's MLflow run id), so that they never invalidate the cache.
+StageRun = Callable[[PipelineConfig, Mapping[str, StageOutput], Path, Mapping[str, Any]], StageResult]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage as the flow runs it: its `run` adapter and everything that forms its key.
+
+    key = hash(stage name, its config `sections`, the keys of the inputs it `uses`, its code version, the
+    versions of the `libraries` its output depends on, and `environment(cfg)`: the content hashes of path
+    inputs named in the config and other facts outside the config, such as the tracking store).
+    """
+
+    name: str
+    run: StageRun
+    package: str  # the stage's package: its files and the project modules it imports are its code version
+    sections: tuple[str, ...]
+    libraries: tuple[str, ...] = ()
+    environment: Callable[[PipelineConfig], dict] | None = None
+    uses: Callable[[PipelineConfig], tuple[str, ...]] | None = None  # None: every input it is given
+    is_valid: Callable[[StageOutput], bool] | None = None  # a cached output still holds outside the workspace
+    retries: int = 0
+
+    @cached_property
+    def code_version(self) -> str:
+        return code_version(self.package)
+
+    def used_inputs(self, cfg: PipelineConfig, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        wanted = self.uses(cfg) if self.uses else tuple(inputs)
+        return {name: inputs[name] for name in wanted if name in inputs}
+
+    def key(self, cfg: PipelineConfig, input_keys: Mapping[str, str]) -> str:
+        dumped = cfg.model_dump(mode="json")
+        config: dict[str, Any] = {s: dumped[s] for s in self.sections}
+        if self.libraries:
+            config["libraries"] = library_versions(self.libraries)
+        if self.environment:
+            config["environment"] = self.environment(cfg)
+        return stage_key(self.name, config, self.used_inputs(cfg, input_keys), self.code_version)
+
+    def build(
+        self,
+        cfg: PipelineConfig,
+        inputs: Mapping[str, StageOutput],
+        force: bool = False,
+        context: Mapping[str, Any] | None = None,
+    ) -> StageOutput:
+        """Run the stage (or find its output) on the stage contract; what the Prefect task calls."""
+        used = self.used_inputs(cfg, inputs)
+        input_keys = {n: o.key for n, o in used.items()}
+        key = self.key(cfg, input_keys)
+
+        def work(out: Path) -> StageResult:
+            return self.run(cfg, used, out, context or {})
+
+        return build_stage(workspace_path(cfg), self.name, key, input_keys, work, force, self.is_valid)

@@ -1,0 +1,57 @@
+"""Stage synthesize: instruction/response pairs from the scraped source.
+
+Generators, each writing the same record schema to `pairs.jsonl` (`id, instruction, input, output, source,
+metadata`): docstring back-translation (docstring_pairs.py, no teacher) and Self-Instruct with a teacher
+(self_instruct.py; the teacher backends are in tasks/common/teacher).
+
+The key holds the base model's key only when the teacher is the pipeline's own base model: the student's
+training settings never change what was synthesized.
+
+Run alone: `finetune run --config pipeline_config/offline.yaml --only synthesize`.
+"""
+
+from __future__ import annotations
+
+from tasks.common.io import hash_path
+from tasks.common.prefect import stage_task
+from tasks.common.stage import StageResult, StageSpec
+from tasks.common.teacher import make_teacher
+from tasks.synthesize.pairs import synthesize_pairs
+
+
+def teacher_is_base(cfg) -> bool:
+    s = cfg.synthesize
+    return s.self_instruct.enabled and s.teacher.backend == "local" and s.teacher.model == "base"
+
+
+def run(cfg, inputs, out_dir, context) -> StageResult:
+    teacher = None
+    if cfg.synthesize.self_instruct.enabled:
+        base = str(inputs["base_model"].file("model_dir")) if teacher_is_base(cfg) else None
+        teacher = make_teacher(cfg.synthesize.teacher, base, cfg.seed)
+    report = synthesize_pairs(inputs["scrape"].file("records"), out_dir, cfg.synthesize, teacher, cfg.seed)
+    return StageResult(report, {"pairs": "pairs.jsonl"})
+
+
+def uses(cfg) -> tuple[str, ...]:
+    return ("scrape", "base_model") if teacher_is_base(cfg) else ("scrape",)
+
+
+def environment(cfg) -> dict:
+    """Seed tasks named in the config are keyed by content (the default file is part of the package)."""
+    seed_tasks = cfg.synthesize.self_instruct.seed_tasks
+    return {"seed_tasks": hash_path(seed_tasks)} if seed_tasks else {}
+
+
+
+SPEC = StageSpec(
+    "synthesize",
+    run,
+    "tasks.synthesize",
+    sections=("synthesize", "seed"),
+    libraries=("rouge-score", "torch", "transformers", "tokenizers"),  # the local teacher's generations
+    environment=environment,
+    uses=uses,
+    retries=2,  # only transient failures (a dropped connection, a teacher that stayed busy) are retried
+)
+TASK = stage_task(SPEC)

@@ -1,0 +1,31 @@
+"""Stage tokenize: prompt templates, loss masking, FIM, packing and a seeded train/test split.
+
+Input: the cleaned `pairs.jsonl` and the base model's tokenizer. Output: `dataset/`
+(datasets.save_to_disk) with `train` and `test` splits holding `input_ids`, `attention_mask` and `labels`
+(-100 on prompt tokens when masking), plus the `prompt` and `response` text that evaluation generates from
+and compares against. The template name is an output, so evaluation prompts exactly as training did.
+
+Run alone: `finetune run --config pipeline_config/offline.yaml --only tokenize`.
+"""
+
+from __future__ import annotations
+
+from tasks.common.prefect import stage_task
+from tasks.common.stage import StageResult, StageSpec
+from tasks.tokenization.encode import tokenize_pairs
+
+
+def run(cfg, inputs, out_dir, context) -> StageResult:
+    model_dir = inputs["base_model"].file("model_dir")
+    report = tokenize_pairs(inputs["clean"].file("pairs"), out_dir, model_dir, cfg.tokenize, cfg.seed)
+    return StageResult(report, {"dataset_dir": "dataset", "template": cfg.tokenize.template})
+
+
+SPEC = StageSpec(
+    "tokenize",
+    run,
+    "tasks.tokenization",
+    sections=("tokenize", "seed"),
+    libraries=("transformers", "tokenizers", "datasets"),
+)
+TASK = stage_task(SPEC)

@@ -1,0 +1,31 @@
+"""Fixtures of the task tests; the builders they use are plain functions in builders.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from builders import _CACHE, build_tiny_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torch_one_thread():
+    """Run a module's tiny-model work on one torch thread, then restore the setting.
+
+    These models are so small that a second intra-op thread buys nothing, and when the machine is busy
+    (another training run on the same 2 cores) spinning OpenMP threads made a 30-step run 60x slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny llama + tokenizer; one build per session."""
+    if "model" not in _CACHE:
+        _CACHE["model"] = build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+    return _CACHE["model"]

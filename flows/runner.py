@@ -19,7 +19,14 @@ from pipeline_config import PipelineConfig
 from tasks.common import tracking
 from tasks.common.io import hash_json, workspace_path, write_json
 from tasks.common.prefect import logger
-from tasks.common.stage import MissingInputError, StageOutput, StageSpec, cached_output, read_report, remove_stale
+from tasks.common.stage import (
+    MissingInputError,
+    StageOutput,
+    StageSpec,
+    cached_output,
+    read_report,
+    remove_stale,
+)
 
 STAGES = ("scrape", "base_model", "synthesize", "clean", "tokenize", "train", "evaluate", "register")
 Dag = Sequence[tuple[ModuleType, tuple[str, ...]]]  # (stage module, the stages whose outputs it is given)
@@ -131,13 +138,20 @@ class StageRunner:
         if spec.name in self.plan.reuse:
             out = usable(spec, self.workspace, self.plan.keys[spec.name])
             if out is None:  # deleted between planning and now
-                raise MissingInputError(f"the cached output of stage '{spec.name}' disappeared during the run")
+                raise MissingInputError(
+                    f"the cached output of stage '{spec.name}' disappeared during the run"
+                )
         elif spec.name in self.plan.run:
             out = self._run_task(spec, task, inputs)
         else:
             return None  # --only: neither run nor needed
         self.outputs[spec.name] = out
-        report = {**read_report(out), "rows_in": out.rows_in, "rows_out": out.rows_out, "seconds": out.seconds}
+        report = {
+            **read_report(out),
+            "rows_in": out.rows_in,
+            "rows_out": out.rows_out,
+            "seconds": out.seconds,
+        }
         tracking.log_stage(self.mlflow_run_id, spec.name, out.key, out.status, report, Path(out.path))
         return out
 
@@ -145,7 +159,11 @@ class StageRunner:
         force = spec.name in self.plan.forced
         hit = usable(spec, self.workspace, self.plan.keys[spec.name])
         state = task.with_options(refresh_cache=force or hit is None)(
-            self.cfg, dict(inputs), force=force, context={"mlflow_run_id": self.mlflow_run_id}, return_state=True
+            self.cfg,
+            dict(inputs),
+            force=force,
+            context={"mlflow_run_id": self.mlflow_run_id},
+            return_state=True,
         )
         out = state.result()  # re-raises the stage's error
         if state.name == "Cached":  # Prefect's record may name a version another run has since replaced

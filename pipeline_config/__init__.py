@@ -1,9 +1,9 @@
-"""Pipeline configuration: pydantic schema + YAML profiles. See schema.py."""
+"""Pipeline configuration: the pydantic schema (schema.py), its YAML loader (loader.py) and the profiles."""
 
+from pipeline_config.loader import ConfigError, load_config
 from pipeline_config.schema import (
     OPTIMIZER_NAMES,
     SCHEDULER_TYPES,
-    ConfigError,
     FolderSource,
     GGUFSource,
     HubSource,
@@ -11,7 +11,6 @@ from pipeline_config.schema import (
     ModelSource,
     PipelineConfig,
     ScratchSource,
-    load_config,
 )
 
 __all__ = [

@@ -98,7 +98,9 @@ def dequantize_gguf(source: GGUFSource, out_dir: Path) -> dict:
 
     found = distribution(source.package)
     return {
-        "name": Path(source.file).name.split(".")[0],  # SmolLM2-135M-Instruct.Q4_1.gguf -> SmolLM2-135M-Instruct
+        "name": Path(source.file).name.split(".")[
+            0
+        ],  # SmolLM2-135M-Instruct.Q4_1.gguf -> SmolLM2-135M-Instruct
         "organization": meta("general.organization"),
         "license": meta("general.license") or (found[1]["License"] if found else None),
         "size_label": meta("general.size_label"),

@@ -39,7 +39,9 @@ def check_workspace(path: Path) -> None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".finetune-probe-", dir=ancestor))
     except OSError as exc:
-        raise ValueError(f"workspace {str(path)!r} cannot be written ({exc.strerror} in {str(ancestor)!r})") from None
+        raise ValueError(
+            f"workspace {str(path)!r} cannot be written ({exc.strerror} in {str(ancestor)!r})"
+        ) from None
 
 
 def iter_jsonl(path: str | Path) -> Iterator[dict]:

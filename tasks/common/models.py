@@ -13,7 +13,7 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def pick_device(preference: str = "auto") -> str:
-    """"auto" takes CUDA when it is visible; "cuda" without a device is an error, not a silent CPU run."""
+    """ "auto" takes CUDA when it is visible; "cuda" without a device is an error, not a silent CPU run."""
     import torch
 
     if preference == "cuda" and not torch.cuda.is_available():

@@ -187,7 +187,14 @@ def build_stage(
         shutil.rmtree(version, ignore_errors=True)
         raise
     return StageOutput(
-        stage, key, str(version.resolve()), manifest["rows_in"], manifest["rows_out"], "executed", seconds, outputs
+        stage,
+        key,
+        str(version.resolve()),
+        manifest["rows_in"],
+        manifest["rows_out"],
+        "executed",
+        seconds,
+        outputs,
     )
 
 

@@ -46,7 +46,9 @@ def imported_modules(path: Path, module: str) -> set[str]:
             base = ".".join([*parts, *(node.module or "").split(".")]).strip(".")
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
-    return {m for m in found if m == FOLLOWED or m.startswith(FOLLOWED + ".")}
+    # importing a.b.c runs a/__init__.py and a/b/__init__.py too
+    with_parents = {".".join(m.split(".")[:i]) for m in found for i in range(1, m.count(".") + 2)}
+    return {m for m in with_parents if m == FOLLOWED or m.startswith(FOLLOWED + ".")}
 
 
 def package_files(package: str) -> set[Path]:

@@ -41,7 +41,9 @@ def log_model(model_dir: Path, base: Mapping, is_adapter: bool, run_id: str, mod
     if is_adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base["model_dir"]), str(model_dir))
+        model = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(base["model_dir"]), str(model_dir)
+        )
         if not hub_id:
             model = model.merge_and_unload()
             is_adapter = False
@@ -77,7 +79,9 @@ def register_model(
     info = log_model(model_dir, base, is_adapter, run_id, cfg.model_name)
     version = str(info.registered_model_version)
     finetuned = metrics
-    client.update_model_version(cfg.model_name, version, description(base.get("card", {}), metrics, cfg.gate_metric))
+    client.update_model_version(
+        cfg.model_name, version, description(base.get("card", {}), metrics, cfg.gate_metric)
+    )
     for name, value in finetuned.items():
         client.set_model_version_tag(cfg.model_name, version, f"metric.{name}", str(value))
     client.set_model_version_tag(cfg.model_name, version, "pipeline_run_id", run_id)

@@ -43,7 +43,6 @@ def environment(cfg) -> dict:
     return {"seed_tasks": hash_path(seed_tasks)} if seed_tasks else {}
 
 
-
 SPEC = StageSpec(
     "synthesize",
     run,

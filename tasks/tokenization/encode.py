@@ -13,6 +13,7 @@ from tasks.tokenization.templates import format_prompt
 
 IGNORE = -100
 
+
 def encode_pair(tokenizer, prompt: str, response: str, cfg: TokenizeConfig) -> tuple[dict, bool]:
     """Token ids for prompt + response + eos; labels hide the prompt when masking -> (row, truncated)."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -90,5 +91,3 @@ def tokenize_pairs(pairs_path: Path, out_dir: Path, model_path: str, cfg: Tokeni
         "base_model": str(model_path),
         "template": cfg.template,
     }
-
-

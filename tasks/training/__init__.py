@@ -30,6 +30,15 @@ SPEC = StageSpec(
     run,
     "tasks.training",
     sections=("train", "seed"),
-    libraries=("torch", "transformers", "tokenizers", "peft", "trl", "accelerate", "bitsandbytes", "datasets"),
+    libraries=(
+        "torch",
+        "transformers",
+        "tokenizers",
+        "peft",
+        "trl",
+        "accelerate",
+        "bitsandbytes",
+        "datasets",
+    ),
 )
 TASK = stage_task(SPEC)

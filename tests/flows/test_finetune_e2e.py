@@ -94,6 +94,7 @@ def test_force_train_reruns_train_and_after(cold, tiny_config, capsys):
     status = {n: s["status"] for n, s in forced["stages"].items()}
     assert status == {
         "scrape": "cached",
+        "base_model": "cached",
         "synthesize": "cached",
         "clean": "cached",
         "tokenize": "cached",
@@ -112,13 +113,33 @@ def test_only_without_cached_inputs_is_a_clear_error(prefect_server, tiny_config
     raw["workspace"] = str(tmp_path / "empty")
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(raw))
+    runs_before = len(mlflow.search_runs(search_all_experiments=True))
     assert main(["run", "--config", str(path), "--only", "train"]) == 2
     err = capsys.readouterr().err
-    assert "--only needs the output of stage 'scrape'" in err and "--only scrape" in err
-    assert not (tmp_path / "empty" / "stages").exists()
+    assert "--only train needs the output of scrape, base_model, synthesize, clean, tokenize" in err
+    # one command that builds every missing input and the stage asked for
+    assert f"finetune run --config {path} --only scrape base_model synthesize clean tokenize train" in err
+    assert not (tmp_path / "empty").exists()  # a refused run writes nothing: no summary, no stage folder
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before  # and no MLflow run
+
+
+def test_force_outside_only_is_refused(prefect_server, tiny_config, capsys):
+    assert main(["run", "--config", str(tiny_config), "--only", "tokenize", "--force", "train"]) == 2
+    assert "--force train is not among --only tokenize" in capsys.readouterr().err
+
+
+def test_register_is_redone_when_the_registry_lost_the_version(cold, tiny_config):
+    client = mlflow.MlflowClient()
+    latest = max(int(v.version) for v in client.search_model_versions("name='e2e-model'"))
+    client.delete_model_version("e2e-model", str(latest))  # the MLflow store lost it; the workspace kept it
+    again = finetune(config_path=str(tiny_config))
+    assert again["stages"]["register"]["status"] == "executed"
+    assert again["stages"]["evaluate"]["status"] == "cached"
+    assert int(again["mlflow"]["version"]) == latest + 1
 
 
 def test_only_reads_cached_inputs(cold, tiny_config):
     only = finetune(config_path=str(tiny_config), only=["evaluate"])
     assert only["stages"]["evaluate"]["status"] == "cached"
-    assert "register" not in only["stages"] or only["stages"]["register"]["status"] == "cached"
+    # the inputs evaluate reads come from cache; nothing else is touched, register does not run
+    assert list(only["stages"]) == ["base_model", "tokenize", "train", "evaluate"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -252,8 +252,8 @@ def test_evaluate_models_full_weights(
     tiny_model_dir: Path,  # noqa: F811
 ) -> None:
     """is_adapter=False: the fine-tuned model is loaded from its own folder (here: another seed's weights)."""
-    from datasets import load_from_disk
     from builders import build_tiny_model
+    from datasets import load_from_disk
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CPU fp32, as the references

@@ -45,7 +45,9 @@ def register(model_dir: Path, tmp_path: Path, rouge_l: float, name: str) -> dict
     out = tmp_path / f"reg-{rouge_l}"
     out.mkdir()
     base = {"model_dir": str(model_dir / "model"), "card": {"name": "tiny", "license": "apache-2.0"}}
-    result = register_model(model_dir / "model", metrics, out, run_id, base, False, RegisterConfig(model_name=name))
+    result = register_model(
+        model_dir / "model", metrics, out, run_id, base, False, RegisterConfig(model_name=name)
+    )
     assert json.loads((out / "registration.json").read_text())["version"] == result["version"]
     return result
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from pipeline_config.schema import SelfInstructConfig, SynthesizeConfig, TeacherConfig
+from tasks.common.teacher.openai import OpenAITeacher
 from tasks.synthesize.docstring_pairs import SUMMARY_MAX_CHARS, docstring_pairs, docstring_summary, pair
 from tasks.synthesize.pairs import synthesize_pairs
 from tasks.synthesize.self_instruct import parse_task, self_instruct
-from tasks.common.teacher.openai import OpenAITeacher
 
 # --------------------------------------------------------------------------------------------------------
 # docstring pairs

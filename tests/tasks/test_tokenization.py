@@ -11,9 +11,8 @@ from builders import make_pairs, tokenized_dataset, write_pairs
 
 from pipeline_config.schema import TokenizeConfig
 from tasks.base_model.scratch import EOS
-from tasks.tokenization.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 from tasks.tokenization.encode import IGNORE, encode_pair, split_indices, tokenize_pairs
-from tasks.tokenization.fim import fim_transform
+from tasks.tokenization.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, fim_transform
 from tasks.tokenization.packing import pack_rows
 from tasks.tokenization.templates import format_prompt
 
@@ -349,8 +348,16 @@ def test_tokenize_pairs_fim_needs_fim_tokens(tmp_path: Path) -> None:
     )
     pairs_dir = write_pairs(tmp_path / "pairs", make_pairs(4))
     with pytest.raises(ValueError, match="fim_rate > 0 but the tokenizer at .* has no <fim_prefix> token"):
-        tokenize_pairs(pairs_dir / "pairs.jsonl", tmp_path / "out", str(tmp_path / "tok"), TokenizeConfig(fim_rate=0.5), 0)
+        tokenize_pairs(
+            pairs_dir / "pairs.jsonl",
+            tmp_path / "out",
+            str(tmp_path / "tok"),
+            TokenizeConfig(fim_rate=0.5),
+            0,
+        )
     assert not (tmp_path / "out" / "dataset").exists()
     # without FIM the same tokenizer is fine
-    report = tokenize_pairs(pairs_dir / "pairs.jsonl", tmp_path / "out", str(tmp_path / "tok"), TokenizeConfig(), 0)
+    report = tokenize_pairs(
+        pairs_dir / "pairs.jsonl", tmp_path / "out", str(tmp_path / "tok"), TokenizeConfig(), 0
+    )
     assert (report["train_rows"], report["test_rows"]) == (3, 1)

@@ -202,7 +202,9 @@ def test_train_full_saves_weights_and_trains_everything(
 ) -> None:
     from safetensors.torch import load_file
 
-    report = train_model(tokenized / "dataset", tmp_path, str(tiny_model_dir), train_cfg("full", lora=None), seed=0)
+    report = train_model(
+        tokenized / "dataset", tmp_path, str(tiny_model_dir), train_cfg("full", lora=None), seed=0
+    )
     assert report["method"] == "full" and report["adapter"] is False
     assert report["trainable_parameters"] == report["total_parameters"] > 0
     assert report["last_logged_loss"] < report["first_logged_loss"] - 1.0  # full FT learns fast here

@@ -140,5 +140,3 @@ class OpenAITeacher:
         raise TeacherError(
             f"{self.url}: gave up after {attempts} attempt(s); last error: {last_error}", transient=True
         )
-
-

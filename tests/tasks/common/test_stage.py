@@ -70,7 +70,9 @@ def test_build_then_cache_hit(tmp_path):
 
 def test_reading_a_missing_output_names_stage_and_field(tmp_path):
     out = build_stage(tmp_path, "clean", "abc", {}, counting_work([]))
-    with pytest.raises(MissingOutputError, match=r"stage 'clean' \(key abc\) has no output 'model_dir'.*data"):
+    with pytest.raises(
+        MissingOutputError, match=r"stage 'clean' \(key abc\) has no output 'model_dir'.*data"
+    ):
         out.output("model_dir")
 
 
@@ -112,7 +114,9 @@ def test_force_rebuilds_and_switches_the_key(tmp_path):
 
 def _publish(workspace: str, rows: int, force: bool, result: multiprocessing.Queue) -> None:
     try:
-        out = build_stage(Path(workspace), "clean", "abc", {}, counting_work([], rows, delay=0.2), force=force)
+        out = build_stage(
+            Path(workspace), "clean", "abc", {}, counting_work([], rows, delay=0.2), force=force
+        )
         result.put(("ok", out.rows_out))
     except BaseException as exc:  # report every failure to the parent
         result.put(("error", repr(exc)))
@@ -157,7 +161,7 @@ def test_remove_stale_after_kill(tmp_path):
     build_stage(tmp_path, "clean", "abc", {}, counting_work([], rows=1))
     build_stage(tmp_path, "clean", "abc", {}, counting_work([], rows=2), force=True)  # supersedes rows=1
     script = (
-        "import sys, time\nfrom pathlib import Path\nfrom tasks.common.stage import build_stage, StageResult\n"
+        "import sys, time\nfrom pathlib import Path\nfrom tasks.common.stage import build_stage\n"
         "def work(out):\n    (out / 'started').write_text('1')\n    time.sleep(60)\n"
         "build_stage(Path(sys.argv[1]), 'clean', 'def', {}, work)\n"
     )
@@ -173,7 +177,9 @@ def test_remove_stale_after_kill(tmp_path):
     assert cached_output(tmp_path, "clean", "abc").rows_out == 2
     assert len([e for e in entries(tmp_path) if e.startswith(".v-abc-")]) == 2  # current + superseded
     later = remove_stale(tmp_path, now=time.time() + SUPERSEDED_GRACE_S + 1)
-    assert len(later) == 1 and entries(tmp_path) == sorted(["abc", Path(cached_output(tmp_path, "clean", "abc").path).name])
+    assert len(later) == 1 and entries(tmp_path) == sorted(
+        ["abc", Path(cached_output(tmp_path, "clean", "abc").path).name]
+    )
 
 
 def test_remove_stale_keeps_other_hosts_folders(tmp_path):

@@ -13,7 +13,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from builders import PYTHON_CORPUS
 
 from pipeline_config.schema import TeacherConfig
 from tasks.common.teacher import Teacher, TeacherError, make_teacher

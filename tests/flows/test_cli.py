@@ -1,0 +1,114 @@
+"""The CLI refuses bad input with exit 2 and one line, before Prefect or MLflow start (nothing written);
+a SIGTERM ends a run promptly with its failure recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def profile(tmp_path: Path, edit=None) -> Path:
+    raw = yaml.safe_load((REPO / "pipeline_config" / "tiny.yaml").read_text())
+    raw["workspace"] = str(tmp_path / "ws")
+    if edit:
+        edit(raw)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("workspace", "message"),
+    [
+        ("/proc/finetune-ws", "cannot be written"),
+        ("FILE", "exists and is not a folder"),
+        ("FILE/below", "is not a folder"),
+    ],
+)
+def test_unusable_workspace_is_a_config_error(tmp_path, capsys, workspace, message):
+    (tmp_path / "FILE").write_text("not a folder")
+    ws = workspace.replace("FILE", str(tmp_path / "FILE"))
+    path = profile(tmp_path, lambda raw: raw.update(workspace=ws))
+    for argv in (["validate", str(path)], ["run", "--config", str(path)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"finetune: error: {path}: workspace '{ws}'") and message in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_hub_model_fails_before_any_stage(tmp_path, capsys):
+    path = profile(
+        tmp_path, lambda raw: raw.update(model={"source": {"kind": "hub", "id": "nobody/nothing"}})
+    )
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "model.source.id 'nobody/nothing' (revision main) is not in the local Hugging Face cache" in err
+    assert "hf download nobody/nothing" in err and err.count("\n") == 1
+    assert not (tmp_path / "ws").exists()  # scrape never ran
+
+
+def test_missing_gguf_package_names_it(tmp_path, capsys):
+    source = {"kind": "gguf", "package": "no_such_models_pkg", "file": "m.gguf"}
+    path = profile(tmp_path, lambda raw: raw.update(model={"source": source}))
+    assert main(["run", "--config", str(path)]) == 2
+    assert "model.source.package 'no_such_models_pkg' is not installed" in capsys.readouterr().err
+
+
+def test_orphaned_mlflow_runs_are_marked_killed():
+    from tasks.common import tracking
+
+    c = tracking.client()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = c.create_run(tracking.experiment_id(c), tags={"host": tracking.HOST, "pid": str(dead.pid)})
+    alive = tracking.start_run({"x": 1}, run_name="alive", tags={})  # owned by this (live) process
+    ended = tracking.end_orphaned_runs()
+    assert run.info.run_id in ended and alive not in ended
+    assert c.get_run(run.info.run_id).info.status == "KILLED"
+    assert c.get_run(alive).info.status == "RUNNING"
+    tracking.end_run(alive)
+
+
+@pytest.mark.slow
+def test_sigterm_records_failure_and_exits_promptly(tmp_path):
+    """No PREFECT_API_URL: the run starts its own temporary server, which the signal also stops."""
+    path = profile(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run", "--config", str(path)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 240
+    stages = tmp_path / "ws" / "stages"
+    while not (stages / "synthesize").is_dir() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read()
+    proc.send_signal(signal.SIGTERM)
+    sent = time.time()
+    out, _ = proc.communicate(timeout=120)
+    assert time.time() - sent < 30, out  # not minutes waiting on a stopped server
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "terminated (SIGTERM)" in out
+    (summary,) = (tmp_path / "ws" / "runs").glob("*/summary.json")
+    record = json.loads(summary.read_text())
+    assert record["status"] == "failed" and record["error"].startswith(("Terminated", "TerminationSignal"))
+    import mlflow
+
+    assert mlflow.MlflowClient().get_run(record["mlflow"]["run_id"]).info.status == "FAILED"

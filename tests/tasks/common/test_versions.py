@@ -1,0 +1,193 @@
+"""Cache keys you can trust: a key changes whenever the output could (code a stage imports, a path input's
+content, a library version, the scraped package, the model) and stays put when only something the stage
+never reads changed."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.finetune import DAG
+from flows.runner import STAGES, plan
+from pipeline_config import load_config
+from tasks.common import versions
+from tasks.common.versions import code_version, dependency_files
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A miniature project: two stage packages sharing tasks/common modules in different ways."""
+    write(
+        tmp_path,
+        {
+            "tasks/__init__.py": "",
+            "tasks/common/__init__.py": "",
+            "tasks/common/models.py": "from tasks.common.io import X\n",
+            "tasks/common/io.py": "X = 1\n",
+            "tasks/common/unused.py": "Y = 1\n",
+            "tasks/a/__init__.py": "from tasks.a.work import f\n",
+            "tasks/a/work.py": "def f():\n    from tasks.common import models\n",  # inside a function
+            "tasks/a/data/seeds.jsonl": '{"x": 1}\n',
+            "tasks/b/__init__.py": "from .core import g\n",  # a relative import
+            "tasks/b/core.py": "from ..common.io import X\n",
+        },
+    )
+    monkeypatch.setattr(versions, "REPO_ROOT", tmp_path)
+    return tmp_path
+
+
+def test_code_version_follows_imports_transitively(project):
+    rel = lambda pkg: sorted(p.relative_to(project).as_posix() for p in dependency_files(pkg))  # noqa: E731
+    assert rel("tasks.a") == [
+        "tasks/__init__.py",
+        "tasks/a/__init__.py",
+        "tasks/a/data/seeds.jsonl",
+        "tasks/a/work.py",
+        "tasks/common/__init__.py",
+        "tasks/common/io.py",
+        "tasks/common/models.py",
+    ]
+    assert "tasks/common/models.py" not in rel("tasks.b") and "tasks/common/io.py" in rel("tasks.b")
+
+
+@pytest.mark.parametrize(
+    ("edited", "changed"),
+    [
+        ("tasks/common/models.py", {"tasks.a"}),  # a helper only a imports
+        ("tasks/common/io.py", {"tasks.a", "tasks.b"}),  # imported by both (a through models.py)
+        ("tasks/a/data/seeds.jsonl", {"tasks.a"}),  # a data file of the package
+        ("tasks/common/unused.py", set()),  # imported by nobody
+    ],
+)
+def test_editing_a_file_changes_exactly_the_dependent_versions(project, edited, changed):
+    before = {pkg: code_version(pkg) for pkg in ("tasks.a", "tasks.b")}
+    (project / edited).write_text((project / edited).read_text() + "\n# edited\n")
+    after = {pkg: code_version(pkg) for pkg in ("tasks.a", "tasks.b")}
+    assert {pkg for pkg in before if before[pkg] != after[pkg]} == changed
+
+
+def test_real_stages_depend_on_the_shared_modules_they_use():
+    users = {
+        m.SPEC.name for m, _ in DAG if REPO / "tasks/common/models.py" in dependency_files(m.SPEC.package)
+    }
+    assert users == {"synthesize", "train", "evaluate", "register"}  # the stages that load a model
+    every = [
+        m.SPEC.name for m, _ in DAG if REPO / "tasks/common/stage.py" in dependency_files(m.SPEC.package)
+    ]
+    assert every == list(STAGES)  # the contract itself is part of every key
+
+
+# --- keys of the real DAG under one config, one ingredient changed at a time -----------------------------
+
+
+def keys_of(tmp_path: Path, edit=None, **overrides) -> dict[str, str]:
+    raw = yaml.safe_load((REPO / "pipeline_config" / "tiny.yaml").read_text())
+    raw["workspace"] = str(tmp_path / "ws")
+    if edit:
+        edit(raw)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return plan(load_config(path), DAG).keys
+
+
+def changed(a: dict, b: dict) -> set[str]:
+    return {s for s in a if a[s] != b[s]}
+
+
+DOWNSTREAM_OF_TRAIN = {"train", "evaluate", "register"}
+
+
+def test_student_training_settings_leave_data_stages_alone(tmp_path):
+    base = keys_of(tmp_path)
+    lr = keys_of(tmp_path, lambda raw: raw["train"].update(learning_rate=0.5))
+    assert changed(base, lr) == DOWNSTREAM_OF_TRAIN
+
+
+def test_synthesize_follows_the_model_only_when_it_is_the_teacher(tmp_path):
+    def bigger_model(raw):
+        raw["model"]["source"]["hidden_size"] = 64
+
+    base, model = keys_of(tmp_path), keys_of(tmp_path, bigger_model)
+    assert changed(base, model) == set(STAGES) - {"scrape"}  # the local teacher is the base model
+
+    def openai_teacher(raw):
+        raw["synthesize"]["teacher"] = {
+            "backend": "openai",
+            "base_url": "http://127.0.0.1:9/v1",
+            "model": "m",
+        }
+
+    remote = keys_of(tmp_path, openai_teacher)
+    remote_model = keys_of(tmp_path, lambda raw: (openai_teacher(raw), bigger_model(raw)))
+    assert changed(remote, remote_model) == {"base_model", "tokenize", "train", "evaluate", "register"}
+
+
+def test_seed_task_file_is_keyed_by_content(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"instruction": "Add two numbers.", "input": "", "output": "a + b"}\n')
+    use = lambda raw: raw["synthesize"]["self_instruct"].update(seed_tasks=str(seeds))  # noqa: E731
+    before = keys_of(tmp_path, use)
+    assert keys_of(tmp_path, use) == before
+    seeds.write_text(
+        seeds.read_text() + '{"instruction": "Sort a list.", "input": "", "output": "sorted(x)"}\n'
+    )
+    assert changed(before, keys_of(tmp_path, use)) == set(STAGES) - {"scrape", "base_model"}
+
+
+@pytest.mark.parametrize(
+    ("library", "expected"),
+    [
+        ("trl", DOWNSTREAM_OF_TRAIN),
+        ("mlflow", {"register"}),
+        ("datasets", {"tokenize", "train", "evaluate", "register"}),
+        ("transformers", set(STAGES) - {"scrape"}),
+        ("numpy", set()),  # no stage declares it
+    ],
+)
+def test_a_library_upgrade_changes_exactly_the_stages_that_use_it(tmp_path, monkeypatch, library, expected):
+    base = keys_of(tmp_path)
+    real = versions.importlib.metadata.version
+    monkeypatch.setattr(
+        versions.importlib.metadata, "version", lambda name: "99.0" if name == library else real(name)
+    )
+    assert changed(base, keys_of(tmp_path)) == expected
+
+
+def test_scraped_package_content_is_in_the_scrape_key(tmp_path, monkeypatch):
+    pkg = tmp_path / "site" / "scrapeme"
+    write(pkg, {"__init__.py": "", "core.py": 'def f():\n    """Doc."""\n'})
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    use = lambda raw: raw["scrape"].update(package="scrapeme")  # noqa: E731
+    before = keys_of(tmp_path, use)
+    (pkg / "core.py").write_text('def f():\n    """Doc, edited."""\n')
+    assert changed(before, keys_of(tmp_path, use)) == set(STAGES)  # tiny's scratch model reads it too
+    (pkg / "__pycache__").mkdir()
+    (pkg / "__pycache__" / "core.cpython-311.pyc").write_bytes(b"\x00")
+    after_edit = keys_of(tmp_path, use)
+    (pkg / "__pycache__" / "core.cpython-311.pyc").write_bytes(b"\x01")  # bytecode is not source
+    assert keys_of(tmp_path, use) == after_edit
+
+
+def test_local_model_folder_is_keyed_by_content(tmp_path, tiny_model_dir):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    use = lambda raw: raw["model"].update(source={"kind": "folder", "path": str(folder)})  # noqa: E731
+    before = keys_of(tmp_path, use)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5 + 1e-9}))
+    assert changed(before, keys_of(tmp_path, use)) == set(STAGES) - {"scrape"}

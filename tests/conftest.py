@@ -49,6 +49,24 @@ def prefect_server():
         yield PREFECT_API_URL.value()
 
 
+@pytest.fixture
+def tiny_profile(tmp_path):
+    """make(edit=None) -> a copy of pipeline_config/tiny.yaml with its workspace under tmp_path, after
+    `edit(raw_dict)`; each call rewrites the same file."""
+    import yaml
+
+    def make(edit=None) -> Path:
+        raw = yaml.safe_load((REPO / "pipeline_config" / "tiny.yaml").read_text())
+        raw["workspace"] = str(tmp_path / "ws")
+        if edit:
+            edit(raw)
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    return make
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cleanup_session_dir():
     yield

@@ -12,21 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flows.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def profile(tmp_path: Path, edit=None) -> Path:
-    raw = yaml.safe_load((REPO / "pipeline_config" / "tiny.yaml").read_text())
-    raw["workspace"] = str(tmp_path / "ws")
-    if edit:
-        edit(raw)
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 @pytest.mark.parametrize(
@@ -37,10 +26,10 @@ def profile(tmp_path: Path, edit=None) -> Path:
         ("FILE/below", "is not a folder"),
     ],
 )
-def test_unusable_workspace_is_a_config_error(tmp_path, capsys, workspace, message):
+def test_unusable_workspace_is_a_config_error(tmp_path, tiny_profile, capsys, workspace, message):
     (tmp_path / "FILE").write_text("not a folder")
     ws = workspace.replace("FILE", str(tmp_path / "FILE"))
-    path = profile(tmp_path, lambda raw: raw.update(workspace=ws))
+    path = tiny_profile(lambda raw: raw.update(workspace=ws))
     for argv in (["validate", str(path)], ["run", "--config", str(path)]):
         assert main(argv) == 2
         err = capsys.readouterr().err
@@ -48,10 +37,8 @@ def test_unusable_workspace_is_a_config_error(tmp_path, capsys, workspace, messa
         assert err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_missing_hub_model_fails_before_any_stage(tmp_path, capsys):
-    path = profile(
-        tmp_path, lambda raw: raw.update(model={"source": {"kind": "hub", "id": "nobody/nothing"}})
-    )
+def test_missing_hub_model_fails_before_any_stage(tmp_path, tiny_profile, capsys):
+    path = tiny_profile(lambda raw: raw.update(model={"source": {"kind": "hub", "id": "nobody/nothing"}}))
     assert main(["run", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "model.source.id 'nobody/nothing' (revision main) is not in the local Hugging Face cache" in err
@@ -59,9 +46,9 @@ def test_missing_hub_model_fails_before_any_stage(tmp_path, capsys):
     assert not (tmp_path / "ws").exists()  # scrape never ran
 
 
-def test_missing_gguf_package_names_it(tmp_path, capsys):
+def test_missing_gguf_package_names_it(tiny_profile, capsys):
     source = {"kind": "gguf", "package": "no_such_models_pkg", "file": "m.gguf"}
-    path = profile(tmp_path, lambda raw: raw.update(model={"source": source}))
+    path = tiny_profile(lambda raw: raw.update(model={"source": source}))
     assert main(["run", "--config", str(path)]) == 2
     assert "model.source.package 'no_such_models_pkg' is not installed" in capsys.readouterr().err
 
@@ -82,9 +69,9 @@ def test_orphaned_mlflow_runs_are_marked_killed():
 
 
 @pytest.mark.slow
-def test_sigterm_records_failure_and_exits_promptly(tmp_path):
+def test_sigterm_records_failure_and_exits_promptly(tmp_path, tiny_profile):
     """No PREFECT_API_URL: the run starts its own temporary server, which the signal also stops."""
-    path = profile(tmp_path)
+    path = tiny_profile()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
     proc = subprocess.Popen(

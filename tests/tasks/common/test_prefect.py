@@ -25,7 +25,9 @@ def test_is_transient(error, transient):
     assert is_transient(error) is transient
 
 
-@pytest.mark.parametrize(("error", "attempts"), [(TeacherError("HTTP 401"), 1), (ConnectionError("reset"), 3)])
+@pytest.mark.parametrize(
+    ("error", "attempts"), [(TeacherError("HTTP 401"), 1), (ConnectionError("reset"), 3)]
+)
 def test_stage_task_retries_only_transient_errors(prefect_server, tmp_path, error, attempts):
     calls: list[int] = []
 

@@ -9,7 +9,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flows.finetune import DAG
 from flows.runner import STAGES, plan
@@ -93,14 +92,10 @@ def test_real_stages_depend_on_the_shared_modules_they_use():
 # --- keys of the real DAG under one config, one ingredient changed at a time -----------------------------
 
 
-def keys_of(tmp_path: Path, edit=None, **overrides) -> dict[str, str]:
-    raw = yaml.safe_load((REPO / "pipeline_config" / "tiny.yaml").read_text())
-    raw["workspace"] = str(tmp_path / "ws")
-    if edit:
-        edit(raw)
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return plan(load_config(path), DAG).keys
+@pytest.fixture
+def keys_of(tiny_profile):
+    """keys_of(edit=None) -> every stage's key of the tiny profile after `edit(raw)`."""
+    return lambda edit=None: plan(load_config(tiny_profile(edit)), DAG).keys
 
 
 def changed(a: dict, b: dict) -> set[str]:
@@ -110,17 +105,17 @@ def changed(a: dict, b: dict) -> set[str]:
 DOWNSTREAM_OF_TRAIN = {"train", "evaluate", "register"}
 
 
-def test_student_training_settings_leave_data_stages_alone(tmp_path):
-    base = keys_of(tmp_path)
-    lr = keys_of(tmp_path, lambda raw: raw["train"].update(learning_rate=0.5))
+def test_student_training_settings_leave_data_stages_alone(keys_of, tmp_path):
+    base = keys_of()
+    lr = keys_of(lambda raw: raw["train"].update(learning_rate=0.5))
     assert changed(base, lr) == DOWNSTREAM_OF_TRAIN
 
 
-def test_synthesize_follows_the_model_only_when_it_is_the_teacher(tmp_path):
+def test_synthesize_follows_the_model_only_when_it_is_the_teacher(keys_of, tmp_path):
     def bigger_model(raw):
         raw["model"]["source"]["hidden_size"] = 64
 
-    base, model = keys_of(tmp_path), keys_of(tmp_path, bigger_model)
+    base, model = keys_of(), keys_of(bigger_model)
     assert changed(base, model) == set(STAGES) - {"scrape"}  # the local teacher is the base model
 
     def openai_teacher(raw):
@@ -130,21 +125,21 @@ def test_synthesize_follows_the_model_only_when_it_is_the_teacher(tmp_path):
             "model": "m",
         }
 
-    remote = keys_of(tmp_path, openai_teacher)
-    remote_model = keys_of(tmp_path, lambda raw: (openai_teacher(raw), bigger_model(raw)))
+    remote = keys_of(openai_teacher)
+    remote_model = keys_of(lambda raw: (openai_teacher(raw), bigger_model(raw)))
     assert changed(remote, remote_model) == {"base_model", "tokenize", "train", "evaluate", "register"}
 
 
-def test_seed_task_file_is_keyed_by_content(tmp_path):
+def test_seed_task_file_is_keyed_by_content(keys_of, tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text('{"instruction": "Add two numbers.", "input": "", "output": "a + b"}\n')
     use = lambda raw: raw["synthesize"]["self_instruct"].update(seed_tasks=str(seeds))  # noqa: E731
-    before = keys_of(tmp_path, use)
-    assert keys_of(tmp_path, use) == before
+    before = keys_of(use)
+    assert keys_of(use) == before
     seeds.write_text(
         seeds.read_text() + '{"instruction": "Sort a list.", "input": "", "output": "sorted(x)"}\n'
     )
-    assert changed(before, keys_of(tmp_path, use)) == set(STAGES) - {"scrape", "base_model"}
+    assert changed(before, keys_of(use)) == set(STAGES) - {"scrape", "base_model"}
 
 
 @pytest.mark.parametrize(
@@ -157,37 +152,39 @@ def test_seed_task_file_is_keyed_by_content(tmp_path):
         ("numpy", set()),  # no stage declares it
     ],
 )
-def test_a_library_upgrade_changes_exactly_the_stages_that_use_it(tmp_path, monkeypatch, library, expected):
-    base = keys_of(tmp_path)
+def test_a_library_upgrade_changes_exactly_the_stages_that_use_it(
+    keys_of, tmp_path, monkeypatch, library, expected
+):
+    base = keys_of()
     real = versions.importlib.metadata.version
     monkeypatch.setattr(
         versions.importlib.metadata, "version", lambda name: "99.0" if name == library else real(name)
     )
-    assert changed(base, keys_of(tmp_path)) == expected
+    assert changed(base, keys_of()) == expected
 
 
-def test_scraped_package_content_is_in_the_scrape_key(tmp_path, monkeypatch):
+def test_scraped_package_content_is_in_the_scrape_key(keys_of, tmp_path, monkeypatch):
     pkg = tmp_path / "site" / "scrapeme"
     write(pkg, {"__init__.py": "", "core.py": 'def f():\n    """Doc."""\n'})
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     use = lambda raw: raw["scrape"].update(package="scrapeme")  # noqa: E731
-    before = keys_of(tmp_path, use)
+    before = keys_of(use)
     (pkg / "core.py").write_text('def f():\n    """Doc, edited."""\n')
-    assert changed(before, keys_of(tmp_path, use)) == set(STAGES)  # tiny's scratch model reads it too
+    assert changed(before, keys_of(use)) == set(STAGES)  # tiny's scratch model reads it too
     (pkg / "__pycache__").mkdir()
     (pkg / "__pycache__" / "core.cpython-311.pyc").write_bytes(b"\x00")
-    after_edit = keys_of(tmp_path, use)
+    after_edit = keys_of(use)
     (pkg / "__pycache__" / "core.cpython-311.pyc").write_bytes(b"\x01")  # bytecode is not source
-    assert keys_of(tmp_path, use) == after_edit
+    assert keys_of(use) == after_edit
 
 
-def test_local_model_folder_is_keyed_by_content(tmp_path, tiny_model_dir):
+def test_local_model_folder_is_keyed_by_content(keys_of, tmp_path, tiny_model_dir):
     import shutil
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
     use = lambda raw: raw["model"].update(source={"kind": "folder", "path": str(folder)})  # noqa: E731
-    before = keys_of(tmp_path, use)
+    before = keys_of(use)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5 + 1e-9}))
-    assert changed(before, keys_of(tmp_path, use)) == set(STAGES) - {"scrape"}
+    assert changed(before, keys_of(use)) == set(STAGES) - {"scrape"}

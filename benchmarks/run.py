@@ -4,7 +4,12 @@ compare across machines (these are shared and noisy).
 
 pipeline_rerun: a cold `finetune run` (fresh workspace, MLflow store and Prefect home) against an unchanged
 warm re-run, each a separate `finetune` process as a user would start it. Profile: $BENCH_CONFIG
-(default pipeline_config/offline.yaml, the `make run` profile; tiny.yaml takes a minute).
+(default pipeline_config/quick.yaml, ~5 minutes; offline.yaml, the `make run` profile, takes ~30 minutes
+for the pair; tiny.yaml a minute).
+
+base_model_load: loading the default base model (SmolLM2-135M-Instruct) from its GGUF file, which
+dequantizes every tensor, against loading the save_pretrained folder the base_model stage stores once:
+what every later stage (teacher, train, evaluate, register) saves by reading the folder.
 
 sft_step_overhead: seconds per LoRA step of TRL's SFTTrainer against a plain PyTorch loop on the same model
 and batches (see its docstring).
@@ -134,6 +139,44 @@ def sft_step_overhead(steps: int = 12, batch: int = 8, length: int = 256) -> dic
     }
 
 
+def base_model_load(repeats: int = 3) -> dict:
+    import statistics
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    from pipeline_config import load_config
+    from tasks.base_model.sources import dequantize_gguf, gguf_path
+
+    source = load_config("pipeline_config/offline.yaml").model.source
+    path = gguf_path(source)
+
+    def timed(load) -> float:
+        start = time.perf_counter()
+        load()
+        return time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dequantize_gguf(source, Path(tmp))  # warm-up, and the folder the stage would store
+        gguf = [
+            timed(lambda: AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name))
+            for _ in range(repeats)
+        ]
+        folder = [timed(lambda: AutoModelForCausalLM.from_pretrained(tmp)) for _ in range(repeats)]
+    gguf_s, folder_s = statistics.median(gguf), statistics.median(folder)
+    return {
+        "value": round(folder_s, 3),
+        "unit": "s",
+        "ratio": round(gguf_s / folder_s, 1),
+        "detail": {
+            "gguf_s": round(gguf_s, 2),
+            "folder_s": round(folder_s, 3),
+            "repeats": repeats,
+            "ratio_means": "GGUF dequantizing load / stored folder load (higher is better)",
+        },
+    }
+
+
 def write_results(results: dict) -> None:
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["| benchmark | value | unit | ratio | detail |", "| --- | --- | --- | --- | --- |"]
@@ -145,8 +188,14 @@ def write_results(results: dict) -> None:
 
 
 def main() -> None:
-    config = os.environ.get("BENCH_CONFIG", "pipeline_config/offline.yaml")
-    write_results({"pipeline_rerun": pipeline_rerun(config), "sft_step_overhead": sft_step_overhead()})
+    config = os.environ.get("BENCH_CONFIG", "pipeline_config/quick.yaml")
+    write_results(
+        {
+            "pipeline_rerun": pipeline_rerun(config),
+            "sft_step_overhead": sft_step_overhead(),
+            "base_model_load": base_model_load(),
+        }
+    )
 
 
 if __name__ == "__main__":

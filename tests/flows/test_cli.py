@@ -53,21 +53,6 @@ def test_missing_gguf_package_names_it(tiny_profile, capsys):
     assert "model.source.package 'no_such_models_pkg' is not installed" in capsys.readouterr().err
 
 
-def test_orphaned_mlflow_runs_are_marked_killed():
-    from tasks.common import tracking
-
-    c = tracking.client()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    run = c.create_run(tracking.experiment_id(c), tags={"host": tracking.HOST, "pid": str(dead.pid)})
-    alive = tracking.start_run({"x": 1}, run_name="alive", tags={})  # owned by this (live) process
-    ended = tracking.end_orphaned_runs()
-    assert run.info.run_id in ended and alive not in ended
-    assert c.get_run(run.info.run_id).info.status == "KILLED"
-    assert c.get_run(alive).info.status == "RUNNING"
-    tracking.end_run(alive)
-
-
 @pytest.mark.slow
 def test_sigterm_records_failure_and_exits_promptly(tmp_path, tiny_profile):
     """No PREFECT_API_URL: the run starts its own temporary server, which the signal also stops."""

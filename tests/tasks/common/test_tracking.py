@@ -1,0 +1,47 @@
+"""MLflow bookkeeping: runs killed with their process are closed by the next run; a tracking server decides
+its own artifact location."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tasks.common import tracking
+
+
+def test_orphaned_mlflow_runs_are_marked_killed():
+    from tasks.common import tracking
+
+    c = tracking.client()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = c.create_run(tracking.experiment_id(c), tags={"host": tracking.HOST, "pid": str(dead.pid)})
+    alive = tracking.start_run({"x": 1}, run_name="alive", tags={})  # owned by this (live) process
+    ended = tracking.end_orphaned_runs()
+    assert run.info.run_id in ended and alive not in ended
+    assert c.get_run(run.info.run_id).info.status == "KILLED"
+    assert c.get_run(alive).info.status == "RUNNING"
+    tracking.end_run(alive)
+
+
+class RecordingClient:
+    def __init__(self):
+        self.created: list[tuple] = []
+
+    def get_experiment_by_name(self, name):
+        return None
+
+    def create_experiment(self, name, artifact_location=None):
+        self.created.append((name, artifact_location))
+        return "1"
+
+
+def test_artifact_location_is_set_only_for_a_local_store(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    server = RecordingClient()
+    tracking.experiment_id(server, "x")
+    assert server.created == [("x", None)]  # a client path would be wrong on every other machine
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/store/mlflow.db")
+    local = RecordingClient()
+    tracking.experiment_id(local, "x")
+    assert local.created == [("x", f"{tracking.artifact_root()}/x")]

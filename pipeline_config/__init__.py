@@ -11,11 +11,13 @@ from pipeline_config.schema import (
     ModelSource,
     PipelineConfig,
     ScratchSource,
+    SplitConfig,
 )
 
 __all__ = [
     "OPTIMIZER_NAMES",
     "SCHEDULER_TYPES",
+    "SplitConfig",
     "ConfigError",
     "FolderSource",
     "GGUFSource",

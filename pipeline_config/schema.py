@@ -169,11 +169,18 @@ class CleanConfig(Section):
     max_output_chars: int = Field(8000, gt=0)
 
 
+class SplitConfig(Section):
+    """The held-out set: whole sources (a scraped module file; a synthetic pair on its own) are held out,
+    chosen by a seeded hash, so near-identical code never straddles train and test. Every stage that
+    could see held-out code (tokenize; a scratch model's pretraining) applies the same rule."""
+
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0)  # of sources, not rows
+    max_test_rows: int | None = Field(None, gt=0)  # a seeded random sample of the held-out rows
+
+
 class TokenizeConfig(Section):
     template: Literal["alpaca", "codegen_task"] = "alpaca"
     max_length: int = Field(512, gt=8)
-    test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    max_test_rows: int | None = Field(None, gt=0)
     mask_prompt: bool = True  # loss on the response only
     packing: bool = False
     fim_rate: float = Field(0.0, ge=0.0, le=1.0)
@@ -313,6 +320,7 @@ class PipelineConfig(Section):
     scrape: ScrapeConfig = ScrapeConfig()
     synthesize: SynthesizeConfig = SynthesizeConfig()
     clean: CleanConfig = CleanConfig()
+    split: SplitConfig = SplitConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()

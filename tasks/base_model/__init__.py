@@ -25,7 +25,8 @@ from tasks.common.stage import StageResult, StageSpec
 def run(cfg, inputs, out_dir, context) -> StageResult:
     source = cfg.model.source
     if isinstance(source, ScratchSource):
-        report = build_scratch_model(inputs["scrape"].file("records"), out_dir / "model", source, cfg.seed)
+        records = inputs["scrape"].file("records")
+        report = build_scratch_model(records, out_dir / "model", source, cfg.split, cfg.seed)
         card = {"name": f"scratch-{source.architecture}", "origin": "built from model.source (scratch)"}
         card["parameters"] = report["parameters"]
         return StageResult(report, {"model_dir": "model", "kind": source.kind, "card": card})
@@ -40,6 +41,7 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         assert isinstance(source, FolderSource)
         card = describe_pretrained(Path(source.path).expanduser(), f"local folder {source.path}")
         model_dir = str(source.path)
+    card["identity"] = identity(source)  # the revision / content hash the key was made from
     report = {"rows_in": 0, "rows_out": 1, "kind": source.kind, **card}
     outputs = {"model_dir": model_dir, "kind": source.kind, "card": card}
     if isinstance(source, HubSource):
@@ -53,7 +55,9 @@ def uses(cfg) -> tuple[str, ...]:
 
 def environment(cfg) -> dict:
     facts = identity(cfg.model.source)
-    return {**facts, "seed": cfg.seed} if isinstance(cfg.model.source, ScratchSource) else facts
+    if isinstance(cfg.model.source, ScratchSource):  # it excludes the held-out sources from pretraining
+        return {**facts, "seed": cfg.seed, "split": cfg.split.model_dump()}
+    return facts
 
 
 SPEC = StageSpec(

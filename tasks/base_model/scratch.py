@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline_config.schema import ScratchSource
+from pipeline_config.schema import ScratchSource, SplitConfig
 from tasks.common.io import iter_jsonl
 from tasks.common.prefect import logger
+from tasks.common.splits import group_of, is_held_out
 from tasks.tokenization.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
@@ -96,8 +97,13 @@ def pretrain(model, tokenizer, texts: list[str], cfg: ScratchSource, seed: int) 
     return losses
 
 
-def build_scratch_model(records_path: Path, out_dir: Path, cfg: ScratchSource, seed: int) -> dict:
-    records = list(iter_jsonl(records_path))[: cfg.tokenizer_max_docs]
+def build_scratch_model(
+    records_path: Path, out_dir: Path, cfg: ScratchSource, split: SplitConfig, seed: int
+) -> dict:
+    """Tokenizer and pretraining see only the sources outside the held-out split: a base model that had
+    read the evaluation code would make "base vs fine-tuned" meaningless."""
+    scraped = list(iter_jsonl(records_path))
+    records = [r for r in scraped if not is_held_out(group_of(r), split, seed)][: cfg.tokenizer_max_docs]
     if not records:
         raise ValueError(f"no scraped records in {records_path} to train the scratch tokenizer on")
     texts = [r["code"] for r in records]
@@ -110,6 +116,7 @@ def build_scratch_model(records_path: Path, out_dir: Path, cfg: ScratchSource, s
     return {
         "rows_in": len(records),
         "rows_out": 1,
+        "held_out_records_excluded": sum(is_held_out(group_of(r), split, seed) for r in scraped),
         "parameters": params,
         "vocab_size": len(tokenizer),
         "pretrain_steps": len(losses),

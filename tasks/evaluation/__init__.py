@@ -1,9 +1,11 @@
 """Stage evaluate: the base model and the fine-tuned one on the held-out test split.
 
-Metrics per model: ROUGE-1/2/L/Lsum of greedy generations against the reference responses and perplexity
-on the reference response tokens. Output: `predictions.jsonl` (prompt, reference, both models'
-generations) and report.json with `base`, `finetuned` and `delta`; manifest output `metrics` (the
-fine-tuned model's numbers, which the registry gate reads).
+Metrics per system: ROUGE-1/2/L/Lsum and exact match of greedy generations against the reference
+responses, each with a bootstrap interval (`ci`), and perplexity on the reference tokens; systems: the
+fine-tuned model, the base model and the "echo the prompt's input" baseline, on the same rows. Output:
+`predictions.jsonl` (prompt, reference, every system's output) and report.json with `finetuned`, `base`,
+`echo_input`, `delta`, `delta_vs_echo` and the `eval_set_key`; manifest outputs `metrics` (the fine-tuned
+model's means, which the registry gate reads) and `eval_set_key`.
 
 Run alone: `finetune run --config pipeline_config/offline.yaml --only evaluate`.
 """
@@ -25,15 +27,19 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         train.output("adapter"),
         cfg.evaluate,
         cfg.model.trust_remote_code,
+        cfg.seed,
     )
-    return StageResult(report, {"predictions": "predictions.jsonl", "metrics": report["finetuned"]})
+    report = {"eval_set_key": inputs["tokenize"].output("eval_set_key"), **report}
+    metrics = {k: v for k, v in report["finetuned"].items() if k != "ci"}
+    outputs = {"predictions": "predictions.jsonl", "metrics": metrics, "eval_set_key": report["eval_set_key"]}
+    return StageResult(report, outputs)
 
 
 SPEC = StageSpec(
     "evaluate",
     run,
     "tasks.evaluation",
-    sections=("evaluate",),
+    sections=("evaluate", "seed"),
     libraries=("torch", "transformers", "tokenizers", "peft", "datasets", "evaluate", "rouge-score"),
 )
 TASK = stage_task(SPEC)

@@ -8,7 +8,7 @@ from pipeline_config.schema import EvaluateConfig
 from tasks.common.generation import generate
 from tasks.common.io import write_jsonl
 from tasks.common.models import load_for_inference, load_tokenizer
-from tasks.evaluation.metrics import perplexity, rouge
+from tasks.evaluation.metrics import perplexity, text_scores
 
 
 def evaluate_models(
@@ -19,30 +19,48 @@ def evaluate_models(
     is_adapter: bool,
     cfg: EvaluateConfig,
     trust_remote_code: bool = False,
+    seed: int = 0,
 ) -> dict:
+    """Score the fine-tuned model, the base model and the echo baseline on the same held-out rows.
+
+    "echo_input" answers every prompt with its own input (the signature, for docstring pairs): a model
+    that does not beat it has learned nothing worth promoting. Every score carries a bootstrap interval.
+    """
     from datasets import load_from_disk
 
     test = load_from_disk(str(dataset_dir))["test"]
-    test = test.select(range(min(cfg.max_samples, len(test))))
-    rows = test.to_list()
+    if len(test) == 0:
+        raise ValueError(f"the evaluation set in {dataset_dir} is empty: nothing to evaluate")
+    rows = test.select(range(min(cfg.max_samples, len(test)))).to_list()  # held-out rows come shuffled
     tokenizer = load_tokenizer(model_dir, for_generation=True)
     prompts, references = [r["prompt"] for r in rows], [r["response"] for r in rows]
-    results, generations = {}, {}
+    generations = {"echo_input": [r.get("input", "") for r in rows]}
+    results = {"echo_input": text_scores(generations["echo_input"], references, seed)}
     for name, weights in (("base", None), ("finetuned", str(model_dir))):
         model = load_for_inference(base_path, weights, is_adapter, trust_remote_code)
         outputs = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
         generations[name] = [o.strip() for o in outputs]
         results[name] = {
-            **rouge(generations[name], references),
+            **text_scores(generations[name], references, seed),
             "perplexity": perplexity(model, rows, cfg.batch_size, tokenizer.pad_token_id),
         }
         del model
     write_jsonl(
         out_dir / "predictions.jsonl",
         (
-            {"id": r["id"], "prompt": r["prompt"], "reference": r["response"], "base": b, "finetuned": f}
-            for r, b, f in zip(rows, generations["base"], generations["finetuned"], strict=True)
+            {"id": r["id"], "prompt": r["prompt"], "reference": r["response"]}
+            | {name: generations[name][i] for name in generations}
+            for i, r in enumerate(rows)
         ),
     )
-    delta = {k: results["finetuned"][k] - results["base"][k] for k in results["base"]}
-    return {"rows_in": len(rows), "rows_out": len(rows), **results, "delta": delta}
+    means = [k for k in results["base"] if k != "ci"]
+    text = [k for k in means if k != "perplexity"]
+    return {
+        "rows_in": len(rows),
+        "rows_out": len(rows),
+        "finetuned": results["finetuned"],
+        "base": results["base"],
+        "echo_input": results["echo_input"],
+        "delta": {k: results["finetuned"][k] - results["base"][k] for k in means},
+        "delta_vs_echo": {k: results["finetuned"][k] - results["echo_input"][k] for k in text},
+    }

@@ -1,5 +1,6 @@
 """Metrics of generations and of likelihood: ROUGE through `evaluate` (with the local metric module in
-rouge_local.py, since the hub is out of reach) and perplexity on the label tokens.
+rouge_local.py, since the hub is out of reach), exact match, perplexity on the label tokens, and a
+percentile bootstrap confidence interval for every per-example score.
 """
 
 from __future__ import annotations
@@ -10,10 +11,44 @@ from pathlib import Path
 ROUGE_MODULE = Path(__file__).parent / "rouge_local.py"
 
 
-def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+BOOTSTRAP_RESAMPLES = 1000
+CI_LEVEL = 0.95
+
+
+def rouge(predictions: list[str], references: list[str], per_example: bool = False) -> dict:
     import evaluate
 
-    return evaluate.load(str(ROUGE_MODULE)).compute(predictions=predictions, references=references)
+    metric = evaluate.load(str(ROUGE_MODULE))
+    return metric.compute(predictions=predictions, references=references, use_aggregator=not per_example)
+
+
+def exact_match(predictions: list[str], references: list[str]) -> list[float]:
+    """1.0 where the prediction equals the reference up to whitespace runs."""
+    return [
+        float(" ".join(p.split()) == " ".join(r.split()))
+        for p, r in zip(predictions, references, strict=True)
+    ]
+
+
+def bootstrap_ci(values: list[float], seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> list[float]:
+    """Percentile bootstrap interval of the mean (CI_LEVEL); one value gives a zero-width interval."""
+    import numpy as np
+
+    if not values:
+        return [float("nan"), float("nan")]
+    data = np.asarray(values, dtype=float)
+    picks = np.random.default_rng(seed).integers(0, len(data), size=(resamples, len(data)))
+    means = data[picks].mean(axis=1)
+    tail = (1 - CI_LEVEL) / 2 * 100
+    return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
+
+
+def text_scores(predictions: list[str], references: list[str], seed: int = 0) -> dict:
+    """Mean ROUGE-1/2/L/Lsum and exact match, each with its bootstrap interval under `ci`."""
+    per_example = {**rouge(predictions, references, per_example=True)}
+    per_example["exact_match"] = exact_match(predictions, references)
+    means = {name: sum(v) / max(len(v), 1) for name, v in per_example.items()}
+    return {**means, "ci": {name: bootstrap_ci(v, seed) for name, v in per_example.items()}}
 
 
 def perplexity(model, rows, batch_size: int, pad_id: int) -> float:

@@ -8,8 +8,11 @@ import datasets
 import evaluate
 from rouge_score import rouge_scorer
 
-_DESCRIPTION = "ROUGE-1/2/L/Lsum F-measures (rouge-score), aggregated by mean over the predictions."
-_KWARGS = "predictions: list of str; references: list of str; use_stemmer: bool (default False)"
+_DESCRIPTION = "ROUGE-1/2/L/Lsum F-measures (rouge-score): the mean over the predictions, or one per example."
+_KWARGS = (
+    "predictions: list of str; references: list of str; use_stemmer: bool (default False); "
+    "use_aggregator: bool (default True; False returns a list of per-example scores per type, as HF rouge)"
+)
 
 
 class RougeLocal(evaluate.Metric):
@@ -23,13 +26,15 @@ class RougeLocal(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, use_stemmer=False):
+    def _compute(self, predictions, references, use_stemmer=False, use_aggregator=True):
         types = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
         scorer = rouge_scorer.RougeScorer(types, use_stemmer=use_stemmer)
-        sums = dict.fromkeys(types, 0.0)
+        per_example = {t: [] for t in types}
         for pred, ref in zip(predictions, references, strict=True):
             scores = scorer.score(ref, pred)
             for t in types:
-                sums[t] += scores[t].fmeasure
+                per_example[t].append(scores[t].fmeasure)
+        if not use_aggregator:
+            return per_example
         n = max(len(predictions), 1)
-        return {t: sums[t] / n for t in types}
+        return {t: sum(v) / n for t, v in per_example.items()}

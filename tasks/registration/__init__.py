@@ -17,14 +17,16 @@ from tasks.registration.registry import register_model
 def run(cfg, inputs, out_dir, context) -> StageResult:
     base, train = inputs["base_model"], inputs["train"]
     base_facts = {**base.outputs, "model_dir": str(base.file("model_dir"))}
+    evaluated = inputs["evaluate"]
     report = register_model(
         train.file("model_dir"),
-        inputs["evaluate"].output("metrics"),
+        evaluated.output("metrics"),
         out_dir,
         context["mlflow_run_id"],
         base_facts,
         train.output("adapter"),
         cfg.register,
+        evaluated.output("eval_set_key"),
     )
     return StageResult(report, {k: report[k] for k in ("model_name", "version", "model_uri", "tracking_uri")})
 

@@ -73,6 +73,7 @@ def register_model(
     base: Mapping,
     is_adapter: bool,
     cfg: RegisterConfig,
+    eval_set_key: str | None = None,
 ) -> dict:
     """`base`: the base_model stage's outputs (model_dir, card, hub_id for hub models)."""
     client = tracking.client()
@@ -85,6 +86,8 @@ def register_model(
     for name, value in finetuned.items():
         client.set_model_version_tag(cfg.model_name, version, f"metric.{name}", str(value))
     client.set_model_version_tag(cfg.model_name, version, "pipeline_run_id", run_id)
+    if eval_set_key:  # scores only compare on the same evaluation set
+        client.set_model_version_tag(cfg.model_name, version, "eval_set_key", eval_set_key)
     champion_version, champion_value = champion_metric(client, cfg.model_name, cfg.gate_metric)
     candidate = finetuned[cfg.gate_metric]
     promoted = beats(candidate, champion_value, cfg.gate_metric, cfg.min_improvement)

@@ -2,8 +2,9 @@
 
 Input: the cleaned `pairs.jsonl` and the base model's tokenizer. Output: `dataset/`
 (datasets.save_to_disk) with `train` and `test` splits holding `input_ids`, `attention_mask` and `labels`
-(-100 on prompt tokens when masking), plus the `prompt` and `response` text that evaluation generates from
-and compares against. The template name is an output, so evaluation prompts exactly as training did.
+(-100 on prompt tokens when masking), plus the `prompt`, `input` and `response` text that evaluation
+generates from and compares against. The test split holds out whole sources (tasks/common/splits.py) in a
+seeded random order; its content hash `eval_set_key` is an output, recorded with every score.
 
 Run alone: `finetune run --config pipeline_config/offline.yaml --only tokenize`.
 """
@@ -17,15 +18,21 @@ from tasks.tokenization.encode import tokenize_pairs
 
 def run(cfg, inputs, out_dir, context) -> StageResult:
     model_dir = inputs["base_model"].file("model_dir")
-    report = tokenize_pairs(inputs["clean"].file("pairs"), out_dir, model_dir, cfg.tokenize, cfg.seed)
-    return StageResult(report, {"dataset_dir": "dataset", "template": cfg.tokenize.template})
+    pairs = inputs["clean"].file("pairs")
+    report = tokenize_pairs(pairs, out_dir, model_dir, cfg.tokenize, cfg.split, cfg.seed)
+    outputs = {
+        "dataset_dir": "dataset",
+        "template": cfg.tokenize.template,
+        "eval_set_key": report["eval_set_key"],
+    }
+    return StageResult(report, outputs)
 
 
 SPEC = StageSpec(
     "tokenize",
     run,
     "tasks.tokenization",
-    sections=("tokenize", "seed"),
+    sections=("tokenize", "split", "seed"),
     libraries=("transformers", "tokenizers", "datasets"),
 )
 TASK = stage_task(SPEC)

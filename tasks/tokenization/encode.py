@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from pipeline_config.schema import TokenizeConfig
+from pipeline_config.schema import SplitConfig, TokenizeConfig
 from tasks.common.io import iter_jsonl
+from tasks.common.splits import eval_set_key, split_rows
 from tasks.tokenization.fim import FIM_PREFIX, fim_transform
 from tasks.tokenization.packing import pack_rows
 from tasks.tokenization.templates import format_prompt
@@ -35,20 +36,9 @@ def encode_pair(tokenizer, prompt: str, response: str, cfg: TokenizeConfig) -> t
     return row, truncated
 
 
-def split_indices(
-    n: int, test_fraction: float, max_test: int | None, seed: int
-) -> tuple[list[int], list[int]]:
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    n_test = max(1, round(n * test_fraction))
-    if max_test:
-        n_test = min(n_test, max_test)
-    if n - n_test < 1:
-        raise ValueError(f"tokenize: {n} cleaned rows are too few for a train/test split")
-    return sorted(order[n_test:]), sorted(order[:n_test])
-
-
-def tokenize_pairs(pairs_path: Path, out_dir: Path, model_path: str, cfg: TokenizeConfig, seed: int) -> dict:
+def tokenize_pairs(
+    pairs_path: Path, out_dir: Path, model_path: str, cfg: TokenizeConfig, split: SplitConfig, seed: int
+) -> dict:
     from datasets import Dataset, DatasetDict
     from transformers import AutoTokenizer
 
@@ -58,7 +48,7 @@ def tokenize_pairs(pairs_path: Path, out_dir: Path, model_path: str, cfg: Tokeni
     if cfg.fim_rate > 0 and FIM_PREFIX not in tokenizer.get_vocab():
         raise ValueError(f"tokenize.fim_rate > 0 but the tokenizer at {model_path} has no {FIM_PREFIX} token")
     pairs = list(iter_jsonl(pairs_path))
-    train_idx, test_idx = split_indices(len(pairs), cfg.test_fraction, cfg.max_test_rows, seed)
+    train_idx, test_idx, split_counts = split_rows(pairs, split, seed)
     rng = random.Random(seed)
 
     def encode(i: int, train: bool) -> tuple[dict, bool]:
@@ -68,7 +58,8 @@ def tokenize_pairs(pairs_path: Path, out_dir: Path, model_path: str, cfg: Tokeni
         if train and cfg.fim_rate and rng.random() < cfg.fim_rate:
             prompt, response = "", fim_transform(prompt + response, rng)  # FIM rows learn on every token
         row, truncated = encode_pair(tokenizer, prompt, response, cfg)
-        return {**row, "prompt": prompt, "response": p["output"], "id": p["id"]}, truncated
+        text = {"prompt": prompt, "response": p["output"], "input": p.get("input", ""), "id": p["id"]}
+        return {**row, **text}, truncated
 
     train = [encode(i, True) for i in train_idx]
     test = [encode(i, False) for i in test_idx]
@@ -81,6 +72,8 @@ def tokenize_pairs(pairs_path: Path, out_dir: Path, model_path: str, cfg: Tokeni
     ).save_to_disk(str(out_dir / "dataset"))
     train_tokens = sum(len(r["input_ids"]) for r in train_rows)
     return {
+        "eval_set_key": eval_set_key([r for r, _ in test]),
+        "split": split_counts,
         "rows_in": len(pairs),
         "rows_out": len(train_rows) + len(test),
         "train_rows": len(train_rows),

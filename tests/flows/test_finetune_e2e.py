@@ -49,6 +49,10 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
     assert on_disk["stages"] == cold["stages"] and on_disk["config_path"] == str(tiny_config)
     assert list(on_disk["stages"]) == list(STAGES)  # the file reads in DAG order
 
+    version = mlflow.MlflowClient().get_model_version("e2e-model", "1")
+    eval_report = json.loads((Path(stages["evaluate"]["path"]) / "report.json").read_text())
+    assert version.tags["eval_set_key"] == eval_report["eval_set_key"]  # scores name the set they came from
+    assert eval_report["echo_input"]["ci"]["rougeL"][0] <= eval_report["echo_input"]["rougeL"]
     run = mlflow.MlflowClient().get_run(record["run_id"])
     assert run.data.params["train.lora.r"] == "4"
     assert run.data.tags["stage.train.key"] == stages["train"]["key"]

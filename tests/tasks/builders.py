@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_config.schema import ScratchSource, TokenizeConfig
+from pipeline_config.schema import ScratchSource, SplitConfig, TokenizeConfig
 
 PYTHON_CORPUS = '''
 def add(a, b):
@@ -122,7 +122,7 @@ def make_pairs(n: int) -> list[dict]:
                 "id": f"pair-{i:03d}",
                 "instruction": f"Write a Python function `{name}`.",
                 "input": args if i % 2 else "",
-                "output": code,
+                "output": f"{code}# example {i}\n",  # unique: equal code across the split is a leak
                 "source": "test",
                 "metadata": {},
             }
@@ -144,15 +144,18 @@ def tokenized_dataset(
     n_pairs: int,
     cfg: TokenizeConfig,
     seed: int = 0,
+    split: SplitConfig | None = None,
 ) -> tuple[Path, dict]:
-    """tokenize_pairs over make_pairs(n_pairs); returns (folder holding dataset/, report). Cached."""
+    """tokenize_pairs over make_pairs(n_pairs) (each pair its own source); returns (folder holding
+    dataset/, report). Cached."""
     from tasks.tokenization.encode import tokenize_pairs
 
-    key = f"tok-{model_dir}-{n_pairs}-{cfg.model_dump_json()}-{seed}"
+    split = split or SplitConfig(test_fraction=0.25)
+    key = f"tok-{model_dir}-{n_pairs}-{cfg.model_dump_json()}-{split.model_dump_json()}-{seed}"
     if key not in _CACHE:
         pairs_dir = write_pairs(tmp_path_factory.mktemp("pairs"), make_pairs(n_pairs))
         out = tmp_path_factory.mktemp("tokenized")
-        report = tokenize_pairs(pairs_dir / "pairs.jsonl", out, str(model_dir), cfg, seed)
+        report = tokenize_pairs(pairs_dir / "pairs.jsonl", out, str(model_dir), cfg, split, seed)
         (out / "test_report.json").write_text(json.dumps(report))
         _CACHE[key] = out
     out = _CACHE[key]

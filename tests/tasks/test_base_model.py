@@ -76,3 +76,46 @@ def test_default_gguf_model_is_dequantized_once_into_a_loadable_folder(tmp_path)
     assert "def " in tokenizer.decode(new)  # a real instruct model, not random weights
     again = build("offline.yaml", tmp_path)
     assert again.status == "cached" and again.path == out.path
+
+
+def test_scratch_model_never_reads_held_out_sources(tmp_path, monkeypatch):
+    """A scratch base model pretrained on evaluation code would make base vs fine-tuned meaningless."""
+    import json
+
+    from pipeline_config import ScratchSource, SplitConfig
+    from tasks.base_model import scratch
+    from tasks.common.splits import is_held_out
+
+    split = SplitConfig(test_fraction=0.3)
+    records = [
+        {
+            "id": f"r{i}",
+            "path": f"pkg/mod{i}.py",
+            "code": f"def f{i}(x):\n    return x + {i}  # from mod{i}\n",
+        }
+        for i in range(30)
+    ]
+    held = {r["path"] for r in records if is_held_out(r["path"], split, 0)}
+    assert 0 < len(held) < 30
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    seen: list[str] = []
+    real = scratch.train_tokenizer
+    monkeypatch.setattr(
+        scratch, "train_tokenizer", lambda texts, size: seen.extend(texts) or real(texts, size)
+    )
+    cfg = ScratchSource(
+        kind="scratch",
+        vocab_size=300,
+        hidden_size=16,
+        num_heads=2,
+        num_layers=1,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        pretrain_steps=1,
+        pretrain_block_size=16,
+        pretrain_batch_size=2,
+    )
+    report = scratch.build_scratch_model(path, tmp_path / "model", cfg, split, seed=0)
+    assert report["held_out_records_excluded"] == len(held) and report["rows_in"] == 30 - len(held)
+    assert seen and not any(f"# from {Path(p).stem}\n" in text for text in seen for p in held)

@@ -196,10 +196,10 @@ def test_evaluate_models_end_to_end(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CPU fp32, as the references
 
     tokenized, _ = tokenized_dataset(
-        tmp_path_factory, tiny_model_dir, 20, TokenizeConfig(max_length=200, test_fraction=0.25), seed=0
+        tmp_path_factory, tiny_model_dir, 20, TokenizeConfig(max_length=200), seed=0
     )
     test_rows = load_from_disk(str(tokenized / "dataset"))["test"].to_list()
-    assert len(test_rows) == 5
+    assert len(test_rows) > 4  # max_samples takes the first 4 of the (shuffled) held-out rows
     cfg = EvaluateConfig(max_samples=4, max_new_tokens=6, batch_size=3)  # 4 rows: a full and a ragged batch
     report = evaluate_models(tokenized / "dataset", adapter_dir, tmp_path, str(tiny_model_dir), True, cfg)
 
@@ -207,7 +207,8 @@ def test_evaluate_models_end_to_end(
     preds = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 4
     for pred, row in zip(preds, test_rows[:4], strict=True):
-        assert set(pred) == {"id", "prompt", "reference", "base", "finetuned"}
+        assert set(pred) == {"id", "prompt", "reference", "echo_input", "base", "finetuned"}
+        assert pred["echo_input"] == row["input"]  # the baseline answers with the prompt's own input
         assert (pred["id"], pred["prompt"], pred["reference"]) == (row["id"], row["prompt"], row["response"])
         assert isinstance(pred["base"], str) and isinstance(pred["finetuned"], str)
 
@@ -226,14 +227,24 @@ def test_evaluate_models_end_to_end(
             assert pred["base"] == greedy(finetuned, tokenizer, pred["prompt"], 6)
         assert pred["finetuned"] == greedy(finetuned, tokenizer, pred["prompt"], 6)
 
-    assert set(report) == {"rows_in", "rows_out", "base", "finetuned", "delta"}
-    metrics = ROUGE_KEYS | {"perplexity"}
-    assert set(report["base"]) == set(report["finetuned"]) == set(report["delta"]) == metrics
+    assert set(report) == {"rows_in", "rows_out", "base", "finetuned", "echo_input", "delta", "delta_vs_echo"}
+    metrics = ROUGE_KEYS | {"exact_match", "perplexity"}
+    assert (
+        set(report["base"]) == set(report["finetuned"]) == metrics | {"ci"} == set(report["delta"]) | {"ci"}
+    )
+    assert (
+        set(report["echo_input"])
+        == metrics - {"perplexity"} | {"ci"}
+        == set(report["delta_vs_echo"]) | {"ci"}
+    )
+    for name in ("base", "finetuned", "echo_input"):  # every score has its interval, around the mean
+        for k, (low, high) in report[name]["ci"].items():
+            assert low <= report[name][k] <= high, (name, k)
     for k in metrics:
         assert report["delta"][k] == pytest.approx(report["finetuned"][k] - report["base"][k], abs=1e-12)
     # the report's numbers are those of the predictions written beside it
     refs = [p["reference"] for p in preds]
-    for name in ("base", "finetuned"):
+    for name in ("echo_input", "base", "finetuned"):
         recomputed = rouge([p[name] for p in preds], refs)
         for k in ROUGE_KEYS:
             assert report[name][k] == pytest.approx(recomputed[k], abs=1e-9)
@@ -260,7 +271,7 @@ def test_evaluate_models_full_weights(
 
     other = build_tiny_model(tmp_path / "other", seed=5)
     tokenized, _ = tokenized_dataset(
-        tmp_path_factory, tiny_model_dir, 20, TokenizeConfig(max_length=200, test_fraction=0.25), seed=0
+        tmp_path_factory, tiny_model_dir, 20, TokenizeConfig(max_length=200), seed=0
     )
     cfg = EvaluateConfig(max_samples=2, max_new_tokens=4, batch_size=2)
     out_dir = tmp_path / "out_dir"
@@ -276,3 +287,28 @@ def test_evaluate_models_full_weights(
         report["finetuned"]["perplexity"] - report["base"]["perplexity"]
     )
     assert len((out_dir / "predictions.jsonl").read_text().splitlines()) == 2
+
+
+def test_bootstrap_interval_narrows_with_more_examples_and_is_seeded():
+    from tasks.evaluation.metrics import bootstrap_ci
+
+    few = [0.0, 1.0] * 5
+    many = [0.0, 1.0] * 200
+    low_few, high_few = bootstrap_ci(few, seed=0)
+    low_many, high_many = bootstrap_ci(many, seed=0)
+    assert low_few < 0.5 < high_few and low_many < 0.5 < high_many
+    assert high_many - low_many < (high_few - low_few) / 3  # ~1/sqrt(n): 40x the data, ~6x narrower
+    assert bootstrap_ci(few, seed=0) == [low_few, high_few]  # seeded: the same report every run
+    assert bootstrap_ci([0.3] * 7) == [pytest.approx(0.3), pytest.approx(0.3)]
+
+
+def test_exact_match_ignores_whitespace_runs_only():
+    from tasks.evaluation.metrics import exact_match
+
+    assert exact_match(
+        ["def f():\n  return 1", "x=1", "X = 1"], ["def f():\n    return 1 ", "x = 1", "x = 1"]
+    ) == [
+        1.0,
+        0.0,
+        0.0,
+    ]

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from builders import make_pairs, tokenized_dataset, write_pairs
 
-from pipeline_config.schema import TokenizeConfig
+from pipeline_config.schema import SplitConfig, TokenizeConfig
 from tasks.base_model.scratch import EOS
-from tasks.tokenization.encode import IGNORE, encode_pair, split_indices, tokenize_pairs
+from tasks.common.splits import eval_set_key, split_rows
+from tasks.tokenization.encode import IGNORE, encode_pair, tokenize_pairs
 from tasks.tokenization.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, fim_transform
 from tasks.tokenization.packing import pack_rows
 from tasks.tokenization.templates import format_prompt
@@ -191,51 +192,25 @@ def test_fim_short_text_unchanged() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# split_indices
-# --------------------------------------------------------------------------------------------------------
-
-
-def test_split_is_seeded_disjoint_and_complete() -> None:
-    train, test = split_indices(20, 0.25, None, seed=3)
-    assert (train, test) == split_indices(20, 0.25, None, seed=3)
-    assert len(test) == 5 and len(train) == 15
-    assert set(train).isdisjoint(test)
-    assert sorted(train + test) == list(range(20))
-    assert train == sorted(train) and test == sorted(test)
-    assert split_indices(20, 0.25, None, seed=4)[1] != test  # another seed, another split
-
-
-def test_split_respects_max_test_and_minimum_one() -> None:
-    assert len(split_indices(100, 0.5, 7, seed=0)[1]) == 7
-    assert len(split_indices(10, 0.01, None, seed=0)[1]) == 1  # never an empty test split
-
-
-def test_split_raises_on_too_few_rows() -> None:
-    with pytest.raises(ValueError, match="1 cleaned rows are too few"):
-        split_indices(1, 0.5, None, seed=0)
-    with pytest.raises(ValueError, match="too few"):
-        split_indices(0, 0.5, None, seed=0)
-
-
-# --------------------------------------------------------------------------------------------------------
 # tokenize_pairs (the stage's work function)
 # --------------------------------------------------------------------------------------------------------
 
-COLUMNS = {"input_ids", "attention_mask", "labels", "prompt", "response", "id"}
+COLUMNS = {"input_ids", "attention_mask", "labels", "prompt", "input", "response", "id"}
 
 
 def test_tokenize_pairs_dataset_and_report(tmp_path_factory, tiny_model_dir: Path, tokenizer) -> None:  # noqa: F811
     from datasets import load_from_disk
 
-    cfg = TokenizeConfig(max_length=256, test_fraction=0.2)
-    out, report = tokenized_dataset(tmp_path_factory, tiny_model_dir, 20, cfg, seed=0)
+    cfg = TokenizeConfig(max_length=256)
+    split = SplitConfig(test_fraction=0.25)
+    out, report = tokenized_dataset(tmp_path_factory, tiny_model_dir, 20, cfg, seed=0, split=split)
     splits = load_from_disk(str(out / "dataset"))
     assert set(splits) == {"train", "test"}
-    assert len(splits["train"]) == 16 and len(splits["test"]) == 4
+    pairs = make_pairs(20)
+    train_idx, test_idx, counts = split_rows(pairs, split, seed=0)
+    assert len(splits["train"]) == len(train_idx) > len(splits["test"]) == len(test_idx) > 0
     assert set(splits["train"].column_names) == COLUMNS == set(splits["test"].column_names)
 
-    pairs = make_pairs(20)
-    train_idx, test_idx = split_indices(20, 0.2, None, seed=0)
     assert splits["test"]["id"] == [pairs[i]["id"] for i in test_idx]
     assert splits["train"]["id"] == [pairs[i]["id"] for i in train_idx]
     first = splits["test"][0]
@@ -249,10 +224,12 @@ def test_tokenize_pairs_dataset_and_report(tmp_path_factory, tiny_model_dir: Pat
     train_rows = splits["train"].to_list()
     expected_loss_tokens = sum(len(ids(tokenizer, pairs[i]["output"])) + 1 for i in train_idx)
     assert report == {
+        "eval_set_key": eval_set_key(splits["test"].to_list()),
+        "split": counts,
         "rows_in": 20,
         "rows_out": 20,
-        "train_rows": 16,
-        "test_rows": 4,
+        "train_rows": len(train_idx),
+        "test_rows": len(test_idx),
         "truncated": 0,
         "train_tokens": sum(len(r["input_ids"]) for r in train_rows),
         "loss_tokens": expected_loss_tokens,
@@ -267,19 +244,22 @@ def test_tokenize_pairs_truncated_count_and_max_test(
     tiny_model_dir: Path,  # noqa: F811
     tokenizer,
 ) -> None:
-    cfg = TokenizeConfig(max_length=120, test_fraction=0.5, max_test_rows=3)
-    out, report = tokenized_dataset(tmp_path_factory, tiny_model_dir, 20, cfg, seed=1)
+    cfg = TokenizeConfig(max_length=120)
+    split = SplitConfig(test_fraction=0.5, max_test_rows=3)
+    out, report = tokenized_dataset(tmp_path_factory, tiny_model_dir, 20, cfg, seed=1, split=split)
     pairs = make_pairs(20)
+    train_idx, test_idx, _ = split_rows(pairs, split, seed=1)
     expected = sum(
         len(ids(tokenizer, format_prompt("alpaca", p["instruction"], p["input"])))
         + len(ids(tokenizer, p["output"]))
         + 1
         > 120
-        for p in pairs
+        for p in (pairs[i] for i in train_idx + test_idx)  # unused held-out rows are never encoded
     )
-    assert 0 < expected < 20  # the fixture mixes short (no input) and long (with input) prompts
+    assert 0 < expected < 13  # the fixture mixes short (no input) and long (with input) prompts
     assert report["truncated"] == expected
-    assert (report["train_rows"], report["test_rows"]) == (17, 3)
+    assert report["test_rows"] == 3  # a sample of the held-out rows; the others are not trained on either
+    assert report["train_rows"] == 20 - report["split"]["held_out_rows"] == len(train_idx)
 
 
 def test_tokenize_pairs_packing(tmp_path_factory, tiny_model_dir: Path) -> None:  # noqa: F811
@@ -289,14 +269,14 @@ def test_tokenize_pairs_packing(tmp_path_factory, tiny_model_dir: Path) -> None:
         tmp_path_factory,
         tiny_model_dir,
         20,
-        TokenizeConfig(max_length=64, test_fraction=0.2, mask_prompt=False),
+        TokenizeConfig(max_length=64, mask_prompt=False),
         seed=0,
     )
     packed, report = tokenized_dataset(
         tmp_path_factory,
         tiny_model_dir,
         20,
-        TokenizeConfig(max_length=64, test_fraction=0.2, mask_prompt=False, packing=True),
+        TokenizeConfig(max_length=64, mask_prompt=False, packing=True),
         seed=0,
     )
     train = load_from_disk(str(packed / "dataset"))["train"]
@@ -305,7 +285,8 @@ def test_tokenize_pairs_packing(tmp_path_factory, tiny_model_dir: Path) -> None:
     assert report["train_rows"] == len(train) == len(stream) // 64
     assert all(len(r) == 64 for r in train["input_ids"])
     assert [t for r in train["input_ids"] for t in r] == stream[: len(train) * 64]
-    assert report["test_rows"] == plain_report["test_rows"] == 4  # the test split is never packed
+    test_rows = len(load_from_disk(str(packed / "dataset"))["test"])
+    assert report["test_rows"] == plain_report["test_rows"] == test_rows > 0  # the test split is never packed
 
 
 def test_tokenize_pairs_fim_rows_learn_on_every_token(
@@ -315,7 +296,7 @@ def test_tokenize_pairs_fim_rows_learn_on_every_token(
 ) -> None:
     from datasets import load_from_disk
 
-    cfg = TokenizeConfig(max_length=256, test_fraction=0.2, fim_rate=1.0)
+    cfg = TokenizeConfig(max_length=256, fim_rate=1.0)
     out, _ = tokenized_dataset(tmp_path_factory, tiny_model_dir, 20, cfg, seed=0)
     splits = load_from_disk(str(out / "dataset"))
     fim_ids = {tokenizer.convert_tokens_to_ids(t) for t in (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX)}
@@ -353,11 +334,13 @@ def test_tokenize_pairs_fim_needs_fim_tokens(tmp_path: Path) -> None:
             tmp_path / "out",
             str(tmp_path / "tok"),
             TokenizeConfig(fim_rate=0.5),
+            SplitConfig(test_fraction=0.5),
             0,
         )
     assert not (tmp_path / "out" / "dataset").exists()
     # without FIM the same tokenizer is fine
+    split = SplitConfig(test_fraction=0.5)
     report = tokenize_pairs(
-        pairs_dir / "pairs.jsonl", tmp_path / "out", str(tmp_path / "tok"), TokenizeConfig(), 0
+        pairs_dir / "pairs.jsonl", tmp_path / "out", str(tmp_path / "tok"), TokenizeConfig(), split, 0
     )
-    assert (report["train_rows"], report["test_rows"]) == (3, 1)
+    assert report["train_rows"] + report["test_rows"] == 4 and report["test_rows"] >= 1

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         if "version" in mlflow:
             print(
                 f"\nmodel {mlflow['model_name']} v{mlflow['version']} aliases={','.join(mlflow['aliases'])}"
+                f"\n{'promoted' if mlflow['promoted'] else 'not promoted'}: {mlflow['gate_reason']}"
             )
         print(f"summary: {summary['summary_path']}")
     return 0

@@ -203,6 +203,8 @@ class StageRunner:
                 version=reg["version"],
                 aliases=sorted(version.aliases),
                 registered_by_run=reg["run_id"],
+                promoted=reg["promoted"],
+                gate_reason=reg["gate"]["reason"],
             )
         return record
 

@@ -304,8 +304,10 @@ class EvaluateConfig(Section):
 
 class RegisterConfig(Section):
     model_name: str = Field("code-finetune", min_length=1)
-    gate_metric: Literal["rougeL", "rouge1", "rouge2", "perplexity"] = "rougeL"
-    min_improvement: float = 0.0  # challenger must beat champion by more than this
+    # a per-example metric: the gate pairs challenger and champion example by example
+    gate_metric: Literal["rougeL", "rouge1", "rouge2", "rougeLsum", "exact_match"] = "rougeL"
+    # the paired interval of (challenger - champion) must lie above this to promote
+    min_improvement: float = Field(0.0, ge=0.0)
 
 
 # `register` is the stage's name; it shadows only ABCMeta.register, a classmethod nobody calls on configs.

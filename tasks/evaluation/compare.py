@@ -8,7 +8,7 @@ from pipeline_config.schema import EvaluateConfig
 from tasks.common.generation import generate
 from tasks.common.io import write_jsonl
 from tasks.common.models import load_for_inference, load_tokenizer
-from tasks.evaluation.metrics import perplexity, text_scores
+from tasks.evaluation.metrics import per_example_scores, perplexity, summarize
 
 
 def evaluate_models(
@@ -35,21 +35,25 @@ def evaluate_models(
     tokenizer = load_tokenizer(model_dir, for_generation=True)
     prompts, references = [r["prompt"] for r in rows], [r["response"] for r in rows]
     generations = {"echo_input": [r.get("input", "") for r in rows]}
-    results = {"echo_input": text_scores(generations["echo_input"], references, seed)}
+    scores = {"echo_input": per_example_scores(generations["echo_input"], references)}
+    results = {"echo_input": summarize(scores["echo_input"], seed)}
     for name, weights in (("base", None), ("finetuned", str(model_dir))):
         model = load_for_inference(base_path, weights, is_adapter, trust_remote_code)
         outputs = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
         generations[name] = [o.strip() for o in outputs]
+        scores[name] = per_example_scores(generations[name], references)
         results[name] = {
-            **text_scores(generations[name], references, seed),
+            **summarize(scores[name], seed),
             "perplexity": perplexity(model, rows, cfg.batch_size, tokenizer.pad_token_id),
         }
         del model
+    # one row per example: every system's output and scores, the evidence the champion gate pairs on
     write_jsonl(
         out_dir / "predictions.jsonl",
         (
             {"id": r["id"], "prompt": r["prompt"], "reference": r["response"]}
             | {name: generations[name][i] for name in generations}
+            | {"scores": {name: {m: v[i] for m, v in scores[name].items()} for name in scores}}
             for i, r in enumerate(rows)
         ),
     )

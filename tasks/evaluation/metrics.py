@@ -43,10 +43,17 @@ def bootstrap_ci(values: list[float], seed: int = 0, resamples: int = BOOTSTRAP_
     return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
 
 
-def text_scores(predictions: list[str], references: list[str], seed: int = 0) -> dict:
-    """Mean ROUGE-1/2/L/Lsum and exact match, each with its bootstrap interval under `ci`."""
-    per_example = {**rouge(predictions, references, per_example=True)}
-    per_example["exact_match"] = exact_match(predictions, references)
+def per_example_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """ROUGE-1/2/L/Lsum and exact match of every prediction: what means, intervals and the paired
+    champion gate are computed from."""
+    return {
+        **rouge(predictions, references, per_example=True),
+        "exact_match": exact_match(predictions, references),
+    }
+
+
+def summarize(per_example: dict[str, list[float]], seed: int = 0) -> dict:
+    """Means, with the bootstrap interval of each under `ci`."""
     means = {name: sum(v) / max(len(v), 1) for name, v in per_example.items()}
     return {**means, "ci": {name: bootstrap_ci(v, seed) for name, v in per_example.items()}}
 

@@ -9,6 +9,7 @@ Run alone: `finetune run --config pipeline_config/offline.yaml --only register`.
 from __future__ import annotations
 
 from tasks.common import tracking
+from tasks.common.io import workspace_path
 from tasks.common.prefect import stage_task
 from tasks.common.stage import StageOutput, StageResult, StageSpec
 from tasks.registration.registry import register_model
@@ -20,13 +21,17 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
     evaluated = inputs["evaluate"]
     report = register_model(
         train.file("model_dir"),
+        evaluated.file("predictions"),
         evaluated.output("metrics"),
         out_dir,
         context["mlflow_run_id"],
         base_facts,
         train.output("adapter"),
         cfg.register,
+        cfg.evaluate,
         evaluated.output("eval_set_key"),
+        workspace_path(cfg) / "cache" / "champion_outputs",
+        cfg.seed,
     )
     return StageResult(report, {k: report[k] for k in ("model_name", "version", "model_uri", "tracking_uri")})
 
@@ -39,7 +44,7 @@ SPEC = StageSpec(
     "register",
     run,
     "tasks.registration",
-    sections=("register",),
+    sections=("register", "evaluate", "seed"),  # evaluate: how a champion from another set is re-scored
     libraries=("mlflow",),
     # a different tracking store has not seen this model: registering there is new work
     environment=lambda cfg: {"tracking_uri": tracking.tracking_uri()},

@@ -1,29 +1,84 @@
-"""The champion gate: does a new version beat the current champion on the gate metric?
+"""The champion gate: a paired comparison on the same examples, not two means from different test sets.
 
-Metrics are read from the champion version's tags, so the gate never depends on a run that may have been
-deleted.
+The challenger takes `champion` only when
+- it beats the base model it was fine-tuned from (mean of the gate metric on this evaluation set), and
+- there is no champion yet, or the paired bootstrap interval of (challenger - champion) per example, on
+  this evaluation set, has its lower bound above `register.min_improvement`.
+Noise (an interval that straddles the margin) keeps the champion. The champion's per-example scores come
+from its own evaluation when it was scored on this same set, else from scoring it again here.
 """
 
 from __future__ import annotations
 
-LOWER_IS_BETTER = {"perplexity"}
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from tasks.evaluation.metrics import CI_LEVEL, bootstrap_ci
+
+Scores = Mapping[str, float]  # example id -> the gate metric on that example
 
 
-def beats(candidate: float, champion: float | None, metric: str, min_improvement: float) -> bool:
-    """The gate: does the challenger's metric beat the champion's by more than `min_improvement`?"""
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+    metric: str
+    challenger_mean: float | None
+    base_mean: float | None
+    champion_version: str | None = None
+    champion_mean: float | None = None
+    paired_n: int = 0
+    difference_mean: float | None = None
+    difference_ci: list[float] | None = None
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+def mean(scores: Scores) -> float:
+    return sum(scores.values()) / len(scores)
+
+
+def decide(
+    challenger: Scores,
+    base: Scores,
+    champion: Scores | None,
+    metric: str,
+    margin: float,
+    champion_version: str | None = None,
+    seed: int = 0,
+) -> Decision:
+    if not challenger:
+        return Decision(
+            False, f"the challenger has no per-example {metric} scores: it cannot win", metric, None, None
+        )
+    ours, theirs = mean(challenger), mean(base) if base else None
+    common = dict(metric=metric, challenger_mean=ours, base_mean=theirs)
+    if theirs is not None and ours <= theirs:
+        return Decision(
+            False, f"does not beat its base model ({metric} {ours:.4f} <= {theirs:.4f})", **common
+        )
     if champion is None:
-        return True
-    if metric in LOWER_IS_BETTER:
-        return champion - candidate > min_improvement
-    return candidate - champion > min_improvement
-
-
-def champion_metric(client, model_name: str, metric: str) -> tuple[str | None, float | None]:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        version = client.get_model_version_by_alias(model_name, "champion")
-    except MlflowException:
-        return None, None
-    value = version.tags.get(f"metric.{metric}")
-    return str(version.version), float(value) if value is not None else None
+        return Decision(True, "no champion yet, and it beats its base model", **common)
+    paired = sorted(set(challenger) & set(champion))
+    if not paired:
+        return Decision(False, "no examples scored for both challenger and champion", **common)
+    differences = [challenger[i] - champion[i] for i in paired]
+    low, high = bootstrap_ci(differences, seed)
+    difference = sum(differences) / len(differences)
+    promote = low > margin
+    verdict = "above" if promote else "not above"
+    reason = (
+        f"paired {CI_LEVEL:.0%} interval of challenger - champion v{champion_version} "
+        f"on {len(paired)} examples [{low:.4f}, {high:.4f}] is {verdict} the margin {margin}"
+    )
+    return Decision(
+        promote,
+        reason,
+        champion_version=champion_version,
+        champion_mean=sum(champion[i] for i in paired) / len(paired),
+        paired_n=len(paired),
+        difference_mean=difference,
+        difference_ci=[low, high],
+        **common,
+    )

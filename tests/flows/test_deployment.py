@@ -90,4 +90,5 @@ def test_worker_runs_the_nightly_deployment(deployed, tmp_path):
     record = json.loads(summary.read_text())
     assert record["status"] == "completed"
     assert {n: s["status"] for n, s in record["stages"].items()} == dict.fromkeys(STAGES, "executed")
-    assert record["mlflow"]["model_name"] == "deployment-test" and "champion" in record["mlflow"]["aliases"]
+    assert record["mlflow"]["model_name"] == "deployment-test" and "challenger" in record["mlflow"]["aliases"]
+    assert record["mlflow"]["gate_reason"]  # promoted or not, the reason is recorded

@@ -44,7 +44,12 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
         assert Path(s["path"]).parent.name == name
     record = cold["mlflow"]
     assert record["model_name"] == "e2e-model" and record["version"] == "1"
-    assert record["aliases"] == ["challenger", "champion"]  # no champion before: the first one wins
+    # no champion before: the first version wins exactly when it beats its base model on the same rows
+    scores = json.loads((Path(stages["evaluate"]["path"]) / "report.json").read_text())
+    beats_base = scores["finetuned"]["rougeL"] > scores["base"]["rougeL"]
+    assert record["promoted"] is beats_base
+    assert record["aliases"] == (["challenger", "champion"] if beats_base else ["challenger"])
+    assert ("no champion yet" if beats_base else "does not beat its base model") in record["gate_reason"]
     on_disk = json.loads(Path(cold["summary_path"]).read_text())
     assert on_disk["stages"] == cold["stages"] and on_disk["config_path"] == str(tiny_config)
     assert list(on_disk["stages"]) == list(STAGES)  # the file reads in DAG order
@@ -108,8 +113,8 @@ def test_force_train_reruns_train_and_after(cold, tiny_config, capsys):
     }
     assert forced["mlflow"]["version"] == "2"
     assert "challenger" in forced["mlflow"]["aliases"]
-    champion = mlflow.MlflowClient().get_model_version_by_alias("e2e-model", "champion")
-    assert str(champion.version) in {"1", "2"}
+    tags = mlflow.MlflowClient().get_model_version("e2e-model", "2").tags
+    assert tags["gate.reason"] == forced["mlflow"]["gate_reason"]  # the decision is on the version too
 
 
 def test_only_without_cached_inputs_is_a_clear_error(prefect_server, tiny_config, tmp_path, capsys):

@@ -207,7 +207,7 @@ def test_evaluate_models_end_to_end(
     preds = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 4
     for pred, row in zip(preds, test_rows[:4], strict=True):
-        assert set(pred) == {"id", "prompt", "reference", "echo_input", "base", "finetuned"}
+        assert set(pred) == {"id", "prompt", "reference", "echo_input", "base", "finetuned", "scores"}
         assert pred["echo_input"] == row["input"]  # the baseline answers with the prompt's own input
         assert (pred["id"], pred["prompt"], pred["reference"]) == (row["id"], row["prompt"], row["response"])
         assert isinstance(pred["base"], str) and isinstance(pred["finetuned"], str)
@@ -246,6 +246,9 @@ def test_evaluate_models_end_to_end(
     refs = [p["reference"] for p in preds]
     for name in ("echo_input", "base", "finetuned"):
         recomputed = rouge([p[name] for p in preds], refs)
+        assert [p["scores"][name]["rougeL"] for p in preds] == pytest.approx(
+            rouge([p[name] for p in preds], refs, per_example=True)["rougeL"]
+        )  # the per-example evidence the champion gate pairs on
         for k in ROUGE_KEYS:
             assert report[name][k] == pytest.approx(recomputed[k], abs=1e-9)
     assert report["base"]["perplexity"] == pytest.approx(

@@ -9,25 +9,45 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline_config.schema import RegisterConfig
+from pipeline_config.schema import EvaluateConfig, RegisterConfig
 from tasks.common import tracking
-from tasks.registration.gate import beats
+from tasks.registration.gate import decide
 from tasks.registration.registry import register_model
+
+IDS = [f"ex{i}" for i in range(30)]
+WIGGLE = [((i * 7) % 11 - 5) / 100 for i in range(30)]  # deterministic per-example noise, mean ~0
+
+
+def scores(level: float, noise: float = 1.0) -> dict[str, float]:
+    return {i: level + noise * w for i, w in zip(IDS, WIGGLE, strict=True)}
 
 
 @pytest.mark.parametrize(
-    "candidate, champion, metric, margin, expected",
+    ("challenger", "base", "champion", "margin", "promote", "reason"),
     [
-        (0.5, None, "rougeL", 0.0, True),  # no champion yet
-        (0.5, 0.4, "rougeL", 0.0, True),
-        (0.4, 0.4, "rougeL", 0.0, False),  # a tie does not promote
-        (0.45, 0.4, "rougeL", 0.1, False),  # not by enough
-        (9.0, 10.0, "perplexity", 0.0, True),  # lower is better
-        (11.0, 10.0, "perplexity", 0.0, False),
+        (scores(0.3), scores(0.1), None, 0.0, True, "no champion yet"),
+        (scores(0.1), scores(0.3), None, 0.0, False, "does not beat its base model"),
+        (
+            scores(0.4),
+            scores(0.1),
+            scores(0.3, noise=0.5),
+            0.0,
+            True,
+            "is above the margin",
+        ),  # clearly better
+        (scores(0.4), scores(0.1), scores(0.3), 0.2, False, "not above the margin 0.2"),  # not by enough
+        (scores(0.3), scores(0.1), scores(0.3, noise=-1.0), 0.0, False, "not above"),  # noise around a tie
+        (scores(0.2), scores(0.1), scores(0.3), 0.0, False, "not above"),  # worse
+        ({}, scores(0.1), scores(0.3), 0.0, False, "no per-example"),  # missing metrics never win
+        (scores(0.4), scores(0.1), {"other": 0.1}, 0.0, False, "no examples scored for both"),
     ],
 )
-def test_gate(candidate, champion, metric, margin, expected):
-    assert beats(candidate, champion, metric, margin) is expected
+def test_gate_decision(challenger, base, champion, margin, promote, reason):
+    decision = decide(challenger, base, champion, "rougeL", margin, champion_version="1")
+    assert decision.promote is promote and reason in decision.reason
+    if decision.difference_ci:
+        low, high = decision.difference_ci
+        assert low - 1e-9 <= decision.difference_mean <= high + 1e-9 and decision.paired_n == 30
 
 
 @pytest.fixture(scope="module")
@@ -39,32 +59,70 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
     return root
 
 
-def register(model_dir: Path, tmp_path: Path, rouge_l: float, name: str) -> dict:
+def register(model_dir: Path, tmp_path: Path, level: float, name: str, eval_set: str = "set-a") -> dict:
+    """Register the tiny model as a run whose evaluation scored `level` (+ noise) on every example of
+    `eval_set`, its base 0.05; the evaluate stage's predictions are logged to the run as the runner does."""
     run_id = tracking.start_run({"x": 1}, "test", {})
-    metrics = {"rougeL": rouge_l, "perplexity": 3.0}
-    out = tmp_path / f"reg-{rouge_l}"
+    out = tmp_path / f"reg-{level}-{eval_set}-{run_id[:6]}"
     out.mkdir()
+    predictions = out / "predictions.jsonl"
+    rows = [
+        {"id": i, "prompt": "def add(a, b):", "reference": "    return a + b", "finetuned": "", "base": ""}
+        | {"scores": {"finetuned": {"rougeL": level + w}, "base": {"rougeL": 0.05}}}
+        for i, w in zip(IDS, WIGGLE, strict=True)
+    ]
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    mlflow.MlflowClient().log_artifact(run_id, str(predictions), artifact_path="stages/evaluate")
     base = {"model_dir": str(model_dir / "model"), "card": {"name": "tiny", "license": "apache-2.0"}}
+    metrics = {"rougeL": level, "perplexity": 3.0}
     result = register_model(
-        model_dir / "model", metrics, out, run_id, base, False, RegisterConfig(model_name=name)
+        model_dir / "model",
+        predictions,
+        metrics,
+        out,
+        run_id,
+        base,
+        False,
+        RegisterConfig(model_name=name),
+        EvaluateConfig(max_new_tokens=4, batch_size=8),
+        eval_set,
+        tmp_path / "cache",
     )
     assert json.loads((out / "registration.json").read_text())["version"] == result["version"]
     return result
 
 
-def test_champion_moves_only_when_beaten(model_dir, tmp_path):
+def test_champion_moves_only_on_paired_evidence(model_dir, tmp_path):
     name = "gate-test"
     first = register(model_dir, tmp_path, 0.30, name)
     assert (first["version"], first["aliases"], first["promoted"]) == ("1", ["challenger", "champion"], True)
     worse = register(model_dir, tmp_path, 0.20, name)
     assert (worse["version"], worse["aliases"], worse["promoted"]) == ("2", ["challenger"], False)
-    assert worse["previous_champion"] == "1" and worse["previous_champion_value"] == pytest.approx(0.30)
+    assert worse["gate"]["champion_version"] == "1" and worse["gate"]["champion_mean"] == pytest.approx(
+        0.30, abs=0.01
+    )
+    tie = register(model_dir, tmp_path, 0.30, name)
+    assert not tie["promoted"] and "not above the margin" in tie["gate"]["reason"]  # noise does not promote
     better = register(model_dir, tmp_path, 0.40, name)
-    assert better["aliases"] == ["challenger", "champion"]
+    assert better["aliases"] == ["challenger", "champion"] and better["gate"]["paired_n"] == 30
     client = mlflow.MlflowClient()
-    assert str(client.get_model_version_by_alias(name, "champion").version) == "3"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "4"
     assert client.get_model_version(name, "1").aliases == []  # champion and challenger both moved on
-    assert client.get_model_version(name, "3").tags["metric.rougeL"] == "0.4"
+    tags = client.get_model_version(name, "4").tags
+    assert (
+        tags["metric.rougeL"] == "0.4" and tags["eval_set_key"] == "set-a" and tags["gate.promoted"] == "True"
+    )
+    assert "is above the margin" in tags["gate.reason"]
+
+
+def test_champion_from_another_eval_set_is_scored_again_on_this_one(model_dir, tmp_path):
+    name = "rescore-test"
+    register(model_dir, tmp_path, 0.30, name, eval_set="old-set")
+    new = register(model_dir, tmp_path, 0.50, name, eval_set="new-set")
+    # the champion (the tiny random model) was generated and scored on the new set's prompts: it scores ~0
+    cached = tmp_path / "cache" / f"{name}-v1-new-set.jsonl"
+    assert cached.is_file() and len(cached.read_text().splitlines()) == 30
+    assert new["gate"]["paired_n"] == 30 and new["gate"]["champion_mean"] < 0.2 and new["promoted"]
 
 
 def test_registered_model_loads_on_its_own(model_dir, tmp_path):

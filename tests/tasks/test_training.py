@@ -11,7 +11,7 @@ import pytest
 import torch
 from builders import tokenized_dataset
 
-from pipeline_config.schema import LoraSection, QuantizationSection, TokenizeConfig, TrainConfig
+from pipeline_config.schema import LoraSection, QuantizationSection, SplitConfig, TokenizeConfig, TrainConfig
 from tasks.common.models import pick_device
 from tasks.training.recipe import lora_config, quantization_config, train_model
 
@@ -121,11 +121,13 @@ def test_pick_device_auto_and_cpu() -> None:
 
 @pytest.fixture(scope="module")
 def tokenized(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:  # noqa: F811
-    """40 repetitive pairs (four functions), 36 train / 4 test rows."""
+    """40 repetitive pairs (four functions): the rows of the held-out sources minus 4 test rows train."""
+    split = SplitConfig(test_fraction=0.25, max_test_rows=4)
     out, report = tokenized_dataset(
-        tmp_path_factory, tiny_model_dir, 40, TokenizeConfig(max_length=256), seed=0
+        tmp_path_factory, tiny_model_dir, 40, TokenizeConfig(max_length=256), 0, split
     )
-    assert (report["train_rows"], report["test_rows"], report["truncated"]) == (36, 4, 0)
+    assert (report["test_rows"], report["truncated"]) == (4, 0)
+    assert report["train_rows"] == 40 - report["split"]["held_out_rows"] > 20
     return out
 
 
@@ -169,10 +171,12 @@ def test_train_lora_loss_decreases_and_saves_adapter(
     tiny_model_dir: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
+    from datasets import load_from_disk
+
     report = train_model(tokenized / "dataset", tmp_path, str(tiny_model_dir), train_cfg("lora"), seed=0)
     assert report["method"] == "lora" and report["adapter"] is True and report["device"] == "cpu"
     assert report["steps"] == 30
-    assert report["rows_in"] == 36
+    assert report["rows_in"] == len(load_from_disk(str(tokenized / "dataset"))["train"])
     losses = logged_losses(tmp_path)
     assert len(losses) == 6  # every 5 of 30 steps
     assert report["first_logged_loss"] == losses[0] and report["last_logged_loss"] == losses[-1]

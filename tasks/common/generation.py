@@ -1,10 +1,26 @@
-"""Batched generation with a decoder-only model: left padding, prompt budget, greedy or sampled.
+"""Batched generation with a decoder-only model: left padding, prompt budget, stop sequences, greedy or
+sampled.
 
-The local teacher (sampled) and the evaluation (greedy) both generate through `generate`, so both see
-prompts encoded exactly as the tokenize stage encoded them for training (no added special tokens).
+The local teacher (sampled), the evaluation (greedy), pass@k and `finetune generate` all generate through
+`generate`, so all of them see prompts encoded exactly as the tokenize stage encoded them for training (no
+added special tokens), and all cut a completion at the same stop sequences.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str  # the new text, cut before the first stop sequence
+    new_tokens: int  # tokens generated up to the end of sequence, a stop sequence or the cap
+    hit_cap: bool  # still going at max_new_tokens: the text may be cut short
+
+    @property
+    def empty(self) -> bool:
+        return not self.text.strip()
 
 
 def prompt_budget(model, max_new_tokens: int) -> int | None:
@@ -21,6 +37,17 @@ def prompt_budget(model, max_new_tokens: int) -> int | None:
     return budget
 
 
+def cut_at_stop(text: str, stop: Sequence[str], prompt: str = "") -> tuple[str, bool]:
+    """(text before the first stop sequence, whether one was found). A stop sequence may begin at the
+    end of the prompt (transformers matches it across the boundary): then nothing of the text is kept."""
+    if any(
+        s[:k] and prompt.endswith(s[:k]) and text.startswith(s[k:]) for s in stop for k in range(1, len(s))
+    ):
+        return "", True
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
 def generate(
     model,
     tokenizer,
@@ -28,18 +55,27 @@ def generate(
     max_new_tokens: int,
     batch_size: int = 8,
     temperature: float = 0.0,
-) -> list[str]:
-    """One completion per prompt, in order: the new text only. `tokenizer` must pad on the left."""
+    stop: Sequence[str] = (),
+) -> list[Completion]:
+    """One completion per prompt, in order. `tokenizer` must pad on the left.
+
+    A sequence that meets a stop sequence stops there (transformers' `stop_strings`), so a batch ends as
+    soon as each of its rows has finished rather than at the cap.
+    """
     import torch
 
     if tokenizer.padding_side != "left":
         raise ValueError("generate needs a left-padding tokenizer (load_tokenizer(..., for_generation=True))")
     budget = prompt_budget(model, max_new_tokens)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-    completions: list[str] = []
+    if stop:
+        sampling |= {"stop_strings": list(stop), "tokenizer": tokenizer}
+    ends = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    completions: list[Completion] = []
     for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
         enc = tokenizer(
-            prompts[start : start + batch_size],
+            batch,
             return_tensors="pt",
             padding=True,
             truncation=budget is not None,
@@ -56,5 +92,8 @@ def generate(
                 **sampling,
             )
         # left padding puts every prompt's end at the same column, so one slice drops all the prompts
-        completions += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        for prompt, row in zip(batch, out[:, enc["input_ids"].shape[1] :].tolist(), strict=True):
+            n = next((i for i, token in enumerate(row) if token in ends), len(row))
+            text, stopped = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stop, prompt)
+            completions.append(Completion(text, n, n >= max_new_tokens and not stopped))
     return completions

@@ -8,6 +8,7 @@ was busy); a bad request or a bad config fails at once.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import requests
 
@@ -64,3 +65,19 @@ def stage_task(spec: StageSpec, retry_delay_seconds: float = 10):
         return spec.build(cfg, inputs, force, context)
 
     return run_stage
+
+
+def publish_artifacts(stage: str, folder: Path) -> None:
+    """A stage's `report.md` and per-example tables as Prefect artifacts of the running flow (the UI's
+    Artifacts tab). Keys are per stage, so each run adds a version and the UI shows the history."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    from tasks.common.tracking import TABLES, table_rows
+
+    slug = stage.replace("_", "-")
+    if (folder / "report.md").is_file():
+        create_markdown_artifact((folder / "report.md").read_text(), key=f"{slug}-report")
+    for name in TABLES:
+        if (folder / name).is_file() and (rows := table_rows(folder / name)):
+            table_key = f"{slug}-{Path(name).stem.replace('_', '-')}"
+            create_table_artifact(rows, key=table_key, description=f"{stage}: {name}")

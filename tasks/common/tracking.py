@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks.common.io import REPO_ROOT
+from tasks.common.io import REPO_ROOT, iter_jsonl
 from tasks.common.stage import HOST, process_alive
 
 STORE_DIR = REPO_ROOT / "mlflow"
@@ -88,12 +88,15 @@ def end_orphaned_runs(name: str = EXPERIMENT) -> list[str]:
     return True
 
 
-def flatten(prefix: str, value: Any) -> dict[str, str]:
+def flatten(prefix: str, value: Any, as_text: bool = True) -> dict[str, Any]:
+    """Nested mappings as dotted keys; values as text (MLflow params) or, with as_text=False, numbers kept."""
     if isinstance(value, Mapping):
-        out: dict[str, str] = {}
+        out: dict[str, Any] = {}
         for k, v in value.items():
-            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v, as_text))
         return out
+    if not as_text and isinstance(value, int | float):
+        return {prefix: value}
     return {prefix: str(value)[:6000]}
 
 
@@ -130,8 +133,18 @@ ARTIFACTS = (
     "loss.png",
     "predictions.jsonl",
     "humaneval.jsonl",
+    "sklearn_doctests.jsonl",
+    "report.md",
     "registration.json",
+    "README.md",
 )
+# per-example files also logged as MLflow tables (the UI's artifact view shows them as sortable tables)
+TABLES = ("predictions.jsonl", "humaneval.jsonl", "sklearn_doctests.jsonl")
+
+
+def table_rows(path: Path) -> list[dict[str, Any]]:
+    """A JSONL file as flat rows: nested fields become dotted columns (scores.base.rougeL)."""
+    return [flatten("", row, as_text=False) for row in iter_jsonl(path)]
 
 
 def curve_metrics(stage: str, folder: Path) -> list:
@@ -164,6 +177,11 @@ def log_stage(
     for name in ARTIFACTS:
         if (folder / name).is_file():
             c.log_artifact(run_id, str(folder / name), artifact_path=f"stages/{stage}")
+    for name in TABLES:
+        if (folder / name).is_file() and (rows := table_rows(folder / name)):
+            import pandas as pd
+
+            c.log_table(run_id, pd.DataFrame(rows), f"stages/{stage}/{Path(name).stem}.table.json")
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:

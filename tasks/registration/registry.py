@@ -1,25 +1,79 @@
 """Log the fine-tuned model to MLflow with the transformers flavor, register a version, apply the gate.
 
+A version carries everything needed to use and to audit it: the weights (merged, or an adapter naming its
+hub base), the tokenizer, the prompt template (also as MLflow's `prompt_template`, so `mlflow models
+serve` formats requests as training did), the generation settings of the evaluation (the serving
+signature's params and defaults), the resolved pipeline config, the stage and evaluation-set keys and the
+git commit (MLmodel metadata, and version tags for search), the model card, and pinned requirements.
+
 Every new version gets the alias `challenger`; whether it also takes `champion` is gate.py's paired
-decision, recorded with its numbers and reason as version tags (`gate.*`) and in registration.json. The
-version's description carries the base model's card (name, licence, parameters, origin).
+decision, recorded with its numbers and reason as version tags (`gate.*`) and in registration.json.
+
+Idempotent per register stage key: the version is created with its `stage_key` tag in one call, so a
+retry or a re-run after a crash finds it and finishes the job (gate, tags, aliases) instead of adding a
+second version.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline_config.schema import EvaluateConfig, RegisterConfig
+from pipeline_config.schema import RegisterConfig
 from tasks.common import tracking
-from tasks.common.generation import generate
 from tasks.common.io import iter_jsonl, write_json, write_jsonl
-from tasks.common.models import load_tokenizer
+from tasks.common.templates import PromptTemplate
 from tasks.common.versions import library_versions
 from tasks.evaluation.metrics import per_example_scores
-from tasks.registration.gate import decide
+from tasks.registration.gate import Decision, decide
+from tasks.registration.serving import load_registered
 
 SERVING_LIBRARIES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "safetensors")
+SIGNATURE_EXAMPLE = ("Write a Python function that adds two numbers.", "def add(a, b):\n    return a + b")
+
+
+class RegistryUnavailable(RuntimeError):
+    """The tracking server did not answer; another attempt may succeed (Prefect retries it)."""
+
+    transient = True
+
+
+@contextmanager
+def reachable_registry(uri: str) -> Iterator[None]:
+    """Turn MLflow's "API request ... failed with exception" (after its own HTTP retries) into one clear,
+    retryable error; anything else (a bad name, a permission) is raised as it is."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as error:
+        if "failed with exception" not in str(error):
+            raise
+        raise RegistryUnavailable(
+            f"the MLflow registry at {uri} is unreachable ({str(error)[:200]}...). Nothing is lost: the "
+            "evaluation stays in the workspace, and re-running the register stage "
+            "(finetune run --config <profile> --only register) registers from it."
+        ) from error
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The model the pipeline hands to the registry, and the evidence about it."""
+
+    model_dir: Path  # adapter or full weights, tokenizer, prompt_template.json
+    is_adapter: bool
+    base: Mapping  # the base_model stage's outputs: model_dir, card, hub_id for hub models
+    predictions: Path  # the evaluate stage's per-example outputs and scores
+    metrics: Mapping  # the fine-tuned model's mean scores
+    eval_set_key: str
+    generation: Mapping  # max_new_tokens, stop, temperature: how the evaluation generated
+    lineage: Mapping  # stage_keys, benchmark_keys, git_commit, config_hash
+    config: Mapping  # the resolved pipeline config
+    card: str  # the model card (README.md)
+    stage_key: str  # the register stage's key: one version per key
 
 
 def pip_requirements() -> list[str]:
@@ -28,43 +82,83 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version}" for name, version in library_versions(SERVING_LIBRARIES).items()]
 
 
-def log_model(model_dir: Path, base: Mapping, is_adapter: bool, run_id: str, model_name: str):
-    """Log with the transformers flavor and register a new version.
+def log_model(c: Candidate, run_id: str):
+    """Log with the transformers flavor (no registration: see `register_version`).
 
     An adapter on a hub base is logged alone and names its base id. An adapter on any other base (a GGUF
     or scratch model lives in the workspace, which may be cleaned) is merged into it first, so the
     registered model loads on its own.
     """
     import mlflow
+    from huggingface_hub import ModelCard
+    from mlflow.models import infer_signature
     from transformers import AutoModelForCausalLM
 
-    tokenizer = load_tokenizer(model_dir)
-    hub_id = base.get("hub_id")
+    from tasks.common.models import load_tokenizer
+
+    tokenizer = load_tokenizer(c.model_dir)
+    template = PromptTemplate.load(c.model_dir)
+    hub_id, is_adapter = c.base.get("hub_id"), c.is_adapter
     if is_adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(
-            AutoModelForCausalLM.from_pretrained(base["model_dir"]), str(model_dir)
+            AutoModelForCausalLM.from_pretrained(c.base["model_dir"]), str(c.model_dir)
         )
         if not hub_id:
             model = model.merge_and_unload()
             is_adapter = False
     else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(c.model_dir)
+    defaults = {"max_new_tokens": int(c.generation["max_new_tokens"]), "do_sample": False}
+    metadata = {
+        "template": template.to_dict(),
+        "generation": dict(c.generation),
+        "eval_set_key": c.eval_set_key,
+        **c.lineage,
+        "config": c.config,
+    }
     with mlflow.start_run(run_id=run_id):
         return mlflow.transformers.log_model(
             transformers_model={"model": model, "tokenizer": tokenizer},
             name="model",
             task="text-generation",
             pip_requirements=pip_requirements(),
-            registered_model_name=model_name,
             base_model_path=hub_id if is_adapter else None,
+            signature=infer_signature([SIGNATURE_EXAMPLE[0]], [SIGNATURE_EXAMPLE[1]], params=defaults),
+            model_config=defaults,  # serving defaults: greedy, the evaluation's budget
+            prompt_template=template.without_input.replace("{instruction}", "{prompt}"),
+            metadata=metadata,
+            model_card=ModelCard(c.card),
         )
 
 
-def description(card: Mapping, metrics: Mapping, gate_metric: str) -> str:
-    facts = ", ".join(f"{k}: {card[k]}" for k in ("name", "license", "parameters", "origin") if card.get(k))
-    return f"Fine-tuned from {facts}. {gate_metric} = {metrics.get(gate_metric)}."
+def version_tags(c: Candidate, run_id: str) -> dict[str, str]:
+    """Searchable facts of a version: its scores, what it was evaluated on and what it was built from."""
+    tags = {f"metric.{name}": value for name, value in c.metrics.items()}
+    tags |= {f"stage.{name}.key": key for name, key in c.lineage["stage_keys"].items()}
+    tags |= {f"benchmark.{name}.key": key for name, key in c.lineage.get("benchmark_keys", {}).items()}
+    tags |= {
+        "stage_key": c.stage_key,
+        "pipeline_run_id": run_id,
+        "eval_set_key": c.eval_set_key,  # scores compare on one set only
+        "git_commit": c.lineage["git_commit"],
+        "config_hash": c.lineage["config_hash"],
+    }
+    return {k: str(v) for k, v in tags.items()}
+
+
+def find_version(client, model_name: str, stage_key: str):
+    """The version an earlier attempt of this very stage key registered, if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name = '{model_name}' and tags.stage_key = '{stage_key}'")
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return max(found, key=lambda v: int(v.version), default=None)
 
 
 def current_champion(client, model_name: str):
@@ -72,17 +166,18 @@ def current_champion(client, model_name: str):
 
     try:
         return client.get_model_version_by_alias(model_name, "champion")
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        # no such model, or no such alias; an unreachable server is not "no champion"
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def scores_from_predictions(path: Path, system: str, metric: str) -> dict[str, float]:
     return {r["id"]: r["scores"][system][metric] for r in iter_jsonl(path)}
 
 
-def champion_scores(
-    champion, rows: list[dict], metric: str, eval_set_key: str, evaluate: EvaluateConfig, cache: Path
-):
+def champion_scores(champion, rows: list[dict], metric: str, c: Candidate, cache: Path, batch_size: int):
     """The champion's per-example scores on this evaluation set.
 
     Scored on this very set before: read from its run's predictions. Otherwise it is scored again here,
@@ -91,7 +186,7 @@ def champion_scores(
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    if champion.tags.get("eval_set_key") == eval_set_key:
+    if champion.tags.get("eval_set_key") == c.eval_set_key:
         try:
             path = mlflow.artifacts.download_artifacts(
                 run_id=champion.run_id, artifact_path="stages/evaluate/predictions.jsonl"
@@ -99,22 +194,13 @@ def champion_scores(
             return scores_from_predictions(Path(path), "finetuned", metric)
         except (MlflowException, OSError, KeyError):
             pass  # its run or its artifacts are gone: score it again below
-    cached = cache / f"{champion.name}-v{champion.version}-{eval_set_key}.jsonl"
+    cached = cache / f"{champion.name}-v{champion.version}-{c.eval_set_key}.jsonl"
     if not cached.is_file():
-        components = mlflow.transformers.load_model(
-            f"models:/{champion.name}/{champion.version}", return_type="components"
-        )
-        tokenizer = components["tokenizer"]
-        tokenizer.padding_side = tokenizer.truncation_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model = components["model"].eval()
-        outputs = generate(
-            model, tokenizer, [r["prompt"] for r in rows], evaluate.max_new_tokens, evaluate.batch_size
-        )
+        loaded = load_registered(f"models:/{champion.name}/{champion.version}")
+        outputs = loaded.complete([r["prompt"] for r in rows], c.generation["max_new_tokens"], batch_size)
         cached.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(
-            cached, ({"id": r["id"], "output": o.strip()} for r, o in zip(rows, outputs, strict=True))
+            cached, ({"id": r["id"], "output": o.text.strip()} for r, o in zip(rows, outputs, strict=True))
         )
     outputs = {r["id"]: r["output"] for r in iter_jsonl(cached)}
     per = per_example_scores([outputs[r["id"]] for r in rows], [r["reference"] for r in rows])
@@ -122,55 +208,78 @@ def champion_scores(
 
 
 def register_model(
-    model_dir: Path,
-    predictions: Path,
-    metrics: Mapping,
+    c: Candidate,
     out_dir: Path,
     run_id: str,
-    base: Mapping,
-    is_adapter: bool,
     cfg: RegisterConfig,
-    evaluate: EvaluateConfig,
-    eval_set_key: str,
     cache: Path,
+    batch_size: int = 8,
     seed: int = 0,
 ) -> dict:
-    """`base`: the base_model stage's outputs (model_dir, card, hub_id for hub models); `predictions`: the
-    evaluate stage's per-example outputs and scores; `cache`: where re-scored champions' outputs are kept."""
+    """Register `c` (or find the version an earlier attempt registered), gate it, move the aliases.
+
+    `cache`: where re-scored champions' outputs are kept.
+    """
+    (out_dir / "README.md").write_text(c.card)  # the card beside the model in the workspace
+    with reachable_registry(tracking.tracking_uri()):
+        return _register(c, out_dir, run_id, cfg, cache, batch_size, seed)
+
+
+def _register(c: Candidate, out_dir: Path, run_id: str, cfg: RegisterConfig, cache, batch_size, seed) -> dict:
+    import mlflow
+
     client = tracking.client()
-    metric = cfg.gate_metric
-    rows = list(iter_jsonl(predictions))
-    champion = current_champion(client, cfg.model_name)
-    their = champion_scores(champion, rows, metric, eval_set_key, evaluate, cache) if champion else None
-    info = log_model(model_dir, base, is_adapter, run_id, cfg.model_name)
-    version = str(info.registered_model_version)
-    client.update_model_version(cfg.model_name, version, description(base.get("card", {}), metrics, metric))
-    tags = {f"metric.{name}": value for name, value in metrics.items()}
-    tags |= {"pipeline_run_id": run_id, "eval_set_key": eval_set_key}  # scores compare on one set only
-    decision = decide(
-        scores_from_predictions(predictions, "finetuned", metric),
-        scores_from_predictions(predictions, "base", metric),
-        their,
-        metric,
-        cfg.min_improvement,
-        str(champion.version) if champion else None,
-        seed,
-    )
-    tags |= {"gate.promoted": decision.promote, "gate.reason": decision.reason}
+    name, metric = cfg.model_name, cfg.gate_metric
+    existing = find_version(client, name, c.stage_key)
+    decision = None
+    if existing and "gate.decision" in existing.tags:  # decided before a crash: keep that decision
+        decision = Decision(**json.loads(existing.tags["gate.decision"]))
+    if decision is None:
+        champion = current_champion(client, name)
+        rows = list(iter_jsonl(c.predictions))
+        their = champion_scores(champion, rows, metric, c, cache, batch_size) if champion else None
+        decision = decide(
+            scores_from_predictions(c.predictions, "finetuned", metric),
+            scores_from_predictions(c.predictions, "base", metric),
+            their,
+            metric,
+            cfg.min_improvement,
+            str(champion.version) if champion else None,
+            seed,
+        )
+    tags = version_tags(c, run_id)
+    if existing:
+        version = str(existing.version)
+    else:
+        info = log_model(c, run_id)
+        # created with its stage_key tag in one call: a retry after any later crash finds it
+        version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)
+    client.update_model_version(name, version, description(c.base.get("card", {}), c.metrics, metric))
+    tags |= {
+        "gate.promoted": str(decision.promote),
+        "gate.reason": decision.reason,
+        "gate.decision": json.dumps(decision.record()),
+    }
     for key, value in tags.items():
-        client.set_model_version_tag(cfg.model_name, version, key, str(value))
-    client.set_registered_model_alias(cfg.model_name, "challenger", version)
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, "challenger", version)
     if decision.promote:
-        client.set_registered_model_alias(cfg.model_name, "champion", version)
+        client.set_registered_model_alias(name, "champion", version)
     record = {
         "tracking_uri": tracking.tracking_uri(),
         "run_id": run_id,
-        "model_name": cfg.model_name,
+        "model_name": name,
         "version": version,
-        "model_uri": info.model_uri,
-        "aliases": sorted(client.get_model_version(cfg.model_name, version).aliases),
+        "model_uri": f"models:/{name}/{version}",
+        "aliases": sorted(client.get_model_version(name, version).aliases),
         "promoted": decision.promote,
+        "reused_version": existing is not None,
         "gate": decision.record(),
     }
     write_json(out_dir / "registration.json", record)
     return {"rows_in": 1, "rows_out": 1, **record}
+
+
+def description(card: Mapping, metrics: Mapping, gate_metric: str) -> str:
+    facts = ", ".join(f"{k}: {card[k]}" for k in ("name", "license", "parameters", "origin") if card.get(k))
+    return f"Fine-tuned from {facts}. {gate_metric} = {metrics.get(gate_metric)}."

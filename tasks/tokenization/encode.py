@@ -8,9 +8,9 @@ from pathlib import Path
 from pipeline_config.schema import SplitConfig, TokenizeConfig
 from tasks.common.io import iter_jsonl
 from tasks.common.splits import eval_set_key, split_rows
+from tasks.common.templates import get_template
 from tasks.tokenization.fim import FIM_PREFIX, fim_transform
 from tasks.tokenization.packing import pack_rows
-from tasks.tokenization.templates import format_prompt
 
 IGNORE = -100
 
@@ -47,13 +47,14 @@ def tokenize_pairs(
         raise ValueError(f"tokenizer at {model_path} has no eos token")
     if cfg.fim_rate > 0 and FIM_PREFIX not in tokenizer.get_vocab():
         raise ValueError(f"tokenize.fim_rate > 0 but the tokenizer at {model_path} has no {FIM_PREFIX} token")
+    template = get_template(cfg.template)
     pairs = list(iter_jsonl(pairs_path))
     train_idx, test_idx, split_counts = split_rows(pairs, split, seed)
     rng = random.Random(seed)
 
     def encode(i: int, train: bool) -> tuple[dict, bool]:
         p = pairs[i]
-        prompt = format_prompt(cfg.template, p["instruction"], p.get("input", ""))
+        prompt = template.format(p["instruction"], p.get("input", ""))
         response = p["output"]
         if train and cfg.fim_rate and rng.random() < cfg.fim_rate:
             prompt, response = "", fim_transform(prompt + response, rng)  # FIM rows learn on every token
@@ -70,6 +71,7 @@ def tokenize_pairs(
     DatasetDict(
         {"train": Dataset.from_list(train_rows), "test": Dataset.from_list([r for r, _ in test])}
     ).save_to_disk(str(out_dir / "dataset"))
+    template.save(out_dir)  # travels on with the model (tasks/common/templates.py)
     train_tokens = sum(len(r["input_ids"]) for r in train_rows)
     return {
         "eval_set_key": eval_set_key([r for r, _ in test]),

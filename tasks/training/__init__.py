@@ -1,7 +1,8 @@
 """Stage train: supervised fine-tuning with TRL's SFTTrainer; LoRA, QLoRA or full fine-tuning.
 
-Output: `model/` (the adapter, or the full weights, plus the tokenizer), `log_history.json`, `loss.png`;
-manifest outputs `model_dir` and `adapter` (whether `model_dir` holds an adapter for the base model).
+Output: `model/` (the adapter, or the full weights, plus the tokenizer and the prompt template),
+`log_history.json`, `loss.png`; manifest outputs `model_dir` and `adapter` (whether `model_dir` holds an
+adapter for the base model).
 
 Run alone: `finetune run --config pipeline_config/offline.yaml --only train`.
 """
@@ -18,6 +19,7 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         inputs["tokenize"].file("dataset_dir"),
         out_dir,
         inputs["base_model"].file("model_dir"),
+        inputs["tokenize"].file("template"),
         cfg.train,
         cfg.seed,
         cfg.model.trust_remote_code,

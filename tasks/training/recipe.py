@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 from pipeline_config.schema import TrainConfig
 from tasks.common.models import load_causal_lm, load_tokenizer, pick_device
 from tasks.common.prefect import logger
+from tasks.common.templates import TEMPLATE_FILE
 from tasks.training.plots import plot_losses
 
 
@@ -110,10 +112,12 @@ def train_model(
     dataset_dir: Path,
     out_dir: Path,
     model_path: str,
+    template_file: Path,
     cfg: TrainConfig,
     seed: int,
     trust_remote_code: bool = False,
 ) -> dict:
+    """Fine-tune; `template_file` (the tokenize stage's prompt template) is stored with the model."""
     import torch
     from datasets import load_from_disk
     from transformers import set_seed
@@ -140,6 +144,7 @@ def train_model(
     final_eval = trainer.evaluate(test)
     trainer.model.save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
+    shutil.copyfile(template_file, out_dir / "model" / TEMPLATE_FILE)
     history = trainer.state.log_history
     (out_dir / "log_history.json").write_text(json.dumps(history, indent=1))
     plot_losses(history, out_dir / "loss.png")

@@ -77,6 +77,68 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
     assert {"stages/train/loss.png", "stages/train/report.json", "stages/train/log_history.json"} <= artifacts
 
 
+def test_registered_version_carries_its_lineage_and_card(cold, tiny_config):
+    stages = cold["stages"]
+    version = mlflow.MlflowClient().get_model_version("e2e-model", "1")
+    for name in ("scrape", "synthesize", "clean", "tokenize", "train", "evaluate"):
+        assert version.tags[f"stage.{name}.key"] == stages[name]["key"], name
+    assert version.tags["stage_key"] == stages["register"]["key"]  # not forced: the plain key
+    assert len(version.tags["git_commit"].removesuffix("-dirty")) == 40
+    evaluated = json.loads((Path(stages["evaluate"]["path"]) / "manifest.json").read_text())["outputs"]
+    assert version.tags["benchmark.humaneval.key"] == evaluated["benchmark_keys"]["humaneval"]
+    metadata = mlflow.models.get_model_info("models:/e2e-model/1").metadata
+    assert metadata["template"]["name"] == "alpaca" and metadata["generation"] == evaluated["generation"]
+    assert (
+        metadata["config"]["train"]["lora"]["r"] == 4
+        and metadata["stage_keys"]["train"] == stages["train"]["key"]
+    )
+    card = (Path(stages["register"]["path"]) / "README.md").read_text()
+    assert card.startswith("---\nbase_model: scratch-llama\n")  # Hugging Face card metadata
+    assert "echo input (baseline)" in card and stages["tokenize"]["key"] in card
+    # MLflow stores the card's text and its metadata apart
+    logged = Path(mlflow.artifacts.download_artifacts("models:/e2e-model/1"))
+    assert card.endswith((logged / "model_card.md").read_text())
+    assert yaml.safe_load((logged / "model_card_data.yaml").read_text())["base_model"] == "scratch-llama"
+
+
+def test_registered_model_reproduces_the_evaluation(cold, tiny_config, capsys):
+    """models:/...: loaded back with its stored template and generation settings, the registered model
+    writes what the evaluation recorded for the fine-tuned model; `finetune generate` is that path."""
+    from tasks.registration.serving import load_registered
+
+    predictions = Path(cold["stages"]["evaluate"]["path"]) / "predictions.jsonl"
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()][:3]
+    model = load_registered("models:/e2e-model/1")
+    assert [c.text.strip() for c in model.complete([r["prompt"] for r in rows])] == [
+        r["finetuned"] for r in rows
+    ]
+    instruction = "Write a Python function `add`."
+    assert main(["generate", "--config", str(tiny_config), "--model", "1", instruction]) == 0
+    expected = model.complete([model.format(instruction)])[0].text.strip()
+    assert capsys.readouterr().out == expected + "\n"
+    assert main(["generate", "--config", str(tiny_config), "--model", "9", "x"]) == 1
+    assert "cannot load '9'" in capsys.readouterr().err
+
+
+def test_evaluation_is_published_as_prefect_artifacts(cold):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            flow_run = ArtifactFilterFlowRunId(any_=[cold["prefect_flow_run_id"]])
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=flow_run))
+
+    artifacts = {a.key: a for a in asyncio.run(read())}
+    assert {"evaluate-report", "evaluate-predictions", "evaluate-humaneval"} <= set(artifacts)
+    assert "echo input (baseline)" in artifacts["evaluate-report"].data
+    table = artifacts["evaluate-predictions"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert len(table) == 4 and "scores.finetuned.rougeL" in table[0]  # tiny.yaml: max_samples 4
+
+
 def prefect_task_states(flow_run_id: str) -> dict[str, str]:
     import asyncio
 
@@ -147,8 +209,10 @@ def test_force_outside_only_is_refused(prefect_server, tiny_config, capsys):
 
 def test_register_is_redone_when_the_registry_lost_the_version(cold, tiny_config):
     client = mlflow.MlflowClient()
-    latest = max(int(v.version) for v in client.search_model_versions("name='e2e-model'"))
-    client.delete_model_version("e2e-model", str(latest))  # the MLflow store lost it; the workspace kept it
+    versions = [v.version for v in client.search_model_versions("name='e2e-model'")]
+    for version in versions:  # the MLflow store lost them; the workspace kept its register output
+        client.delete_model_version("e2e-model", version)
+    latest = max(int(v) for v in versions)
     again = finetune(config_path=str(tiny_config))
     assert again["stages"]["register"]["status"] == "executed"
     assert again["stages"]["evaluate"]["status"] == "cached"

@@ -13,6 +13,7 @@ import torch
 from builders import tokenized_dataset
 
 from pipeline_config.schema import EvaluateConfig, TokenizeConfig
+from tasks.common.templates import ALPACA
 from tasks.evaluation.compare import evaluate_models
 from tasks.evaluation.metrics import perplexity, rouge
 
@@ -134,6 +135,7 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
     out = tmp_path_factory.mktemp("adapter")
     peft_model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    ALPACA.save(out)  # the template travels with the model
     return out
 
 
@@ -177,7 +179,7 @@ def test_generate_truncates_long_prompts_from_the_left(tiny) -> None:
     got = generate(Spy(), tokenizer, [long_prompt, short_prompt], cfg.max_new_tokens, cfg.batch_size)
     assert seen[0][0].tolist() == prompt_ids[-budget:]
     assert tokenizer.decode(prompt_ids[-budget:]).endswith("### Response:\n")
-    assert [g.strip() for g in got] == [
+    assert [g.text.strip() for g in got] == [
         greedy(model, tokenizer, prompt_ids[-budget:], 5),
         greedy(model, tokenizer, short_prompt, 5),
     ]
@@ -227,7 +229,22 @@ def test_evaluate_models_end_to_end(
             assert pred["base"] == greedy(finetuned, tokenizer, pred["prompt"], 6)
         assert pred["finetuned"] == greedy(finetuned, tokenizer, pred["prompt"], 6)
 
-    assert set(report) == {"rows_in", "rows_out", "base", "finetuned", "echo_input", "delta", "delta_vs_echo"}
+    assert set(report) == {
+        "rows_in",
+        "rows_out",
+        "base",
+        "finetuned",
+        "echo_input",
+        "delta",
+        "delta_vs_echo",
+        "generation",
+    }
+    assert report["generation"]["max_new_tokens"] == 6 and report["generation"]["stop"] == list(ALPACA.stop)
+    for name in ("base", "finetuned"):  # a random model never ends on its own within 6 tokens
+        assert report["generation"][name]["hit_cap"] + report["generation"][name]["empty"] >= 1
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| rougeL | " in markdown and "echo input (baseline)" in markdown
+    assert f"{report['finetuned']['rougeL']:.3f} [" in markdown
     metrics = ROUGE_KEYS | {"exact_match", "perplexity"}
     assert (
         set(report["base"]) == set(report["finetuned"]) == metrics | {"ci"} == set(report["delta"]) | {"ci"}
@@ -273,6 +290,7 @@ def test_evaluate_models_full_weights(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CPU fp32, as the references
 
     other = build_tiny_model(tmp_path / "other", seed=5)
+    ALPACA.save(other)
     tokenized, _ = tokenized_dataset(
         tmp_path_factory, tiny_model_dir, 20, TokenizeConfig(max_length=200), seed=0
     )
@@ -315,3 +333,34 @@ def test_exact_match_ignores_whitespace_runs_only():
         0.0,
         0.0,
     ]
+
+
+def test_generate_ends_each_row_at_a_stop_sequence_and_counts_tokens(tiny) -> None:
+    """The tiny random model repeats itself: "import os" -> "sss...", "return" -> "turnturn...",
+    "class Counter:" -> "::::..."."""
+    from tasks.common.generation import generate
+
+    model, tokenizer = tiny
+    free, stopped, straddling = generate(
+        model, tokenizer, ["import os", "return", "class Counter:"], 12, stop=["turn", "::"]
+    )
+    assert (free.text, free.new_tokens, free.hit_cap) == ("s" * 12, 12, True)  # ran on to the cap
+    assert (stopped.text, stopped.new_tokens, stopped.hit_cap) == ("", 1, False)  # its row ended at once
+    # "::" begins with the prompt's last ":": generation stops after one token and keeps nothing of it
+    assert (straddling.text, straddling.new_tokens, straddling.hit_cap) == ("", 1, False)
+    assert generate(model, tokenizer, ["return"], 3)[0].text == "turn" * 3  # without stop sequences
+
+
+def test_new_token_budget_follows_the_references(tiny) -> None:
+    from tasks.evaluation.compare import new_token_budget
+
+    _, tokenizer = tiny
+    references = ["x = 1"] * 19 + ["y = [" + "1, " * 200 + "]"]  # one outlier above the 95th percentile
+    lengths = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) + 1 for r in references]
+    auto = new_token_budget(EvaluateConfig(max_new_tokens="auto"), references, tokenizer)
+    assert auto["max_new_tokens"] == 16  # p95 is a short reference: rounded up to 16
+    assert auto["references_longer"] == 1 and auto["reference_tokens_max"] == max(lengths)
+    capped = new_token_budget(EvaluateConfig(max_new_tokens_cap=8), ["y = [" + "1, " * 50 + "]"], tokenizer)
+    assert capped["max_new_tokens"] == 8 and capped["references_longer"] == 1
+    fixed = new_token_budget(EvaluateConfig(max_new_tokens=40), references, tokenizer)
+    assert fixed["max_new_tokens"] == 40 and fixed["rule"] == "evaluate.max_new_tokens"

@@ -9,10 +9,11 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline_config.schema import EvaluateConfig, RegisterConfig
+from pipeline_config.schema import RegisterConfig
 from tasks.common import tracking
+from tasks.common.templates import ALPACA
 from tasks.registration.gate import decide
-from tasks.registration.registry import register_model
+from tasks.registration.registry import Candidate, register_model
 
 IDS = [f"ex{i}" for i in range(30)]
 WIGGLE = [((i * 7) % 11 - 5) / 100 for i in range(30)]  # deterministic per-example noise, mean ~0
@@ -52,14 +53,42 @@ def test_gate_decision(challenger, base, champion, margin, promote, reason):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:  # noqa: F811
-    """A trained-model folder layout (`<root>/model/`) holding a copy of the shared tiny model; a copy,
-    so that nothing registering it does can touch the session-wide original."""
+    """A trained-model folder layout (`<root>/model/`) holding a copy of the shared tiny model and its
+    prompt template; a copy, so that nothing registering it does can touch the session-wide original."""
     root = tmp_path_factory.mktemp("trained")
     shutil.copytree(tiny_model_dir, root / "model")
+    ALPACA.save(root / "model")
     return root
 
 
-def register(model_dir: Path, tmp_path: Path, level: float, name: str, eval_set: str = "set-a") -> dict:
+GENERATION = {"max_new_tokens": 4, "stop": list(ALPACA.stop), "temperature": 0.0}
+
+
+def candidate(model_dir: Path, predictions: Path, level: float, eval_set: str, stage_key: str) -> Candidate:
+    lineage = {
+        "stage_keys": {"scrape": "k-scrape", "train": "k-train"},
+        "benchmark_keys": {"humaneval": "k-he"},
+        "git_commit": "abc123",
+        "config_hash": "cfg-hash",
+    }
+    return Candidate(
+        model_dir=model_dir / "model",
+        is_adapter=False,
+        base={"model_dir": str(model_dir / "model"), "card": {"name": "tiny", "license": "apache-2.0"}},
+        predictions=predictions,
+        metrics={"rougeL": level, "perplexity": 3.0},
+        eval_set_key=eval_set,
+        generation=GENERATION,
+        lineage=lineage,
+        config={"name": "test", "train": {"method": "full"}},
+        card="---\nlicense: apache-2.0\n---\n# card of the test model\n",
+        stage_key=stage_key,
+    )
+
+
+def register(
+    model_dir: Path, tmp_path: Path, level: float, name: str, eval_set: str = "set-a", stage_key: str = ""
+) -> dict:
     """Register the tiny model as a run whose evaluation scored `level` (+ noise) on every example of
     `eval_set`, its base 0.05; the evaluate stage's predictions are logged to the run as the runner does."""
     run_id = tracking.start_run({"x": 1}, "test", {})
@@ -73,22 +102,10 @@ def register(model_dir: Path, tmp_path: Path, level: float, name: str, eval_set:
     ]
     predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     mlflow.MlflowClient().log_artifact(run_id, str(predictions), artifact_path="stages/evaluate")
-    base = {"model_dir": str(model_dir / "model"), "card": {"name": "tiny", "license": "apache-2.0"}}
-    metrics = {"rougeL": level, "perplexity": 3.0}
-    result = register_model(
-        model_dir / "model",
-        predictions,
-        metrics,
-        out,
-        run_id,
-        base,
-        False,
-        RegisterConfig(model_name=name),
-        EvaluateConfig(max_new_tokens=4, batch_size=8),
-        eval_set,
-        tmp_path / "cache",
-    )
+    c = candidate(model_dir, predictions, level, eval_set, stage_key or run_id)
+    result = register_model(c, out, run_id, RegisterConfig(model_name=name), tmp_path / "cache")
     assert json.loads((out / "registration.json").read_text())["version"] == result["version"]
+    assert (out / "README.md").read_text() == c.card
     return result
 
 

@@ -12,10 +12,10 @@ from builders import make_pairs, tokenized_dataset, write_pairs
 from pipeline_config.schema import SplitConfig, TokenizeConfig
 from tasks.base_model.scratch import EOS
 from tasks.common.splits import eval_set_key, split_rows
+from tasks.common.templates import format_prompt
 from tasks.tokenization.encode import IGNORE, encode_pair, tokenize_pairs
 from tasks.tokenization.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, fim_transform
 from tasks.tokenization.packing import pack_rows
-from tasks.tokenization.templates import format_prompt
 
 # --------------------------------------------------------------------------------------------------------
 # format_prompt

@@ -13,6 +13,7 @@ from builders import tokenized_dataset
 
 from pipeline_config.schema import LoraSection, QuantizationSection, SplitConfig, TokenizeConfig, TrainConfig
 from tasks.common.models import pick_device
+from tasks.common.templates import TEMPLATE_FILE
 from tasks.training.recipe import lora_config, quantization_config, train_model
 
 # --------------------------------------------------------------------------------------------------------
@@ -173,7 +174,14 @@ def test_train_lora_loss_decreases_and_saves_adapter(
 ) -> None:
     from datasets import load_from_disk
 
-    report = train_model(tokenized / "dataset", tmp_path, str(tiny_model_dir), train_cfg("lora"), seed=0)
+    report = train_model(
+        tokenized / "dataset",
+        tmp_path,
+        str(tiny_model_dir),
+        tokenized / TEMPLATE_FILE,
+        train_cfg("lora"),
+        seed=0,
+    )
     assert report["method"] == "lora" and report["adapter"] is True and report["device"] == "cpu"
     assert report["steps"] == 30
     assert report["rows_in"] == len(load_from_disk(str(tokenized / "dataset"))["train"])
@@ -195,6 +203,7 @@ def test_train_lora_loss_decreases_and_saves_adapter(
     assert (model_dir / "adapter_model.safetensors").is_file()
     assert not (model_dir / "model.safetensors").exists()  # an adapter, not full weights
     assert (model_dir / "tokenizer.json").is_file()
+    assert (model_dir / TEMPLATE_FILE).read_bytes() == (tokenized / TEMPLATE_FILE).read_bytes()
     assert lora_b_norm(model_dir) > 0
 
 
@@ -207,7 +216,12 @@ def test_train_full_saves_weights_and_trains_everything(
     from safetensors.torch import load_file
 
     report = train_model(
-        tokenized / "dataset", tmp_path, str(tiny_model_dir), train_cfg("full", lora=None), seed=0
+        tokenized / "dataset",
+        tmp_path,
+        str(tiny_model_dir),
+        tokenized / TEMPLATE_FILE,
+        train_cfg("full", lora=None),
+        seed=0,
     )
     assert report["method"] == "full" and report["adapter"] is False
     assert report["trainable_parameters"] == report["total_parameters"] > 0
@@ -240,7 +254,9 @@ def test_train_qlora_on_cpu(tokenized: Path, tiny_model_dir: Path, tmp_path: Pat
     assert q_proj.weight.quant_state.quant_type == "nf4"
     del model
 
-    report = train_model(tokenized / "dataset", tmp_path, str(tiny_model_dir), cfg, seed=0)
+    report = train_model(
+        tokenized / "dataset", tmp_path, str(tiny_model_dir), tokenized / TEMPLATE_FILE, cfg, seed=0
+    )
     assert report["method"] == "qlora" and report["adapter"] is True and report["steps"] == 6
     losses = logged_losses(tmp_path)
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
@@ -267,7 +283,9 @@ def test_train_qlora_on_cuda_bf16(tokenized: Path, tiny_model_dir: Path, tmp_pat
         max_steps=6,
         logging_steps=2,
     )
-    report = train_model(tokenized / "dataset", tmp_path, str(tiny_model_dir), cfg, seed=0)
+    report = train_model(
+        tokenized / "dataset", tmp_path, str(tiny_model_dir), tokenized / TEMPLATE_FILE, cfg, seed=0
+    )
     assert report["device"] == "cuda" and report["steps"] == 6
     assert report["last_logged_loss"] < report["first_logged_loss"]
     assert lora_b_norm(tmp_path / "model") > 0

@@ -26,7 +26,7 @@ class LocalTeacher:
         # outputs, yet a repeated call does not return the very same samples again.
         torch.manual_seed(self.seed + self._calls)
         self._calls += 1
-        return generate(
+        completions = generate(
             self.model,
             self.tokenizer,
             prompts,
@@ -34,3 +34,4 @@ class LocalTeacher:
             self.batch_size,
             self.cfg.temperature,
         )
+        return [c.text for c in completions]

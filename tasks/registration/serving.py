@@ -1,0 +1,59 @@
+"""A registered model loaded back with what it was registered with: the prompt template it was trained
+with and the generation settings it was evaluated with (both in the version's MLmodel metadata). The
+champion re-scoring of the gate and `finetune generate` load models through here, so both generate as the
+evaluation did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.common.generation import Completion, generate
+from tasks.common.templates import PromptTemplate
+
+ALIASES = ("champion", "challenger")
+
+
+def model_uri(model: str, model_name: str) -> str:
+    """ "champion" / "challenger" (aliases), a version number, or a full models:/ URI."""
+    if model.startswith("models:/"):
+        return model
+    if model in ALIASES:
+        return f"models:/{model_name}@{model}"
+    if model.isdigit():
+        return f"models:/{model_name}/{model}"
+    raise ValueError(f"--model {model!r}: expected champion, challenger, a version number or models:/...")
+
+
+@dataclass
+class RegisteredModel:
+    uri: str
+    model: Any
+    tokenizer: Any
+    template: PromptTemplate
+    generation: dict  # max_new_tokens, stop, temperature: as the evaluation generated
+
+    def complete(
+        self, prompts: list[str], max_new_tokens: int | None = None, batch_size: int = 8
+    ) -> list[Completion]:
+        """Generate for prompts already formatted with `template` (see `format`)."""
+        budget = max_new_tokens or self.generation["max_new_tokens"]
+        return generate(self.model, self.tokenizer, prompts, budget, batch_size, stop=self.template.stop)
+
+    def format(self, instruction: str, input_text: str = "") -> str:
+        return self.template.format(instruction, input_text)
+
+
+def load_registered(uri: str) -> RegisteredModel:
+    import mlflow
+
+    metadata = mlflow.models.get_model_info(uri).metadata or {}
+    if "template" not in metadata or "generation" not in metadata:
+        raise ValueError(f"{uri} was not registered by this pipeline: its MLmodel has no template metadata")
+    components = mlflow.transformers.load_model(uri, return_type="components")
+    tokenizer = components["tokenizer"]
+    tokenizer.padding_side = tokenizer.truncation_side = "left"  # as load_tokenizer(for_generation=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    template = PromptTemplate.from_dict(metadata["template"])
+    return RegisteredModel(uri, components["model"].eval(), tokenizer, template, metadata["generation"])

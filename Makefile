@@ -17,7 +17,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast lint bench clean
+.PHONY: setup run test test-fast lint bench tracking-server clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,11 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
+
+# the MLflow UI and REST API over mlflow/mlflow.db on http://127.0.0.1:5000 (PORT=... to move it); point
+# runs at it with MLFLOW_TRACKING_URI=http://127.0.0.1:5000
+tracking-server: setup
+	mlflow/server.sh
 
 clean:
 	rm -rf workspace mlflow/mlflow.db mlflow/artifacts

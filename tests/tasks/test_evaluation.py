@@ -364,3 +364,27 @@ def test_new_token_budget_follows_the_references(tiny) -> None:
     assert capped["max_new_tokens"] == 8 and capped["references_longer"] == 1
     fixed = new_token_budget(EvaluateConfig(max_new_tokens=40), references, tokenizer)
     assert fixed["max_new_tokens"] == 40 and fixed["rule"] == "evaluate.max_new_tokens"
+
+
+def test_a_model_that_writes_nothing_scores_zero_and_is_counted(
+    tmp_path_factory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path, adapter_dir: Path
+) -> None:
+    """Only the end-of-sequence token (an empty completion) from both models: scored 0, reported, and the
+    echo baseline still stands beside them."""
+    from tasks.common.generation import Completion
+    from tasks.evaluation import compare
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(
+        compare, "generate", lambda m, t, prompts, *a, **k: [Completion("", 1, False)] * len(prompts)
+    )
+    tokenized, _ = tokenized_dataset(
+        tmp_path_factory, tiny_model_dir, 20, TokenizeConfig(max_length=200), seed=0
+    )
+    cfg = EvaluateConfig(max_samples=3, max_new_tokens=6, batch_size=3)
+    report = evaluate_models(tokenized / "dataset", adapter_dir, tmp_path, str(tiny_model_dir), True, cfg)
+    for name in ("base", "finetuned"):
+        assert report["generation"][name] == {"hit_cap": 0, "empty": 3, "mean_new_tokens": 1.0}
+        assert report[name]["rougeL"] == 0.0 and report[name]["ci"]["rougeL"] == [0.0, 0.0]
+    assert report["echo_input"]["rougeL"] > 0.0
+    assert "base: 0 hit the cap, 3 empty" in (tmp_path / "report.md").read_text()

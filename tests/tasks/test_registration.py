@@ -154,3 +154,88 @@ def test_registered_model_loads_on_its_own(model_dir, tmp_path):
     import importlib.metadata
 
     assert f"transformers=={importlib.metadata.version('transformers')}" in requirements.read_text().split()
+
+
+def test_registration_is_idempotent_per_stage_key(model_dir, tmp_path, monkeypatch):
+    """A retry, or a re-run after a crash between creating the version and moving the aliases, finishes
+    the job on the version it created instead of adding a second one."""
+    from mlflow import MlflowClient
+
+    name = "idempotent-test"
+    calls = {"n": 0}
+    real = MlflowClient.set_registered_model_alias
+
+    def crash_once(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("killed between registering and aliasing")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", crash_once)
+    with pytest.raises(RuntimeError, match="killed between"):
+        register(model_dir, tmp_path, 0.30, name, stage_key="key-1")
+    monkeypatch.undo()
+    again = register(model_dir, tmp_path, 0.30, name, stage_key="key-1")
+    assert (
+        again["version"] == "1" and again["reused_version"] and again["aliases"] == ["challenger", "champion"]
+    )
+    assert register(model_dir, tmp_path, 0.30, name, stage_key="key-1")["version"] == "1"
+    assert [str(v.version) for v in mlflow.MlflowClient().search_model_versions(f"name = '{name}'")] == ["1"]
+    assert register(model_dir, tmp_path, 0.30, name, stage_key="key-2")["version"] == "2"  # another key
+
+
+def test_version_carries_template_generation_lineage_and_serving_params(model_dir, tmp_path):
+    result = register(model_dir, tmp_path, 0.30, "lineage-test")
+    uri = f"models:/lineage-test/{result['version']}"
+    tags = mlflow.MlflowClient().get_model_version("lineage-test", result["version"]).tags
+    assert (tags["stage.scrape.key"], tags["benchmark.humaneval.key"], tags["git_commit"]) == (
+        "k-scrape",
+        "k-he",
+        "abc123",
+    )
+    info = mlflow.models.get_model_info(uri)
+    assert info.metadata["template"] == ALPACA.to_dict() | {"stop": list(ALPACA.stop)}
+    assert info.metadata["generation"] == GENERATION and info.metadata["config"]["name"] == "test"
+    # `mlflow models serve` formats a request with the training template and takes generation params
+    assert info.metadata["prompt_template"] == ALPACA.without_input.replace("{instruction}", "{prompt}")
+    params = {p.name: p.default for p in info.signature.params}
+    assert params == {"max_new_tokens": GENERATION["max_new_tokens"], "do_sample": False}
+    served = mlflow.pyfunc.load_model(uri)
+    assert all(isinstance(t, str) for t in served.predict(["Add two numbers."], params={"max_new_tokens": 2}))
+
+
+def test_an_unreachable_registry_is_a_clear_retryable_error(model_dir, tmp_path, monkeypatch):
+    """Nothing is lost: the evaluation's files stay, and once the registry is back the same call
+    registers from them."""
+    import socket
+
+    from tasks.common.prefect import is_transient
+    from tasks.registration.registry import RegistryUnavailable
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    run_id = tracking.start_run({"x": 1}, "test", {})  # the pipeline's run began while it was up
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text(
+        json.dumps(
+            {"id": "a", "prompt": "p", "reference": "r"}
+            | {"scores": {"finetuned": {"rougeL": 0.5}, "base": {"rougeL": 0.1}}}
+        )
+        + "\n"
+    )
+    before = predictions.read_text()
+    c = candidate(model_dir, predictions, 0.5, "set-x", "unreachable-key")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(RegistryUnavailable, match=f"the MLflow registry at {dead} is unreachable") as error:
+        register_model(c, tmp_path, run_id, RegisterConfig(model_name="down-test"), tmp_path / "cache")
+    assert is_transient(error.value)  # Prefect retries the register stage
+    assert "--only register" in str(error.value) and predictions.read_text() == before
+    monkeypatch.undo()
+    assert (
+        register_model(c, tmp_path, run_id, RegisterConfig(model_name="down-test"), tmp_path / "cache")[
+            "version"
+        ]
+        == "1"
+    )

@@ -1,0 +1,73 @@
+"""`make tracking-server` (mlflow/server.sh) serves a store over HTTP, and the pipeline's tracking code
+logs through it: a real server on a loopback port, stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+import requests
+
+from tasks.common import tracking
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "MLFLOW_STORE": str(tmp_path)}
+    process = subprocess.Popen(
+        [str(REPO / "mlflow" / "server.sh")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        try:
+            if requests.get(f"{url}/health", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    else:
+        pytest.fail("the tracking server did not answer /health within 120 s")
+    yield url, tmp_path
+    os.killpg(process.pid, 15)
+    process.wait(timeout=30)
+
+
+def test_runs_log_through_the_tracking_server(server, monkeypatch, tmp_path):
+    url, store = server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    run_id = tracking.start_run({"train": {"lora": {"r": 4}}}, "through-the-server", {"profile": "tiny"})
+    folder = tmp_path / "stage"
+    folder.mkdir()
+    (folder / "report.json").write_text('{"rows_in": 3}')
+    tracking.log_stage(run_id, "clean", "key-1", "executed", {"rows_in": 3, "kept": 2}, folder)
+    tracking.end_run(run_id)
+    found = requests.post(
+        f"{url}/api/2.0/mlflow/runs/search",
+        json={"experiment_ids": [tracking.experiment_id(tracking.client())]},
+        timeout=10,
+    ).json()["runs"]
+    run = next(r for r in found if r["info"]["run_id"] == run_id)
+    assert {"key": "clean.kept", "value": 2.0} in [
+        {"key": m["key"], "value": m["value"]} for m in run["data"]["metrics"]
+    ]
+    assert {"key": "train.lora.r", "value": "4"} in run["data"]["params"]
+    assert (store / "mlflow.db").is_file()  # the server's own store, not the repo's
+    assert list(store.glob("artifacts/**/report.json"))  # artifacts land in the server's artifact root

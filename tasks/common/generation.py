@@ -60,7 +60,8 @@ def generate(
     """One completion per prompt, in order. `tokenizer` must pad on the left.
 
     A sequence that meets a stop sequence stops there (transformers' `stop_strings`), so a batch ends as
-    soon as each of its rows has finished rather than at the cap.
+    soon as each of its rows has finished rather than at the cap. Batches are formed from prompts of
+    similar length (results come back in the caller's order): padding is compute spent on nothing.
     """
     import torch
 
@@ -71,9 +72,11 @@ def generate(
     if stop:
         sampling |= {"stop_strings": list(stop), "tokenizer": tokenizer}
     ends = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
-    completions: list[Completion] = []
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start : start + batch_size]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    completions: dict[int, Completion] = {}
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        batch = [prompts[i] for i in indices]
         enc = tokenizer(
             batch,
             return_tensors="pt",
@@ -92,8 +95,8 @@ def generate(
                 **sampling,
             )
         # left padding puts every prompt's end at the same column, so one slice drops all the prompts
-        for prompt, row in zip(batch, out[:, enc["input_ids"].shape[1] :].tolist(), strict=True):
-            n = next((i for i, token in enumerate(row) if token in ends), len(row))
-            text, stopped = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stop, prompt)
-            completions.append(Completion(text, n, n >= max_new_tokens and not stopped))
-    return completions
+        for i, row in zip(indices, out[:, enc["input_ids"].shape[1] :].tolist(), strict=True):
+            n = next((j for j, token in enumerate(row) if token in ends), len(row))
+            text, stopped = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stop, prompts[i])
+            completions[i] = Completion(text, n, n >= max_new_tokens and not stopped)
+    return [completions[i] for i in range(len(prompts))]

@@ -177,7 +177,7 @@ def test_generate_truncates_long_prompts_from_the_left(tiny) -> None:
             return model.generate(**kwargs)
 
     got = generate(Spy(), tokenizer, [long_prompt, short_prompt], cfg.max_new_tokens, cfg.batch_size)
-    assert seen[0][0].tolist() == prompt_ids[-budget:]
+    assert prompt_ids[-budget:] in seen[0].tolist()  # the long prompt's row: its last `budget` tokens
     assert tokenizer.decode(prompt_ids[-budget:]).endswith("### Response:\n")
     assert [g.text.strip() for g in got] == [
         greedy(model, tokenizer, prompt_ids[-budget:], 5),

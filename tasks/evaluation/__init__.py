@@ -15,7 +15,7 @@ Run alone: `finetune run --config pipeline_config/offline.yaml --only evaluate`.
 
 from __future__ import annotations
 
-from tasks.common.benchmarks import benchmark_key, humaneval_problems, program, seeded_subset
+from tasks.common.benchmarks import benchmark_key, humaneval_problems, program
 from tasks.common.io import iter_jsonl
 from tasks.common.prefect import logger, stage_task
 from tasks.common.splits import group_of, is_held_out
@@ -35,12 +35,11 @@ def benchmarks(cfg, inputs) -> list[Benchmark]:
     if spec.enabled:
         records = iter_jsonl(inputs["scrape"].file("records"))
         found = doctests.candidates(records, lambda r: is_held_out(group_of(r), cfg.split, cfg.seed))
-        kept, counts = doctests.verify(found)
+        problems, counts = doctests.select_verified(found, spec.problems, cfg.seed)
         logger().info("scikit-learn doctest benchmark: %s", counts)
-        if not kept:
+        if not problems:
             logger().warning("no held-out function has a doctest that checks it: the benchmark is skipped")
         else:
-            problems = seeded_subset(kept, spec.problems, cfg.seed)
             out.append(
                 Benchmark(
                     "sklearn_doctests",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import doctest
 import importlib.metadata
+import random
 from collections.abc import Callable, Iterable
 
 from tasks.common.io import hash_json
@@ -159,6 +160,25 @@ def verify(problems: list[dict], workers: int = 2) -> tuple[list[dict], dict]:
             kept.append(problem)
     counts["kept"] = len(kept)
     return kept, counts
+
+
+def select_verified(
+    problems: list[dict], limit: int | None, seed: int, workers: int = 2
+) -> tuple[list, dict]:
+    """A seeded random `limit` of the problems that pass `verify` (all of them when None), verifying in
+    that seeded order only as many as it takes: each check imports scikit-learn twice (~3 s)."""
+    pending = random.Random(seed).sample(problems, len(problems))
+    kept: list[dict] = []
+    counts = dict.fromkeys(("candidates", "kept", "canonical_failed", "not_discriminating"), 0)
+    while pending and (limit is None or len(kept) < limit):
+        chunk_size = len(pending) if limit is None else max(limit - len(kept), workers)
+        chunk, pending = pending[:chunk_size], pending[chunk_size:]
+        good, chunk_counts = verify(chunk, workers)
+        kept += good
+        counts = {k: counts[k] + chunk_counts[k] for k in counts}
+    kept = kept[:limit] if limit is not None else kept
+    counts["kept"], counts["unchecked"] = len(kept), len(pending)
+    return sorted(kept, key=lambda p: p["task_id"]), counts
 
 
 def benchmark_key(problems: list[dict]) -> str:

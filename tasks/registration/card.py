@@ -13,7 +13,7 @@ from tasks.common.templates import PromptTemplate
 from tasks.evaluation.report import generation_line, metrics_table, passk_table, table
 
 DATA_STAGES = ("scrape", "synthesize", "clean", "tokenize")
-TRAIN_FACTS = ("method", "steps", "train_runtime_s", "first_logged_loss", "last_logged_loss", "eval_loss")
+TRAIN_FACTS = ("method", "steps", "train_runtime_s", "first_logged_loss", "last_logged_loss")
 
 
 def model_card(

@@ -9,7 +9,6 @@ load the model, load the tokenized splits, build the trainer, train, save. LoRA 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -141,7 +140,6 @@ def train_model(
     )
     route_logs_to_logger(trainer)
     result = trainer.train()
-    final_eval = trainer.evaluate(test)
     trainer.model.save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
     shutil.copyfile(template_file, out_dir / "model" / TEMPLATE_FILE)
@@ -169,8 +167,6 @@ def train_model(
         "train_loss": result.training_loss,
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,
-        "eval_loss": final_eval["eval_loss"],
-        "eval_perplexity": math.exp(min(final_eval["eval_loss"], 50)),
         "trainable_parameters": trainable,
         "total_parameters": total,
         "train_runtime_s": result.metrics.get("train_runtime"),

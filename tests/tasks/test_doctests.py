@@ -182,3 +182,33 @@ def test_the_evaluate_stage_builds_the_benchmark_from_held_out_records(tmp_path,
     monkeypatch.setattr(passk, "generate", lambda *a, **k: [Completion(body, 10, False)])
     scores, rows = passk.run_passk(None, None, bench, batch_size=1)
     assert scores == {"pass_at_1": 1.0} and rows[0]["statuses"] == ["passed"]
+
+
+def test_select_verified_checks_only_as_many_as_it_needs(monkeypatch):
+    from tasks.evaluation import doctests
+
+    problems = [{"task_id": f"t/{i:02d}", "good": i % 3 != 0} for i in range(12)]  # 8 good, 4 bad
+    checked: list[str] = []
+
+    def fake_verify(chunk, workers=2):
+        checked.extend(p["task_id"] for p in chunk)
+        good = [p for p in chunk if p["good"]]
+        bad = len(chunk) - len(good)
+        return good, {
+            "candidates": len(chunk),
+            "kept": len(good),
+            "canonical_failed": bad,
+            "not_discriminating": 0,
+        }
+
+    monkeypatch.setattr(doctests, "verify", fake_verify)
+    kept, counts = doctests.select_verified(problems, 3, seed=0)
+    assert (
+        len(kept) == 3 and all(p["good"] for p in kept) and kept == sorted(kept, key=lambda p: p["task_id"])
+    )
+    assert len(checked) < len(problems) and counts["unchecked"] == len(problems) - len(checked)
+    assert counts["candidates"] == len(checked) and counts["kept"] == 3
+    assert doctests.select_verified(problems, 3, seed=0)[0] == kept  # seeded
+    checked.clear()
+    everything, counts = doctests.select_verified(problems, None, seed=0)
+    assert len(everything) == 8 and len(checked) == 12 and counts["unchecked"] == 0

@@ -191,8 +191,7 @@ def test_train_lora_loss_decreases_and_saves_adapter(
     # a random-init model starts near uniform, ln(vocab) = ln(400) ~ 5.99
     assert 5.5 < report["first_logged_loss"] < 6.5
     assert report["last_logged_loss"] < report["first_logged_loss"] - 0.05
-    assert math.isfinite(report["eval_loss"])
-    assert report["eval_perplexity"] == pytest.approx(math.exp(report["eval_loss"]))
+    assert "eval_loss" not in report  # held-out perplexity is the evaluate stage's (no second pass here)
     assert 0 < report["trainable_parameters"] < report["total_parameters"]
     assert report["total_parameters"] == base_parameters(tiny_model_dir) + report["trainable_parameters"]
 
@@ -261,7 +260,6 @@ def test_train_qlora_on_cpu(tokenized: Path, tiny_model_dir: Path, tmp_path: Pat
     losses = logged_losses(tmp_path)
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     assert report["last_logged_loss"] < report["first_logged_loss"]
-    assert math.isfinite(report["eval_loss"])
     # 4-bit weights pack two values per byte; the report counts the model's real size, as for LoRA
     assert report["total_parameters"] == base_parameters(tiny_model_dir) + report["trainable_parameters"]
     assert 0 < report["trainable_parameters"] < report["total_parameters"]

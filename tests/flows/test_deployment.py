@@ -84,7 +84,11 @@ def test_worker_runs_the_nightly_deployment(deployed, tmp_path):
         )
     finally:
         os.killpg(worker.pid, signal.SIGTERM)  # the worker and the flow-run processes it started
-        worker.wait(timeout=30)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a busy machine: the result below is what this test is about
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     [summary] = (tmp_path / "ws" / "runs").glob("*/summary.json")
     record = json.loads(summary.read_text())

@@ -217,11 +217,14 @@ def _init_script(base: Path, uid: int, disk_mb: int) -> str:
 def _processes_of(uid: int) -> list[int]:
     """Live (not zombie) processes whose real uid is `uid`."""
     pids = []
-    for status_file in Path("/proc").glob("[0-9]*/status"):
+    # listdir, not Path.glob: glob stats each /proc/<pid>/status it found, outside any handler, and a
+    # process that exits in between raises ProcessLookupError there
+    for name in filter(str.isdigit, os.listdir("/proc")):
         with suppress(FileNotFoundError, ProcessLookupError):  # it exited while we looked
-            fields = dict(line.split(":", 1) for line in status_file.read_text().splitlines() if ":" in line)
+            text = Path("/proc", name, "status").read_text()
+            fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
             if int(fields["Uid"].split()[0]) == uid and fields["State"].split()[0] not in ("Z", "X"):
-                pids.append(int(status_file.parent.name))
+                pids.append(int(name))
     return pids
 
 

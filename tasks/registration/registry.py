@@ -28,6 +28,7 @@ from tasks.common.io import iter_jsonl, write_json, write_jsonl
 from tasks.common.templates import PromptTemplate
 from tasks.common.versions import library_versions
 from tasks.evaluation.metrics import per_example_scores
+from tasks.evaluation.report import table
 from tasks.registration.gate import Decision, decide
 from tasks.registration.serving import load_registered
 
@@ -277,7 +278,20 @@ def _register(c: Candidate, out_dir: Path, run_id: str, cfg: RegisterConfig, cac
         "gate": decision.record(),
     }
     write_json(out_dir / "registration.json", record)
+    (out_dir / "report.md").write_text(decision_markdown(record))  # the Prefect artifact of the decision
     return {"rows_in": 1, "rows_out": 1, **record}
+
+
+def decision_markdown(record: Mapping) -> str:
+    gate = record["gate"]
+    verdict = "promoted to champion" if record["promoted"] else "not promoted"
+    numbers = [[k, v] for k, v in gate.items() if k not in ("promote", "reason") and v is not None]
+    return (
+        f"# {record['model_name']} v{record['version']}: {verdict}\n\n{gate['reason']}.\n\n"
+        f"Aliases: {', '.join(record['aliases'])}. Model: `{record['model_uri']}`.\n\n"
+        + table(["gate", "value"], numbers)
+        + "\n"
+    )
 
 
 def description(card: Mapping, metrics: Mapping, gate_metric: str) -> str:

@@ -132,7 +132,10 @@ def test_evaluation_is_published_as_prefect_artifacts(cold):
             return await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=flow_run))
 
     artifacts = {a.key: a for a in asyncio.run(read())}
-    assert {"evaluate-report", "evaluate-predictions", "evaluate-humaneval"} <= set(artifacts)
+    assert {"evaluate-report", "evaluate-predictions", "evaluate-humaneval", "register-report"} <= set(
+        artifacts
+    )
+    assert cold["mlflow"]["gate_reason"] in artifacts["register-report"].data  # the gate's decision
     assert "echo input (baseline)" in artifacts["evaluate-report"].data
     table = artifacts["evaluate-predictions"].data
     table = json.loads(table) if isinstance(table, str) else table

@@ -106,6 +106,7 @@ def register(
     result = register_model(c, out, run_id, RegisterConfig(model_name=name), tmp_path / "cache")
     assert json.loads((out / "registration.json").read_text())["version"] == result["version"]
     assert (out / "README.md").read_text() == c.card
+    assert result["gate"]["reason"] in (out / "report.md").read_text()  # the decision, for Prefect's UI
     return result
 
 

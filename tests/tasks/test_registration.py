@@ -201,8 +201,22 @@ def test_version_carries_template_generation_lineage_and_serving_params(model_di
     assert info.metadata["prompt_template"] == ALPACA.without_input.replace("{instruction}", "{prompt}")
     params = {p.name: p.default for p in info.signature.params}
     assert params == {"max_new_tokens": GENERATION["max_new_tokens"], "do_sample": False}
-    served = mlflow.pyfunc.load_model(uri)
-    assert all(isinstance(t, str) for t in served.predict(["Add two numbers."], params={"max_new_tokens": 2}))
+
+
+def test_served_model_honours_generation_params(model_dir, tmp_path):
+    """pyfunc (what `mlflow models serve` runs) applies the stored template and the request's params. The
+    template here is the bare instruction, so the tiny random model's continuation of "return" shows: it
+    repeats "turn", one token per new token."""
+    from tasks.common.templates import PromptTemplate
+
+    bare = tmp_path / "bare"
+    shutil.copytree(model_dir, bare)
+    PromptTemplate("bare", "{instruction}{input}", "{instruction}").save(bare / "model")
+    result = register(bare, tmp_path, 0.30, "serve-test")
+    served = mlflow.pyfunc.load_model(f"models:/serve-test/{result['version']}")
+    assert served.predict(["return"], params={"max_new_tokens": 2}) == ["turnturn"]
+    assert served.predict(["return"], params={"max_new_tokens": 5}) == ["turn" * 5]
+    assert served.predict(["return"]) == ["turn" * GENERATION["max_new_tokens"]]  # the evaluation's default
 
 
 def test_an_unreachable_registry_is_a_clear_retryable_error(model_dir, tmp_path, monkeypatch):

@@ -22,10 +22,21 @@ HumanEval prompts, up to 96 new tokens each (goal: at least 3x on the CPU).
 humaneval_base: not a speed figure: greedy pass@1 of the base SmolLM2-135M-Instruct on all 164 HumanEval
 problems, through the evaluation's own generation and sandbox (the README quotes it).
 
+minhash_dedup_100k: 100,000 planted records (benchmarks/planted_clean.py) through the whole clean stage
+in a fresh process, median of 3: seconds, peak RSS, and the recall on the planted near duplicates.
+
 `python -m benchmarks.run eval_generation ...` runs only the named ones and keeps the other results.
 
 sft_step_overhead: seconds per LoRA step of TRL's SFTTrainer against a plain PyTorch loop on the same model
 and batches (see its docstring).
+
+scrape_sklearn: the scrape stage on the whole installed scikit-learn through the stage contract (key, build,
+publish) in a fresh workspace, cold (value, seconds; goal <= 15 s on 2 cores), then the same config again:
+a warm re-run is a cache hit whose stage time is the key (hashing the package's files anew) and the
+lookup (goal < 1 s). ratio = cold / warm.
+
+scrape_web_rate: a crawl with the default politeness (1 request/s per host) of a loopback site (robots.txt,
+an index and 6 modules); value = the most requests the server saw in any 1-second window (must be <= 1).
 """
 
 from __future__ import annotations
@@ -319,6 +330,167 @@ def humaneval_base(max_new_tokens: int = 256) -> dict:
     }
 
 
+def scrape_sklearn() -> dict:
+    import tempfile
+
+    import tasks.scrape as scrape
+    from pipeline_config import load_config
+    from tasks.common import io
+    from tasks.common.stage import read_report
+
+    def fresh_process_state() -> None:  # what a new `finetune run` would compute again
+        io._HASHES.clear()
+        scrape.SPEC.__dict__.pop("code_version", None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config("pipeline_config/offline.yaml").model_copy(update={"workspace": tmp})
+        fresh_process_state()
+        start = time.perf_counter()
+        cold = scrape.SPEC.build(cfg, {})
+        cold_s = time.perf_counter() - start
+        report = read_report(cold)
+        fresh_process_state()
+        start = time.perf_counter()
+        warm = scrape.SPEC.build(cfg, {})
+        warm_s = time.perf_counter() - start
+    return {
+        "value": round(cold_s, 2),
+        "unit": "s",
+        "ratio": round(cold_s / warm_s, 1),
+        "detail": {
+            "cold_s": round(cold_s, 2),
+            "warm_s": round(warm_s, 3),
+            "warm_status": warm.status,
+            "files_seen": report["files"]["seen"],
+            "files_parsed": report["files"]["parsed"],
+            "records": cold.rows_out,
+            "with_doctests": report["definitions"]["with_doctests"],
+            "cpus": os.cpu_count(),
+            "ratio_means": "cold / warm (cache hit: key + lookup) stage time (higher is better)",
+        },
+    }
+
+
+def scrape_web_rate(modules: int = 6) -> dict:
+    import tempfile
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from pipeline_config.schema import ScrapeConfig, WebScrapeConfig
+    from tasks.scrape.collect import scrape_sources
+
+    pages = {"/robots.txt": b"User-agent: *\nAllow: /\n"}
+    pages["/index.html"] = "".join(f'<a href="/m{i}.py">m{i}</a>' for i in range(modules)).encode()
+    pages.update({f"/m{i}.py": f'def f{i}():\n    """Doc {i}."""\n'.encode() for i in range(modules)})
+    arrivals: list[float] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            arrivals.append(time.monotonic())
+            body = pages.get(self.path, b"")
+            kind = "text/x-python" if self.path.endswith(".py") else "text/plain"
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "text/html" if self.path.endswith(".html") else kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            web = WebScrapeConfig(start_urls=[f"http://127.0.0.1:{server.server_port}/index.html"])
+            start = time.perf_counter()
+            report = scrape_sources(Path(tmp), ScrapeConfig(sources=["web"], web=web), Path(tmp))
+            seconds = time.perf_counter() - start
+    finally:
+        server.shutdown()
+        server.server_close()
+    worst = max(sum(1 for u in arrivals if t <= u < t + 1.0) for t in arrivals)
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    return {
+        "value": worst,
+        "unit": "requests per 1 s window",
+        "detail": {
+            "rate_limit_per_s": web.rate_limit_per_s,
+            "requests": len(arrivals),
+            "min_gap_s": round(min(gaps), 3),
+            "seconds": round(seconds, 2),
+            "records": report["rows_out"],
+            "goal": "<= 1",
+        },
+    }
+
+
+# The clean stage in a fresh process on a 100k planted set: its wall time and the peak RSS of the stage's
+# own process and of its largest worker (RUSAGE_CHILDREN: the largest descendant).
+_CLEAN_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from pipeline_config.schema import CleanConfig
+from tasks.clean.pipeline import clean_pairs
+start = time.perf_counter()
+report = clean_pairs(Path(sys.argv[1]), Path(sys.argv[2]), CleanConfig())
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "report": report,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def minhash_dedup_100k(records: int = 100_000, repeats: int = 3) -> dict:
+    """100,000 records (benchmarks/planted_clean.py: 5% near duplicates at Jaccard 0.75-0.95, 2% renamed
+    copies, 1% exact copies, 164 HumanEval leaks) through the whole clean stage with its defaults (all
+    filters, PII, decontamination against HumanEval, structural and MinHash dedup, one worker per core).
+    value: median stage seconds (goal <= 60 on 2 cores); peak RSS beside it (goal < 2 GB)."""
+    import statistics
+    import tempfile
+    from collections import Counter
+
+    from benchmarks.planted_clean import planted_set
+    from tasks.common.io import write_jsonl
+
+    distinct = round(records / 1.0816)  # the planted rows bring the total to `records`
+    rows = planted_set(distinct, distinct // 20, distinct // 50, 164, distinct // 100, seed=0)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        write_jsonl(Path(tmp) / "in.jsonl", rows)
+        for _ in range(repeats):
+            proc = subprocess.run(
+                [sys.executable, "-c", _CLEAN_CHILD, f"{tmp}/in.jsonl", tmp],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=HERE.parent,
+            )
+            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        rejected = {r["id"]: r["reason"] for r in map(json.loads, open(f"{tmp}/rejected.jsonl"))}
+    outcome: dict[str, Counter] = {}
+    for row in rows:
+        outcome.setdefault(row["metadata"]["planted"], Counter())[rejected.get(row["id"], "kept")] += 1
+    near = outcome["near"]
+    seconds = statistics.median(r["seconds"] for r in runs)
+    return {
+        "value": round(seconds, 1),
+        "unit": "s",
+        "detail": {
+            "records": len(rows),
+            "runs_s": [round(r["seconds"], 1) for r in runs],
+            "peak_rss_mb": round(max(r["rss_mb"] for r in runs)),
+            "peak_worker_rss_mb": round(max(r["worker_rss_mb"] for r in runs)),
+            "near_dup_recall": round(near["near_duplicate"] / sum(near.values()), 4),
+            "distinct_removed": round(1 - outcome["distinct"]["kept"] / sum(outcome["distinct"].values()), 4),
+            "renamed_removed": outcome["renamed"]["structural_duplicate"] / sum(outcome["renamed"].values()),
+            "leaks_removed": 1 - outcome["leak"]["kept"] / sum(outcome["leak"].values()),
+            "dropped": {k: v for k, v in runs[-1]["report"]["dropped"].items() if v},
+            "cpus": os.cpu_count(),
+        },
+    }
+
+
 def write_results(results: dict) -> None:
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["| benchmark | value | unit | ratio | detail |", "| --- | --- | --- | --- | --- |"]
@@ -338,6 +510,9 @@ def main(names: list[str]) -> None:
         "sandbox_humaneval": sandbox_humaneval,
         "eval_generation": eval_generation,
         "humaneval_base": humaneval_base,
+        "scrape_sklearn": scrape_sklearn,
+        "scrape_web_rate": scrape_web_rate,
+        "minhash_dedup_100k": minhash_dedup_100k,
     }
     if unknown := set(names) - set(benchmarks):
         sys.exit(f"unknown benchmark(s) {sorted(unknown)}; known: {', '.join(benchmarks)}")

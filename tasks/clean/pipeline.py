@@ -1,0 +1,202 @@
+"""The clean stage's work: read, redact, filter, dedup, write; a reason for every row it drops.
+
+Two phases, datatrove-style. The per-row work (PII redaction, the row filters, decontamination and each
+row's dedup signature: parsing, shingling, MinHash) is independent between rows and runs in `workers`
+processes over chunks of rows; the dedup filters then run in this process, in input order, on the
+signatures. The output does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline_config.schema import CleanConfig, SplitConfig
+from tasks.clean import decontaminate, pii
+from tasks.clean.dedup import SIGNATURE, dedup_filters, signature
+from tasks.clean.filters import row_filters
+from tasks.clean.report import write_report
+from tasks.clean.rows import QUARANTINE_REASONS, read_rows
+from tasks.common.filtering import Filtered, apply_filters
+from tasks.common.io import write_jsonl
+from tasks.common.splits import group_of, is_held_out
+
+log = logging.getLogger(__name__)
+
+CHUNK = 2000  # rows per task sent to a worker
+PARALLEL_FROM = 4 * CHUNK  # fewer rows than this: starting workers costs more than it saves
+
+
+@dataclass
+class Context:
+    """Everything the per-row phase needs; pickled once into each worker."""
+
+    cfg: CleanConfig
+    split: SplitConfig
+    seed: int
+    everyone: decontaminate.BenchmarkIndex  # benchmarks every row is checked against
+    training_only: decontaminate.BenchmarkIndex  # the held-out sets, for rows that are trained on
+    tokenizer_dir: str | None = None
+    filters: list = field(default_factory=list, repr=False)
+
+    def prepare(self) -> None:
+        count_tokens = None
+        if self.cfg.max_tokens is not None and self.tokenizer_dir:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+            count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        self.filters = row_filters(self.cfg, count_tokens)
+        if len(self.everyone) or len(self.training_only):
+            self.filters.append(
+                decontaminate.decontamination_filter(self.everyone, self.training_only, self.held_out)
+            )
+
+    def held_out(self, row: dict) -> bool:
+        return is_held_out(group_of(row), self.split, self.seed)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "filters": []}  # closures do not pickle; each worker builds its own
+
+
+@dataclass
+class ChunkResult:
+    filtered: Filtered
+    redacted: Counter  # replacements per kind, plus "rows"
+    redacted_samples: list[dict]
+
+
+_CONTEXT: Context | None = None
+
+
+def _init_worker(context: Context) -> None:
+    global _CONTEXT
+    context.prepare()
+    _CONTEXT = context
+
+
+def process_chunk(rows: list[dict], context: Context | None = None) -> ChunkResult:
+    """The per-row phase on some rows: redacted, filtered, and the kept ones carrying their signature."""
+    context = context or _CONTEXT
+    redacted, samples, prepared = Counter(), [], []
+    for row in rows:
+        if context.cfg.pii:
+            new, counts = pii.redact(row)
+            if counts:
+                redacted.update(counts)
+                redacted["rows"] += 1
+                if len(samples) < context.cfg.report_samples:
+                    samples.append({"id": row["id"], "redacted": dict(counts)})
+            row = new
+        prepared.append(row)
+    filtered = Filtered()
+    for row in prepared:  # one row at a time: its signature reuses the parse the filters just did
+        kept = len(filtered.kept)
+        apply_filters([row], context.filters, into=filtered)
+        if len(filtered.kept) > kept:
+            row[SIGNATURE] = signature(row, context.cfg)
+    return ChunkResult(filtered, redacted, samples)
+
+
+def _chunks(rows: list[dict]) -> list[list[dict]]:
+    return [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
+
+
+def run_row_phase(rows: list[dict], context: Context, workers: int) -> Iterator[ChunkResult]:
+    """Chunk results in input order, as they are ready: dedup works on one while workers do the next."""
+    if workers <= 1 or len(rows) < PARALLEL_FROM:
+        context.prepare()
+        yield from (process_chunk(chunk, context) for chunk in _chunks(rows))
+        return
+    # spawn, not fork: the flow's process runs Prefect's and MLflow's threads, whose locks a fork copies
+    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (context,)) as pool:
+        yield from pool.imap(process_chunk, _chunks(rows))
+
+
+def default_workers() -> int:
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+def clean_pairs(
+    pairs_path: Path,
+    out_dir: Path,
+    cfg: CleanConfig,
+    split: SplitConfig | None = None,
+    seed: int = 0,
+    records_path: Path | None = None,
+    tokenizer_dir: str | None = None,
+    workers: int | None = None,
+) -> dict:
+    """Filter a pairs JSONL into `out_dir/pairs.jsonl` (kept) and `out_dir/rejected.jsonl` (every dropped
+    or unreadable row with its `reason` and `detail`); write report.md; return the stage report."""
+    out_dir = Path(out_dir)
+    split = split or SplitConfig()
+    rows, quarantined = read_rows(pairs_path)
+    if not rows and not cfg.allow_empty:
+        raise ValueError(
+            f"clean: {pairs_path} has no readable rows ({len(quarantined)} quarantined in "
+            f"{out_dir / 'rejected.jsonl'}); set clean.allow_empty: true to let an empty set through"
+        )
+    context = Context(cfg, split, seed, *_indexes(cfg, rows, split, seed, records_path), tokenizer_dir)
+    rows_in, held_out_rows = len(rows) + len(quarantined), sum(context.held_out(r) for r in rows)
+    total = Filtered(counts=Counter(dict.fromkeys(QUARANTINE_REASONS, 0)))
+    total.rejected.extend(quarantined)
+    total.counts.update(r["reason"] for r in quarantined)
+    context.prepare()  # here too: every reason of every filter is counted, zero included
+    apply_filters([], context.filters, into=total)
+    filters, near = dedup_filters(cfg)
+    apply_filters([], filters, into=total)
+    redacted, redacted_samples = Counter(), []
+    for result in run_row_phase(rows, context, workers or default_workers()):
+        total.rejected.extend(result.filtered.rejected)
+        total.counts.update(result.filtered.counts)
+        redacted.update(result.redacted)
+        redacted_samples.extend(result.redacted_samples)
+        first_new = len(total.rejected)
+        apply_filters(result.filtered.kept, filters, into=total)
+        for row in (*result.filtered.kept, *total.rejected[first_new:]):  # rejected rows are copies
+            row.pop(SIGNATURE, None)
+
+    written = write_jsonl(out_dir / "pairs.jsonl", total.kept)
+    write_jsonl(out_dir / "rejected.jsonl", total.rejected)
+    report = {
+        "rows_in": rows_in,
+        "rows_out": written,
+        "dropped": dict(total.counts),
+        "redacted": {kind: redacted.get(kind, 0) for kind in ("rows", *pii.PLACEHOLDERS)},
+        "kept_by_source": dict(Counter(r.get("source", "unknown") for r in total.kept)),
+        "held_out_rows": held_out_rows,
+        "benchmark_items": {"every_row": len(context.everyone), "training_rows": len(context.training_only)},
+    }
+    if near:
+        report["near_dedup"] = near.report()
+    write_report(out_dir, report, total.rejected, redacted_samples, cfg.report_samples)
+    return report
+
+
+def _indexes(
+    cfg: CleanConfig, rows: list[dict], split: SplitConfig, seed: int, records_path: Path | None
+) -> tuple[decontaminate.BenchmarkIndex, decontaminate.BenchmarkIndex]:
+    d = cfg.decontaminate
+    everyone = decontaminate.humaneval_items() if d.humaneval else []
+    for spec in d.files:
+        everyone += decontaminate.file_items(Path(spec.path), spec.fields)
+    training_only = []
+    if d.held_out:
+        from tasks.common.io import iter_jsonl
+
+        held = [r for r in rows if is_held_out(group_of(r), split, seed)]
+        records = []
+        if records_path is not None:
+            records = [r for r in iter_jsonl(records_path) if is_held_out(group_of(r), split, seed)]
+        training_only = decontaminate.held_out_items(held, records)
+    build = decontaminate.BenchmarkIndex.build
+    return (
+        build(everyone, d.ngram, d.min_substring_chars),
+        build(training_only, d.ngram, d.min_substring_chars),
+    )

@@ -77,7 +77,9 @@ class BenchmarkIndex:
         if len(words) < ANCHOR + 2:
             self.unanchored.append(position)
             return
-        start = max(range(1, len(words) - ANCHOR), key=lambda i: sum(len(w) for w in words[i : i + ANCHOR]))
+        lengths = [len(w) for w in words]
+        window = [a + b + c for a, b, c in zip(lengths[1:], lengths[2:], lengths[3:-1], strict=False)]
+        start = 1 + window.index(max(window))
         (anchor,) = ngram_hashes(" ".join(words[start : start + ANCHOR]), ANCHOR).tolist()
         self.anchors.setdefault(anchor, []).append(position)
 
@@ -91,19 +93,19 @@ class BenchmarkIndex:
         folded = normalize(text)
         candidates = list(self.unanchored)
         if self.anchors:
-            present = ngram_hashes(text, ANCHOR)
-            for h in present[contains(self.anchor_keys, present)].tolist():
+            present = ngram_hashes(text, ANCHOR, distinct=False)
+            for h in set(present[contains(self.anchor_keys, present)].tolist()):
                 candidates.extend(self.anchors[h])
         for position in sorted(candidates):
             item_text, item = self.substrings[position]
             if item_text in folded:
                 return "contaminated_substring", _detail(item)
         if len(self.gram_hashes):
-            grams = ngram_hashes(text, self.ngram)
+            grams = ngram_hashes(text, self.ngram, distinct=False)
             hits = grams[contains(self.gram_hashes, grams)]
             if len(hits):
                 item = self.gram_items[int(np.searchsorted(self.gram_hashes, hits[0]))]
-                return "contaminated_ngram", {**_detail(item), "shared_ngrams": len(hits)}
+                return "contaminated_ngram", {**_detail(item), "shared_ngrams": len(np.unique(hits))}
         return None
 
 

@@ -145,36 +145,30 @@ class NearDedup:
         self.kept: list[tuple[str, np.ndarray]] = []  # (row id, shingles) of each kept row
         self.candidates_checked = 0
 
-    def _candidates(self, bands: list[int]) -> set[int]:
-        found: set[int] = set()
-        for bucket, key in zip(self.buckets, bands, strict=True):
-            hit = bucket.get(key)
-            if hit is not None:
-                found.update(hit) if isinstance(hit, list) else found.add(hit)
-        return found
-
-    def _insert(self, index: int, bands: list[int]) -> None:
-        for bucket, key in zip(self.buckets, bands, strict=True):
-            hit = bucket.get(key)
-            if hit is None:
-                bucket[key] = index  # most buckets hold one row: an int, not a list
-            elif isinstance(hit, list):
-                hit.append(index)
-            else:
-                bucket[key] = [hit, index]
-
     def check(self, row: dict):
         sig = row[SIGNATURE]
         bands = sig.bands.tolist()
+        hits = [bucket.get(key) for bucket, key in zip(self.buckets, bands, strict=True)]
+        found: set[int] = set()
+        for hit in hits:
+            if hit is not None:
+                found.update(hit) if isinstance(hit, list) else found.add(hit)
         best_index, best = None, 0.0
-        for index in self._candidates(bands):
+        for index in found:
             self.candidates_checked += 1
             similarity = jaccard(sig.shingles, self.kept[index][1])
             if similarity >= self.cfg.threshold and similarity > best:
                 best_index, best = index, similarity
         if best_index is not None:
             return False, "near_duplicate", {"cluster": self.kept[best_index][0], "jaccard": round(best, 3)}
-        self._insert(len(self.kept), bands)
+        index = len(self.kept)
+        for bucket, key, hit in zip(self.buckets, bands, hits, strict=True):
+            if hit is None:
+                bucket[key] = index  # most buckets hold one row: an int, not a list
+            elif isinstance(hit, list):
+                hit.append(index)
+            else:
+                bucket[key] = [hit, index]
         self.kept.append((row["id"], sig.shingles))
         return True, None
 

@@ -8,6 +8,7 @@ signatures. The output does not depend on the number of workers.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -28,6 +29,7 @@ from tasks.common.splits import group_of, is_held_out
 
 log = logging.getLogger(__name__)
 
+LINE = "_line"  # a surviving row as the JSON line pairs.jsonl will hold
 CHUNK = 2000  # rows per task sent to a worker
 PARALLEL_FROM = 4 * CHUNK  # fewer rows than this: starting workers costs more than it saves
 
@@ -99,8 +101,21 @@ def process_chunk(rows: list[dict], context: Context | None = None) -> ChunkResu
         kept = len(filtered.kept)
         apply_filters([row], context.filters, into=filtered)
         if len(filtered.kept) > kept:
-            row[SIGNATURE] = signature(row, context.cfg)
+            filtered.kept[-1] = survivor(row, signature(row, context.cfg))
     return ChunkResult(filtered, redacted, samples)
+
+
+def survivor(row: dict, sig) -> dict:
+    """What dedup needs of a row, and the row as its output line: encoding it here, in the worker, spares
+    the dedup process (the pipeline's bottleneck) from unpickling and re-encoding every row."""
+    line = json.dumps(row, ensure_ascii=False)
+    return {"id": row["id"], "source": row["source"], SIGNATURE: sig, LINE: line}
+
+
+def _full_row(entry: dict) -> dict:
+    """A survivor that dedup rejected, back as the row plus its reason and detail."""
+    extra = {k: v for k, v in entry.items() if k in ("reason", "detail")}
+    return {**json.loads(entry[LINE]), **extra}
 
 
 def _chunks(rows: list[dict]) -> list[list[dict]]:
@@ -159,10 +174,13 @@ def clean_pairs(
         redacted_samples.extend(result.redacted_samples)
         first_new = len(total.rejected)
         apply_filters(result.filtered.kept, filters, into=total)
-        for row in (*result.filtered.kept, *total.rejected[first_new:]):  # rejected rows are copies
-            row.pop(SIGNATURE, None)
+        total.rejected[first_new:] = [_full_row(r) for r in total.rejected[first_new:]]
+        for row in result.filtered.kept:
+            del row[SIGNATURE]  # the MinHash bands and shingles: most of the memory
 
-    written = write_jsonl(out_dir / "pairs.jsonl", total.kept)
+    with open(out_dir / "pairs.jsonl", "w") as fh:
+        fh.writelines(row[LINE] + "\n" for row in total.kept)
+    written = len(total.kept)
     write_jsonl(out_dir / "rejected.jsonl", total.rejected)
     report = {
         "rows_in": rows_in,

@@ -35,9 +35,10 @@ def word_hashes(text: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)  # decontamination tests one row against two indexes
-def ngram_hashes(text: str, n: int) -> np.ndarray:
-    """The sorted, distinct hashes of the text's word n-grams; a text shorter than n words is one n-gram.
-    Callers must not modify the array (it is cached)."""
+def ngram_hashes(text: str, n: int, distinct: bool = True) -> np.ndarray:
+    """The hashes of the text's word n-grams, sorted and distinct unless `distinct` is False (in text
+    order: lookups do not need the sort); a text shorter than n words is one n-gram. Callers must not
+    modify the array (it is cached)."""
     words = word_hashes(text)
     if len(words) == 0:
         return words
@@ -47,7 +48,7 @@ def ngram_hashes(text: str, n: int) -> np.ndarray:
         grams = np.zeros(len(words) - n + 1, dtype=np.uint64)
         for j in range(n):
             grams = grams * _BASE + words[j : len(words) - n + 1 + j]
-    return np.unique(grams)
+    return np.unique(grams) if distinct else grams
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -13,8 +13,7 @@ import ast
 import hashlib
 
 _SKIPPED_FIELDS = frozenset({"ctx", "type_comment", "kind"})  # `kind`: the u prefix of u"..." strings
-_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-_WITH_DOCSTRING = (ast.Module, *_DEFINITIONS)
+_WITH_DOCSTRING = frozenset({ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef})
 
 
 class _Name(str):
@@ -31,34 +30,37 @@ def _has_docstring(node: ast.AST) -> bool:
     )
 
 
-def _bound_name(node: ast.AST) -> str | None:
-    """The name a node binds, if any."""
-    if isinstance(node, ast.Name):
-        return None if type(node.ctx) is ast.Load else node.id
-    if isinstance(node, _DEFINITIONS):
-        return node.name
-    if isinstance(node, ast.arg):
-        return node.arg
-    if isinstance(node, ast.alias):
-        return node.asname or node.name.split(".", 1)[0]
-    if isinstance(node, ast.ExceptHandler):
-        return node.name
-    return None
+_BINDERS = {
+    ast.FunctionDef: "name",
+    ast.AsyncFunctionDef: "name",
+    ast.ClassDef: "name",
+    ast.arg: "arg",
+    ast.ExceptHandler: "name",
+}
+_NAME_FIELDS = frozenset({"name", "id", "arg", "asname"})
 
 
 def _visit(node: ast.AST, out: list, bound: set) -> None:
-    """One pass: the node types, fields and values in order, identifiers as `_Name`, bound names noted."""
-    out.append(type(node).__name__)
-    if (name := _bound_name(node)) is not None:
-        bound.add(name)
-    skip_docstring = isinstance(node, _WITH_DOCSTRING) and _has_docstring(node)
-    for field in node._fields:
+    """One pass: the node types, fields and values in order, identifiers as `_Name`, bound names noted.
+    Hot (every node of every row): type lookups, not isinstance chains."""
+    kind = type(node)
+    out.append(kind.__name__)
+    if kind is ast.Name:
+        if type(node.ctx) is not ast.Load:
+            bound.add(node.id)
+    elif kind is ast.alias:
+        bound.add(node.asname or node.name.split(".", 1)[0])
+    elif kind in _BINDERS:
+        if (name := getattr(node, _BINDERS[kind])) is not None:
+            bound.add(name)
+    skip_docstring = kind in _WITH_DOCSTRING and _has_docstring(node)
+    for field in kind._fields:
         if field in _SKIPPED_FIELDS:
             continue
         value = getattr(node, field, None)
         if isinstance(value, ast.AST):
             _visit(value, out, bound)
-        elif isinstance(value, list):
+        elif type(value) is list:
             out.append("[")
             for item in value[1:] if skip_docstring and field == "body" else value:
                 if isinstance(item, ast.AST):
@@ -66,7 +68,7 @@ def _visit(node: ast.AST, out: list, bound: set) -> None:
                 else:  # Global / Nonlocal names
                     out.append(_Name(item))
             out.append("]")
-        elif isinstance(value, str) and field in ("name", "id", "arg", "asname"):
+        elif field in _NAME_FIELDS and type(value) is str:
             out.append(_Name(value))
         else:
             out.append(repr(value))

@@ -15,6 +15,8 @@ from __future__ import annotations
 import ast
 import random
 import re
+from collections import Counter
+from collections.abc import Mapping
 
 from tasks.clean.shingles import jaccard, ngram_hashes
 
@@ -105,6 +107,14 @@ def renamed_copy(rng: random.Random, row: dict, vocab: list[str]) -> dict:
                 setattr(node, attr, fresh[getattr(node, attr)])
     code = "# renamed\n" + ast.unparse(tree) + "\n"
     return {**row, "instruction": _instruction(rng, vocab, ast.unparse(tree)), "output": code}
+
+
+def outcome(rows: list[dict], rejected: Mapping[str, str]) -> dict[str, Counter]:
+    """Per planted kind, how many rows ended how: their rejection reason (by row id), else "kept"."""
+    counts: dict[str, Counter] = {}
+    for row in rows:
+        counts.setdefault(row["metadata"]["planted"], Counter())[rejected.get(row["id"], "kept")] += 1
+    return counts
 
 
 def planted_set(distinct: int, near: int, renamed: int, leaks: int, exact: int, seed: int = 0) -> list[dict]:

@@ -448,9 +448,8 @@ def minhash_dedup_100k(records: int = 100_000, repeats: int = 3) -> dict:
     value: median stage seconds (goal <= 60 on 2 cores); peak RSS beside it (goal < 2 GB)."""
     import statistics
     import tempfile
-    from collections import Counter
 
-    from benchmarks.planted_clean import planted_set
+    from benchmarks.planted_clean import outcome, planted_set
     from tasks.common.io import write_jsonl
 
     distinct = round(records / 1.0816)  # the planted rows bring the total to `records`
@@ -468,10 +467,8 @@ def minhash_dedup_100k(records: int = 100_000, repeats: int = 3) -> dict:
             )
             runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         rejected = {r["id"]: r["reason"] for r in map(json.loads, open(f"{tmp}/rejected.jsonl"))}
-    outcome: dict[str, Counter] = {}
-    for row in rows:
-        outcome.setdefault(row["metadata"]["planted"], Counter())[rejected.get(row["id"], "kept")] += 1
-    near = outcome["near"]
+    ended = outcome(rows, rejected)
+    near = ended["near"]
     seconds = statistics.median(r["seconds"] for r in runs)
     return {
         "value": round(seconds, 1),
@@ -482,9 +479,9 @@ def minhash_dedup_100k(records: int = 100_000, repeats: int = 3) -> dict:
             "peak_rss_mb": round(max(r["rss_mb"] for r in runs)),
             "peak_worker_rss_mb": round(max(r["worker_rss_mb"] for r in runs)),
             "near_dup_recall": round(near["near_duplicate"] / sum(near.values()), 4),
-            "distinct_removed": round(1 - outcome["distinct"]["kept"] / sum(outcome["distinct"].values()), 4),
-            "renamed_removed": outcome["renamed"]["structural_duplicate"] / sum(outcome["renamed"].values()),
-            "leaks_removed": 1 - outcome["leak"]["kept"] / sum(outcome["leak"].values()),
+            "distinct_removed": round(1 - ended["distinct"]["kept"] / sum(ended["distinct"].values()), 4),
+            "renamed_removed": ended["renamed"]["structural_duplicate"] / sum(ended["renamed"].values()),
+            "leaks_removed": 1 - ended["leak"]["kept"] / sum(ended["leak"].values()),
             "dropped": {k: v for k, v in runs[-1]["report"]["dropped"].items() if v},
             "cpus": os.cpu_count(),
         },

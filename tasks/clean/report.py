@@ -31,10 +31,11 @@ def rejection_summary(dropped: dict, rejected: list[dict], samples: int) -> list
         {
             "reason": reason,
             "dropped": n,
-            "samples": [
+            # one text cell: Prefect and MLflow tables show scalars
+            "samples": "\n".join(
                 _snippet(r) + (f"  [{json.dumps(r['detail'])}]" if r.get("detail") else "")
                 for r in by_reason[reason]
-            ],
+            ),
         }
         for reason, n in dropped.items()
     ]
@@ -55,7 +56,7 @@ def write_report(
         "|---|---:|---|",
     ]
     for entry in summary:
-        example = entry["samples"][0].replace("|", "\\|") if entry["samples"] else ""
+        example = entry["samples"].split("\n", 1)[0].replace("|", "\\|")
         lines.append(f"| {entry['reason']} | {entry['dropped']} | {example} |")
     r = report["redacted"]
     lines += [

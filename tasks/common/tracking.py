@@ -137,9 +137,10 @@ ARTIFACTS = (
     "report.md",
     "registration.json",
     "README.md",
+    "rejected.jsonl",  # clean: every dropped row with its reason
 )
 # per-example files also logged as MLflow tables (the UI's artifact view shows them as sortable tables)
-TABLES = ("predictions.jsonl", "humaneval.jsonl", "sklearn_doctests.jsonl")
+TABLES = ("predictions.jsonl", "humaneval.jsonl", "sklearn_doctests.jsonl", "rejections.jsonl")
 
 
 def table_rows(path: Path) -> list[dict[str, Any]]:

@@ -75,6 +75,12 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
     assert [m.step for m in curve] == [2, 4, 6]  # tiny.yaml: logging_steps 2, max_steps 6
     artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(record["run_id"], "stages/train")}
     assert {"stages/train/loss.png", "stages/train/report.json", "stages/train/log_history.json"} <= artifacts
+    clean = {f.path for f in mlflow.MlflowClient().list_artifacts(record["run_id"], "stages/clean")}
+    assert {
+        "stages/clean/rejected.jsonl",
+        "stages/clean/rejections.table.json",
+        "stages/clean/report.md",
+    } <= clean
 
 
 def test_registered_version_carries_its_lineage_and_card(cold, tiny_config):
@@ -132,9 +138,14 @@ def test_evaluation_is_published_as_prefect_artifacts(cold):
             return await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=flow_run))
 
     artifacts = {a.key: a for a in asyncio.run(read())}
-    assert {"evaluate-report", "evaluate-predictions", "evaluate-humaneval", "register-report"} <= set(
-        artifacts
-    )
+    expected = {
+        "evaluate-report",
+        "evaluate-predictions",
+        "evaluate-humaneval",
+        "register-report",
+        "clean-report",
+    }
+    assert expected | {"clean-rejections"} <= set(artifacts)
     assert cold["mlflow"]["gate_reason"] in artifacts["register-report"].data  # the gate's decision
     assert "echo input (baseline)" in artifacts["evaluate-report"].data
     table = artifacts["evaluate-predictions"].data

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.planted_clean import planted_set
+from benchmarks.planted_clean import outcome, planted_set
 from pipeline_config.schema import CleanConfig, SplitConfig
 from tasks.clean.decontaminate import BenchmarkIndex, Item
 from tasks.clean.dedup import lsh_bands
@@ -331,7 +331,7 @@ def test_report_files(tmp_path: Path) -> None:
     run_clean(tmp_path, rows)
     summary = {r["reason"]: r for r in map(json.loads, (tmp_path / "out" / "rejections.jsonl").open())}
     assert summary["duplicate"]["dropped"] == 1
-    assert summary["duplicate"]["samples"][0].startswith("b: Write a function that adds. => def add")
+    assert summary["duplicate"]["samples"].startswith("b: Write a function that adds. => def add")
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "2 rows in, 1 kept, 1 dropped" in markdown
     assert "| duplicate | 1 | b: Write a function that adds." in markdown
@@ -340,24 +340,16 @@ def test_report_files(tmp_path: Path) -> None:
 # --- the planted set ---------------------------------------------------------------------------------------
 
 
-def _outcome(rows: list[dict], rejected: list[dict]) -> dict[str, Counter]:
-    by_id = {r["id"]: r["reason"] for r in rejected}
-    outcome: dict[str, Counter] = {}
-    for row in rows:
-        outcome.setdefault(row["metadata"]["planted"], Counter())[by_id.get(row["id"], "kept")] += 1
-    return outcome
-
-
 def test_planted_set(tmp_path: Path) -> None:
     rows = planted_set(distinct=1500, near=150, renamed=40, leaks=20, exact=20, seed=3)
     assert all(0.75 <= r["metadata"]["jaccard"] <= 0.95 for r in rows if r["metadata"]["planted"] == "near")
     _, _, rejected = run_clean(tmp_path, rows, decontaminate={})
-    outcome = _outcome(rows, rejected)
-    assert outcome["near"]["near_duplicate"] >= 0.99 * 150
-    assert outcome["distinct"]["kept"] >= 0.99 * 1500
-    assert outcome["renamed"] == Counter({"structural_duplicate": 40})
-    assert outcome["leak"] == Counter({"contaminated_substring": 20})
-    assert outcome["exact"] == Counter({"duplicate": 20})
+    ended = outcome(rows, reasons(rejected))
+    assert ended["near"]["near_duplicate"] >= 0.99 * 150
+    assert ended["distinct"]["kept"] >= 0.99 * 1500
+    assert ended["renamed"] == Counter({"structural_duplicate": 40})
+    assert ended["leak"] == Counter({"contaminated_substring": 20})
+    assert ended["exact"] == Counter({"duplicate": 20})
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-"""`finetune` command line: `finetune run --config PATH [--only STAGE...] [--force STAGE...]`, and
-`finetune generate --config PATH [--model champion] "instruction"` with a registered model.
+"""`finetune` command line: `finetune run --config PATH [--only STAGE...] [--force STAGE...]`,
+`finetune runs` (recent runs and their stage statuses), `finetune show STAGE` (a stage's report and data
+path) and `finetune generate --config PATH [--model champion] "instruction"` with a registered model.
 
 Bad input (missing or invalid config, an unusable workspace, an unknown stage, --only without cached
 inputs, --force outside --only, a base model that is not on this machine) exits with code 2 and one
@@ -11,12 +12,15 @@ the same way and the process exits at once, without waiting on a temporary Prefe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 
-from flows.runner import STAGES, UsageError, format_table
+from flows.quiet import library_output_to, log_path
+from flows.runner import STAGES, UsageError
+from flows.summary import format_footer, format_table
 from pipeline_config import ConfigError, load_config
 from tasks.common.io import check_workspace, workspace_path
 
@@ -39,6 +43,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--force", nargs="+", default=[], metavar="STAGE", help="re-run these and all after them"
     )
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    run.add_argument("--verbose", action="store_true", help="show library warnings and progress bars too")
+    runs = sub.add_parser("runs", help="list recent runs in the workspace with their stage statuses")
+    runs.add_argument("--config", default="pipeline_config/offline.yaml", help="names the workspace")
+    runs.add_argument("-n", type=int, default=10, help="how many (newest first)")
+    show = sub.add_parser("show", help="print a stage's report and the path of its data")
+    show.add_argument("stage", choices=STAGES)
+    show.add_argument("--config", default="pipeline_config/offline.yaml")
     check = sub.add_parser("validate", help="validate config files and exit")
     check.add_argument("configs", nargs="+")
     gen = sub.add_parser(
@@ -77,6 +88,22 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_checked(args.config)
         if args.command == "generate":
             return generate(cfg, args)
+        if args.command == "runs":
+            from flows.inspect import list_runs
+
+            print(list_runs(workspace_path(cfg), args.n))
+            return 0
+        if args.command == "show":
+            from flows.inspect import show_stage
+
+            try:
+                print(show_stage(cfg, args.config, args.stage))
+            except LookupError as exc:
+                return fail(str(exc), 1)
+            return 0
+        # A busy 2-core machine (another run, a test suite) can take longer than Prefect's default 20 s
+        # to start the temporary server a run without PREFECT_API_URL uses; waiting beats failing.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         from flows.finetune import DAG, finetune  # imports Prefect: only once the config is known good
         from flows.runner import plan
         from tasks.base_model.sources import ModelNotFoundError
@@ -89,21 +116,18 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
 
     signal.signal(signal.SIGTERM, _terminate)
+    quiet = contextlib.nullcontext(None) if args.verbose else library_output_to(log_path(workspace_path(cfg)))
     try:
-        summary = finetune(config_path=args.config, only=args.only or None, force=args.force or None)
+        with quiet as log:
+            summary = finetune(config_path=args.config, only=args.only or None, force=args.force or None)
     except Terminated:
         _exit_now(fail("terminated (SIGTERM); the run is recorded as failed", 128 + signal.SIGTERM))
     except Exception as exc:  # the stage's traceback is in the log above; end with one line that names it
         return fail(f"{type(exc).__name__}: {exc}", 1)
-    print(json.dumps(summary, indent=2) if args.json else format_table(summary))
-    if not args.json:
-        mlflow = summary["mlflow"]
-        if "version" in mlflow:
-            print(
-                f"\nmodel {mlflow['model_name']} v{mlflow['version']} aliases={','.join(mlflow['aliases'])}"
-                f"\n{'promoted' if mlflow['promoted'] else 'not promoted'}: {mlflow['gate_reason']}"
-            )
-        print(f"summary: {summary['summary_path']}")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{format_table(summary)}\n\n{format_footer(summary, log)}")
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.runner import StageRunner
+from flows.runner import StageRunner, report_failure
 from pipeline_config import load_config
 from tasks import (
     base_model,
@@ -35,7 +35,7 @@ DAG = (
 )
 
 
-@flow(name="finetune")
+@flow(name="finetune", on_failure=[report_failure])
 def finetune(
     config_path: str = "pipeline_config/offline.yaml",
     only: list[str] | None = None,

@@ -8,6 +8,8 @@ stage to the pipeline's MLflow run and writes `<workspace>/runs/<run-id>/summary
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -15,7 +17,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pipeline_config import PipelineConfig
+from flows.summary import headline
+from pipeline_config import PipelineConfig, load_config
 from tasks.common import tracking
 from tasks.common.io import hash_json, workspace_path, write_json
 from tasks.common.prefect import logger, publish_artifacts
@@ -119,21 +122,45 @@ class StageRunner:
         self.workspace = workspace_path(cfg)
         for path in remove_stale(self.workspace):
             logger().info("removed what an earlier run left behind: %s", path)
-        for run_id in tracking.end_orphaned_runs():
+        ended, live = tracking.end_orphaned_runs()
+        for run_id in ended:
             logger().warning("MLflow run %s was left RUNNING by a killed process: marked KILLED", run_id)
+        for other in live:
+            logger().warning(
+                "another finetune run is active on this machine (pid %s, profile %s): the two share %d "
+                "CPU cores and each will run much slower than alone",
+                other.get("pid"),
+                other.get("profile"),
+                len(os.sched_getaffinity(0)),
+            )
         self.flow_run_id = flow_run_id
-        self.run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{flow_run_id[:8]}"
+        started = datetime.now(UTC)
+        self.run_id = f"{started:%Y%m%dT%H%M%SZ}-{flow_run_id[:8]}"
         self.outputs: dict[str, StageOutput] = {}
         self.resolved = cfg.model_dump(mode="json")
         self.config_hash = hash_json(self.resolved)
+        last_key = self.plan.keys[self.plan.run[-1]]  # what this run produces, by content
         self.mlflow_run_id = tracking.start_run(
             self.resolved,
-            run_name=self.run_id,
-            tags={"config_path": config_path, "config_hash": self.config_hash, "profile": cfg.name},
+            run_name=f"{cfg.name} {started:%Y-%m-%d %H:%M} {last_key[:8]}",
+            tags={
+                "config_path": config_path,
+                "config_hash": self.config_hash,
+                "profile": cfg.name,
+                "workspace_run_id": self.run_id,
+                "prefect_flow_run_id": flow_run_id,
+            },
+            experiment=tracking.experiment_name(cfg.name),
         )
+        # Cached stages are logged with their numbers once some stage executes; a run that executes
+        # nothing is a no-op and records only tags (metrics copied from earlier runs would crowd the UI).
+        self.executed_any = False
+        self.unlogged: list[tuple] = []
+        self.current: str | None = None  # the stage running now: the one that failed, on failure
 
     def __call__(self, module: ModuleType, needs: tuple[str, ...]) -> StageOutput | None:
         spec, task = module.SPEC, module.TASK
+        self.current = spec.name
         inputs = {n: self.outputs[n] for n in needs if n in self.outputs}
         if spec.name in self.plan.reuse:
             out = usable(spec, self.workspace, self.plan.keys[spec.name])
@@ -152,7 +179,16 @@ class StageRunner:
             "rows_out": out.rows_out,
             "seconds": out.seconds,
         }
-        tracking.log_stage(self.mlflow_run_id, spec.name, out.key, out.status, report, Path(out.path))
+        logged = (self.mlflow_run_id, spec.name, out.key, out.status, report, Path(out.path))
+        if out.status == "executed" and not self.executed_any:
+            self.executed_any = True
+            for earlier in self.unlogged:
+                tracking.log_stage(*earlier)
+            self.unlogged = []
+        if self.executed_any:
+            tracking.log_stage(*logged)
+        else:
+            self.unlogged.append(logged)
         publish_artifacts(spec.name, Path(out.path))
         return out
 
@@ -185,12 +221,20 @@ class StageRunner:
             "profile": self.cfg.name,
             "status": "failed" if error else "completed",
             "error": f"{type(error).__name__}: {error}" if error else None,
+            "failed_stage": self.current if error else None,
             "stages": {
-                name: {k: v for k, v in asdict(o).items() if k not in ("stage", "outputs")}
+                name: {
+                    **{k: v for k, v in asdict(o).items() if k not in ("stage", "outputs")},
+                    "headline": headline(o),
+                }
                 for name, o in self.outputs.items()
             },
             "mlflow": self._mlflow_record(),
         }
+        for stage in self.unlogged:  # nothing executed: tags only
+            tracking.log_stage(*stage, numbers=False)
+        if not error:
+            tracking.set_tags(self.mlflow_run_id, {"noop": str(not self.executed_any).lower()})
         tracking.end_run(self.mlflow_run_id, "FAILED" if error else "FINISHED")
         out_dir = self.workspace / "runs" / self.run_id
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +243,12 @@ class StageRunner:
         return summary
 
     def _mlflow_record(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"tracking_uri": tracking.tracking_uri(), "run_id": self.mlflow_run_id}
+        record: dict[str, Any] = {
+            "tracking_uri": tracking.tracking_uri(),
+            "run_id": self.mlflow_run_id,
+            "experiment": tracking.experiment_name(self.cfg.name),
+            "run_url": tracking.run_url(self.mlflow_run_id),
+        }
         registered = self.outputs.get("register")
         if registered:
             reg = read_report(registered)
@@ -215,16 +264,27 @@ class StageRunner:
         return record
 
 
-def format_table(summary: Mapping[str, Any]) -> str:
-    rows = [("stage", "key", "status", "rows in", "rows out", "seconds")]
-    for name, s in summary["stages"].items():
-        rows.append(
-            (name, s["key"], s["status"], str(s["rows_in"]), str(s["rows_out"]), f"{s['seconds']:.1f}")
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def report_failure(flow, flow_run, state) -> None:
+    """The flow's on_failure hook: which stage failed, why, and the command that resumes from there."""
+    config_path = flow_run.parameters.get("config_path", "pipeline_config/offline.yaml")
+    failed, error = None, state.message
+    try:
+        cfg = load_config(config_path)
+        for path in sorted((workspace_path(cfg) / "runs").glob("*/summary.json"), reverse=True):
+            found = json.loads(path.read_text())
+            if found.get("prefect_flow_run_id") == str(flow_run.id):
+                failed, error = found.get("failed_stage"), found.get("error") or error
+                break
+    except Exception as exc:  # noqa: BLE001 - the hook must still say what it knows
+        error = f"{error} (and the run's summary could not be read: {exc})"
+    from prefect.logging.loggers import flow_run_logger
+
+    flow_run_logger(flow_run, flow).error(
+        "stage %s failed: %s\nThe stages before it are finished and will be reused. Resume with:\n"
+        "  finetune run --config %s\nor through the deployment:\n"
+        "  prefect deployment run finetune/nightly -p config_path=%s",
+        repr(failed) if failed else "(unknown)",
+        error,
+        config_path,
+        config_path,
+    )

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tasks.common.progress import Progress
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -74,6 +76,7 @@ def generate(
     ends = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     completions: dict[int, Completion] = {}
+    progress = Progress(len(prompts), "generate", key="generation-progress", unit="prompt")
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
         batch = [prompts[i] for i in indices]
@@ -99,4 +102,6 @@ def generate(
             n = next((j for j, token in enumerate(row) if token in ends), len(row))
             text, stopped = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stop, prompts[i])
             completions[i] = Completion(text, n, n >= max_new_tokens and not stopped)
+        progress.update(len(indices))
+    progress.close()
     return [completions[i] for i in range(len(prompts))]

@@ -23,6 +23,11 @@ def pick_device(preference: str = "auto") -> str:
     return preference
 
 
+def gpu_resource(preference: str = "auto") -> tuple[str, ...]:
+    """("gpu",) when work on this device should hold the "gpu" concurrency slot (tasks/common/prefect)."""
+    return ("gpu",) if pick_device(preference) == "cuda" else ()
+
+
 def load_tokenizer(path: str | Path, for_generation: bool = False):
     """The tokenizer saved beside a model; for generation, padded and truncated on the left.
 

@@ -1,12 +1,17 @@
 """The only Prefect import under tasks/: the run logger and the task that wraps a stage.
 
 A stage's Prefect cache key is its stage key, so the Prefect UI and the workspace agree about what is
-cached. Prefect retries only errors that another attempt can fix (a dropped connection, a server that
-was busy); a bad request or a bad config fails at once.
+cached. A stage that needs a scarce resource (the GPU, the teacher endpoint, the sandbox) holds a slot of
+the Prefect global concurrency limit of that name while it runs (`make serve` creates them), so several
+deployments on one work pool queue for it instead of oversubscribing it.
+
+Prefect retries only errors that another attempt can fix (a dropped connection, a server that was busy);
+a bad request or a bad config fails at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -62,7 +67,18 @@ def stage_task(spec: StageSpec, retry_delay_seconds: float = 10):
         retry_condition_fn=retry_condition,
     )
     def run_stage(cfg, inputs: dict[str, StageOutput], force: bool = False, context: dict | None = None):
-        return spec.build(cfg, inputs, force, context)
+        from prefect.concurrency.sync import concurrency
+        from prefect.states import Completed
+
+        names = list(spec.resources(cfg)) if spec.resources else []
+        # strict=False: a server without a limit of that name lets the stage run at once
+        with concurrency(names, occupy=1, strict=False) if names else contextlib.nullcontext():
+            out = spec.build(cfg, inputs, force, context)
+        if out.status == "cached":
+            # The stage folder is the truth: a worker whose result store has never seen this key still
+            # finds the finished output, and the UI should say Cached, not "Completed in 0.0 s".
+            return Completed(name="Cached", data=out, message=f"stage folder {out.path}")
+        return out
 
     return run_stage
 

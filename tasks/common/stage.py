@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import socket
@@ -32,6 +33,8 @@ from typing import Any, NamedTuple
 from pipeline_config import PipelineConfig
 from tasks.common.io import hash_json, read_json, workspace_path, write_json
 from tasks.common.versions import code_version, library_versions
+
+log = logging.getLogger(__name__)
 
 SUPERSEDED_GRACE_S = 3600  # a run that resolved the old version an hour ago has long loaded what it needs
 HOST = socket.gethostname()
@@ -113,12 +116,20 @@ def cached_output(workspace: Path, stage: str, key: str) -> StageOutput | None:
 
 
 @contextlib.contextmanager
-def key_lock(workspace: Path, stage: str, key: str) -> Iterator[None]:
-    """An exclusive lock per stage key (flock: released by the kernel if the holder dies)."""
+def key_lock(
+    workspace: Path, stage: str, key: str, waiting: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """An exclusive lock per stage key (flock: released by the kernel if the holder dies); `waiting` is
+    called once if another process holds it."""
     locks = Path(workspace) / "stages" / stage / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     with open(locks / f"{key}.lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                waiting()
+            fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -158,34 +169,39 @@ def build_stage(
 
     if not force and (hit := usable_hit()):
         return hit
-    parent = stage_dir(workspace, stage, key).parent
-    parent.mkdir(parents=True, exist_ok=True)
-    version = parent / f".v-{key}-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    version.mkdir()
-    start = time.perf_counter()
-    try:
-        report, outputs = work(version)
-        seconds = round(time.perf_counter() - start, 3)
-        report = {**report, "seconds": seconds}
-        write_json(version / "report.json", report)
-        manifest = {
-            "stage": stage,
-            "key": key,
-            "inputs": dict(input_keys),
-            "rows_in": int(report["rows_in"]),
-            "rows_out": int(report["rows_out"]),
-            "outputs": outputs,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        write_json(version / "manifest.json", manifest)
-        with key_lock(workspace, stage, key):
-            if not force and (hit := usable_hit()):
-                shutil.rmtree(version)  # a concurrent run published this key first: same key, same content
-                return hit
+
+    def waiting() -> None:
+        log.info("stage %s: another run is building key %s; waiting to reuse its output", stage, key)
+
+    # Held while the stage runs, not only while it publishes: a second run of the same config waits for
+    # the first and reuses its output instead of computing (and paying for) the same thing twice.
+    with key_lock(workspace, stage, key, waiting):
+        if not force and (hit := usable_hit()):
+            return hit
+        parent = stage_dir(workspace, stage, key).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        version = parent / f".v-{key}-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        version.mkdir()
+        start = time.perf_counter()
+        try:
+            report, outputs = work(version)
+            seconds = round(time.perf_counter() - start, 3)
+            report = {**report, "seconds": seconds}
+            write_json(version / "report.json", report)
+            manifest = {
+                "stage": stage,
+                "key": key,
+                "inputs": dict(input_keys),
+                "rows_in": int(report["rows_in"]),
+                "rows_out": int(report["rows_out"]),
+                "outputs": outputs,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+            write_json(version / "manifest.json", manifest)
             _switch(stage_dir(workspace, stage, key), version)
-    except BaseException:
-        shutil.rmtree(version, ignore_errors=True)
-        raise
+        except BaseException:
+            shutil.rmtree(version, ignore_errors=True)
+            raise
     return StageOutput(
         stage,
         key,
@@ -274,6 +290,9 @@ class StageSpec:
     uses: Callable[[PipelineConfig], tuple[str, ...]] | None = None  # None: every input it is given
     is_valid: Callable[[StageOutput], bool] | None = None  # a cached output still holds outside the workspace
     retries: int = 0
+    # the scarce things it occupies while it runs ("gpu", "teacher", "sandbox"): Prefect global
+    # concurrency limits of these names, where the server has them, queue stages across flow runs
+    resources: Callable[[PipelineConfig], tuple[str, ...]] | None = None
 
     @cached_property
     def code_version(self) -> str:

@@ -6,8 +6,13 @@ experiment is created up front with an explicit artifact location: with sqlite, 
 store `./mlruns` relative to whatever directory the first run happened to start in, forever. With a
 server, the server decides (a client-side path would be wrong on every other machine).
 
+Each profile has its own experiment (`finetune-<profile>`), so runs that can be compared sit together.
 Each run is tagged with the host and process that own it, so that a run left RUNNING by a killed process
 is marked KILLED by the next run on that host (`end_orphaned_runs`).
+
+Metric names are laid out for the UI, which draws one chart section per name prefix: the headline numbers
+(the loss curves, the evaluation scores beside their baselines) have no prefix and come first; everything
+else a stage reports is under `<stage>/...`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from tasks.common.stage import HOST, process_alive
 
 STORE_DIR = REPO_ROOT / "mlflow"
 EXPERIMENT = "finetune"
+
+
+def experiment_name(profile: str) -> str:
+    return f"{EXPERIMENT}-{profile}"
 
 
 def tracking_uri() -> str:
@@ -69,23 +78,24 @@ def version_exists(model_name: str | None, version: str | None) -> bool:
     return True
 
 
-def end_orphaned_runs(name: str = EXPERIMENT) -> list[str]:
-    """Mark KILLED the RUNNING runs whose owning process on this host is gone; return their ids."""
+def end_orphaned_runs() -> tuple[list[str], list[dict[str, str]]]:
+    """Mark KILLED the RUNNING runs whose owning process on this host is gone. Returns their ids, and
+    the runs still RUNNING in another live process on this host (their tags)."""
     c = client()
-    found = c.get_experiment_by_name(name)
-    if not found:
-        return []
-    ended = []
-    for run in c.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'"):
-        tags = run.data.tags
-        if tags.get("host") != HOST or not tags.get("pid", "").isdigit():
+    ids = [e.experiment_id for e in c.search_experiments() if e.name.startswith(EXPERIMENT)]
+    if not ids:
+        return [], []
+    ended, live = [], []
+    for run in c.search_runs(ids, filter_string=f"attributes.status = 'RUNNING' and tags.host = '{HOST}'"):
+        pid = run.data.tags.get("pid", "")
+        if not pid.isdigit() or int(pid) == os.getpid():
             continue
-        if not process_alive(int(tags["pid"])):
+        if process_alive(int(pid)):
+            live.append(run.data.tags)
+        else:
             c.set_terminated(run.info.run_id, status="KILLED")
             ended.append(run.info.run_id)
-    return ended
-
-    return True
+    return ended, live
 
 
 def flatten(prefix: str, value: Any, as_text: bool = True) -> dict[str, Any]:
@@ -100,11 +110,13 @@ def flatten(prefix: str, value: Any, as_text: bool = True) -> dict[str, Any]:
     return {prefix: str(value)[:6000]}
 
 
-def start_run(config: Mapping[str, Any], run_name: str, tags: Mapping[str, str]) -> str:
+def start_run(
+    config: Mapping[str, Any], run_name: str, tags: Mapping[str, str], experiment: str = EXPERIMENT
+) -> str:
     """Open the pipeline run's MLflow run; the resolved config becomes its params."""
     c = client()
     owner = {"host": HOST, "pid": str(os.getpid())}
-    run = c.create_run(experiment_id(c), run_name=run_name, tags={**tags, **owner})
+    run = c.create_run(experiment_id(c, experiment), run_name=run_name, tags={**tags, **owner})
     params = flatten("", config)
     from mlflow.entities import Param
 
@@ -114,15 +126,42 @@ def start_run(config: Mapping[str, Any], run_name: str, tags: Mapping[str, str])
     return run.info.run_id
 
 
-def numeric_metrics(prefix: str, report: Mapping[str, Any]) -> dict[str, float]:
+def numeric_metrics(prefix: str, report: Mapping[str, Any], sep: str = ".") -> dict[str, float]:
     """The numbers of a stage report (nested dicts flattened), as MLflow metrics."""
     out: dict[str, float] = {}
     for k, v in report.items():
-        name = f"{prefix}.{k}"
+        name = f"{prefix}{sep}{k}"
         if isinstance(v, Mapping):
             out.update(numeric_metrics(name, v))
         elif isinstance(v, int | float) and not isinstance(v, bool) and v == v:
             out[name] = float(v)
+    return out
+
+
+# The headline numbers, un-prefixed so that the UI shows them first: name -> the report path it copies.
+HEADLINE = {
+    "train": {"train_loss": ("train_loss",)},
+    "evaluate": {
+        "rougeL": ("finetuned", "rougeL"),
+        "rougeL_base": ("base", "rougeL"),
+        "rougeL_echo_input": ("echo_input", "rougeL"),
+        "perplexity": ("finetuned", "perplexity"),
+        "perplexity_base": ("base", "perplexity"),
+        "humaneval_pass_at_1": ("humaneval", "finetuned", "pass_at_1"),
+        "humaneval_pass_at_1_base": ("humaneval", "base", "pass_at_1"),
+    },
+}
+CURVES = {"loss": "loss", "eval_loss": "eval_loss", "learning_rate": "train/learning_rate"}
+
+
+def headline_metrics(stage: str, report: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for name, path in HEADLINE.get(stage, {}).items():
+        value: Any = report
+        for part in path:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+            out[name] = float(value)
     return out
 
 
@@ -148,7 +187,7 @@ def table_rows(path: Path) -> list[dict[str, Any]]:
     return [flatten("", row, as_text=False) for row in iter_jsonl(path)]
 
 
-def curve_metrics(stage: str, folder: Path) -> list:
+def curve_metrics(folder: Path) -> list:
     """A trainer's log history as step-indexed metrics, so the MLflow UI draws the loss curves."""
     from mlflow.entities import Metric
 
@@ -157,22 +196,33 @@ def curve_metrics(stage: str, folder: Path) -> list:
         return []
     rows = json.loads(history.read_text())
     return [
-        Metric(f"{stage}.curve.{name}", float(row[name]), 0, int(row["step"]))
+        Metric(metric, float(row[name]), 0, int(row["step"]))
         for row in rows
-        for name in ("loss", "eval_loss", "learning_rate")
+        for name, metric in CURVES.items()
         if name in row and "step" in row
     ]
 
 
 def log_stage(
-    run_id: str, stage: str, key: str, status: str, report: Mapping[str, Any], folder: Path
+    run_id: str,
+    stage: str,
+    key: str,
+    status: str,
+    report: Mapping[str, Any],
+    folder: Path,
+    numbers: bool = True,
 ) -> None:
+    """A stage's key and status as tags; with `numbers`, its report as metrics and its small files as
+    artifacts (a run that only found every stage cached logs tags alone: nothing new to compare)."""
     from mlflow.entities import Metric, RunTag
 
     c = client()
-    metrics = [Metric(k, v, 0, 0) for k, v in numeric_metrics(stage, report).items()]
-    metrics += curve_metrics(stage, folder)
     tags = [RunTag(f"stage.{stage}.key", key), RunTag(f"stage.{stage}.status", status)]
+    if not numbers:
+        c.log_batch(run_id, tags=tags)
+        return
+    found = headline_metrics(stage, report) | numeric_metrics(stage, report, sep="/")
+    metrics = [Metric(k, v, 0, 0) for k, v in found.items()] + curve_metrics(folder)
     for i in range(0, max(len(metrics), 1), 1000):  # log_batch takes at most 1000 metrics
         c.log_batch(run_id, metrics=metrics[i : i + 1000], tags=tags if i == 0 else [])
     for name in ARTIFACTS:
@@ -183,6 +233,21 @@ def log_stage(
             import pandas as pd
 
             c.log_table(run_id, pd.DataFrame(rows), f"stages/{stage}/{Path(name).stem}.table.json")
+
+
+def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def run_url(run_id: str) -> str | None:
+    """The run's page in the MLflow UI when the store is a tracking server, else None."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    experiment = client().get_run(run_id).info.experiment_id
+    return f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from tasks.common.benchmarks import benchmark_key, humaneval_problems, program
 from tasks.common.io import iter_jsonl
+from tasks.common.models import gpu_resource
 from tasks.common.prefect import logger, stage_task
 from tasks.common.splits import group_of, is_held_out
 from tasks.common.stage import StageResult, StageSpec
@@ -87,6 +88,12 @@ def uses(cfg) -> tuple[str, ...]:
     )
 
 
+def resources(cfg) -> tuple[str, ...]:
+    """The GPU for generation, when there is one; the sandbox when generated code is run."""
+    sandbox = cfg.evaluate.humaneval.enabled or cfg.evaluate.sklearn_doctests.enabled
+    return gpu_resource(cfg.train.device) + (("sandbox",) if sandbox else ())
+
+
 SPEC = StageSpec(
     "evaluate",
     run,
@@ -104,5 +111,6 @@ SPEC = StageSpec(
         "scikit-learn",  # the doctests run against it
     ),
     uses=uses,
+    resources=resources,
 )
 TASK = stage_task(SPEC)

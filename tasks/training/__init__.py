@@ -9,6 +9,7 @@ Run alone: `finetune run --config pipeline_config/offline.yaml --only train`.
 
 from __future__ import annotations
 
+from tasks.common.models import gpu_resource
 from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
 from tasks.training.recipe import train_model
@@ -42,5 +43,6 @@ SPEC = StageSpec(
         "bitsandbytes",
         "datasets",
     ),
+    resources=lambda cfg: gpu_resource(cfg.train.device),
 )
 TASK = stage_task(SPEC)

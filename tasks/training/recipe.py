@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline_config.schema import TrainConfig
 from tasks.common.models import load_causal_lm, load_tokenizer, pick_device
 from tasks.common.prefect import logger
+from tasks.common.progress import Progress
 from tasks.common.templates import TEMPLATE_FILE
 from tasks.training.plots import plot_losses
 
@@ -77,7 +78,7 @@ def training_args(cfg: TrainConfig, out_dir: Path, device: str, seed: int, has_e
         warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
         weight_decay=cfg.weight_decay,
         optim=cfg.optim,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name: no FutureWarning
         bf16=device == "cuda" and cfg.precision == "bf16",
         fp16=device == "cuda" and cfg.precision == "fp16",
         use_cpu=device == "cpu",
@@ -94,17 +95,34 @@ def training_args(cfg: TrainConfig, out_dir: Path, device: str, seed: int, has_e
     )
 
 
+SHOWN_LOGS = ("loss", "eval_loss", "grad_norm", "learning_rate", "epoch", "train_loss", "train_runtime")
+
+
 def route_logs_to_logger(trainer) -> None:
     """Send the trainer's log lines to the (Prefect) logger instead of print(): stdout stays the CLI's."""
     from transformers import PrinterCallback, TrainerCallback
 
     class LogCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
-            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in (logs or {}).items()}
+            # the numbers a person watches; the rest (entropy, token counts) is in log_history.json
+            shown = {k: round(v, 4) for k, v in (logs or {}).items() if k in SHOWN_LOGS}
             logger().info("step %d/%d %s", state.global_step, state.max_steps, shown)
+
+    class ProgressCallback(TrainerCallback):
+        """A bar with an ETA on the terminal and a Prefect progress artifact, per optimizer step."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.progress = Progress(state.max_steps, "train", key="train-progress", unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.progress.update(state.global_step - self.progress.done)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.progress.close()
 
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(LogCallback())
+    trainer.add_callback(ProgressCallback())
 
 
 def train_model(

@@ -64,15 +64,26 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
     assert sorted(json.loads(r)["system"] for r in humaneval) == ["base", "base", "finetuned", "finetuned"]
     run = mlflow.MlflowClient().get_run(record["run_id"])
     assert run.data.params["train.lora.r"] == "4"
-    assert run.data.tags["stage.train.key"] == stages["train"]["key"]
-    assert run.data.metrics["evaluate.finetuned.rougeL"] >= 0.0
-    assert run.data.metrics["train.steps"] == 6.0
+    assert run.data.tags["stage.train.key"] == stages["train"]["key"] and run.data.tags["noop"] == "false"
+    # one experiment per profile; a run name a person can read: profile, date, the last stage's key
+    assert mlflow.MlflowClient().get_experiment(run.info.experiment_id).name == "finetune-tiny"
+    assert run.info.run_name.startswith("tiny 20") and run.info.run_name.endswith(
+        stages["register"]["key"][:8]
+    )
+    # headline numbers un-prefixed (the UI's first chart section), the rest under their stage
+    assert run.data.metrics["rougeL"] == eval_report["finetuned"]["rougeL"]
+    assert run.data.metrics["rougeL_echo_input"] == eval_report["echo_input"]["rougeL"]
+    assert run.data.metrics["evaluate/finetuned.rougeL"] == eval_report["finetuned"]["rougeL"]
+    assert run.data.metrics["train/steps"] == 6.0
     assert (
-        run.data.metrics["evaluate.humaneval.finetuned.pass_at_1"]
+        run.data.metrics["humaneval_pass_at_1"]
+        == run.data.metrics["evaluate/humaneval.finetuned.pass_at_1"]
         == eval_report["humaneval"]["finetuned"]["pass_at_1"]
     )
-    curve = mlflow.MlflowClient().get_metric_history(record["run_id"], "train.curve.loss")
+    curve = mlflow.MlflowClient().get_metric_history(record["run_id"], "loss")
     assert [m.step for m in curve] == [2, 4, 6]  # tiny.yaml: logging_steps 2, max_steps 6
+    assert stages["evaluate"]["headline"].startswith(f"rougeL {eval_report['finetuned']['rougeL']:.3f} (base")
+    assert stages["train"]["headline"].startswith("lora, 6 steps, loss ")
     artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(record["run_id"], "stages/train")}
     assert {"stages/train/loss.png", "stages/train/report.json", "stages/train/log_history.json"} <= artifacts
     clean = {f.path for f in mlflow.MlflowClient().list_artifacts(record["run_id"], "stages/clean")}
@@ -145,7 +156,8 @@ def test_evaluation_is_published_as_prefect_artifacts(cold):
         "register-report",
         "clean-report",
     }
-    assert expected | {"clean-rejections"} <= set(artifacts)
+    assert expected | {"clean-rejections", "train-progress", "generation-progress"} <= set(artifacts)
+    assert float(artifacts["train-progress"].data) == 100.0  # updated to the end as training went
     assert cold["mlflow"]["gate_reason"] in artifacts["register-report"].data  # the gate's decision
     assert "echo input (baseline)" in artifacts["evaluate-report"].data
     table = artifacts["evaluate-predictions"].data
@@ -179,6 +191,9 @@ def test_warm_rerun_is_all_cached(cold, tiny_config):
     }
     assert warm["mlflow"]["version"] == "1"  # nothing new registered
     assert warm["mlflow"]["run_id"] != cold["mlflow"]["run_id"]  # but its own MLflow run
+    run = mlflow.MlflowClient().get_run(warm["mlflow"]["run_id"])
+    assert run.data.tags["noop"] == "true" and run.data.metrics == {}  # recorded as a no-op, no copies
+    assert run.data.tags["stage.train.status"] == "cached"
 
 
 def test_force_train_reruns_train_and_after(cold, tiny_config, capsys):
@@ -196,6 +211,9 @@ def test_force_train_reruns_train_and_after(cold, tiny_config, capsys):
         "register": "executed",
     }
     assert forced["mlflow"]["version"] == "2"
+    # the cached stages' numbers are logged too: a run that trains is comparable as a whole
+    run = mlflow.MlflowClient().get_run(forced["mlflow"]["run_id"])
+    assert run.data.tags["noop"] == "false" and "clean/rows_out" in run.data.metrics
     assert "challenger" in forced["mlflow"]["aliases"]
     tags = mlflow.MlflowClient().get_model_version("e2e-model", "2").tags
     assert tags["gate.reason"] == forced["mlflow"]["gate_reason"]  # the decision is on the version too
@@ -238,3 +256,28 @@ def test_only_reads_cached_inputs(cold, tiny_config):
     assert only["stages"]["evaluate"]["status"] == "cached"
     # the inputs evaluate reads come from cache; nothing else is touched, register does not run
     assert list(only["stages"]) == ["base_model", "tokenize", "train", "evaluate"]
+
+
+def test_runs_and_show_read_the_workspace(cold, tiny_config, capsys):
+    assert main(["runs", "--config", str(tiny_config)]) == 0
+    listed = capsys.readouterr().out
+    assert cold["run_id"] in listed and "train:run" in listed and "-> v1" in listed
+    assert main(["show", "clean", "--config", str(tiny_config)]) == 0
+    shown = capsys.readouterr().out
+    assert f"data: {cold['stages']['clean']['path']}" in shown and "pairs: pairs.jsonl" in shown
+    assert "# clean" in shown.lower() or "kept" in shown  # report.md's text
+
+
+def test_a_failed_run_names_the_stage_and_the_command_to_resume(cold, tiny_config, tmp_path, caplog):
+    raw = yaml.safe_load(tiny_config.read_text())
+    raw["train"]["lora"]["target_modules"] = ["no_such_module"]  # fails in train, after tokenize
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["run", "--config", str(path)]) == 1
+    hook = [r.getMessage() for r in caplog.records if "failed:" in r.getMessage()]  # the on_failure hook
+    assert len(hook) == 1 and hook[0].startswith("stage 'train' failed: NoMatchingPeftModuleError")
+    assert f"finetune run --config {path}" in hook[0] and f"-p config_path={path}" in hook[0]
+    summaries = sorted((Path(raw["workspace"]) / "runs").glob("*/summary.json"))
+    failed = json.loads(summaries[-1].read_text())
+    assert failed["status"] == "failed" and failed["failed_stage"] == "train"
+    assert failed["stages"]["tokenize"]["status"] == "cached"  # what was done is kept

@@ -4,7 +4,6 @@ logs through it: a real server on a loopback port, stopped at the end."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 
@@ -13,14 +12,9 @@ import requests
 
 from tasks.common import tracking
 from tests.conftest import REPO
+from tests.flows.helpers import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -65,7 +59,7 @@ def test_runs_log_through_the_tracking_server(server, monkeypatch, tmp_path):
         timeout=10,
     ).json()["runs"]
     run = next(r for r in found if r["info"]["run_id"] == run_id)
-    assert {"key": "clean.kept", "value": 2.0} in [
+    assert {"key": "clean/kept", "value": 2.0} in [
         {"key": m["key"], "value": m["value"]} for m in run["data"]["metrics"]
     ]
     assert {"key": "train.lora.r", "value": "4"} in run["data"]["params"]

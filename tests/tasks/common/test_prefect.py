@@ -41,3 +41,82 @@ def test_stage_task_retries_only_transient_errors(prefect_server, tmp_path, erro
     with pytest.raises(type(error)):
         task(cfg, {})
     assert len(calls) == attempts
+
+
+def test_a_stage_found_in_its_folder_is_cached_whatever_prefect_remembers(prefect_server, tmp_path):
+    """A worker whose Prefect result store has never seen the key (refresh_cache: as if it were new)
+    still reports Cached when the stage folder holds the output, and does not run the stage again."""
+    from prefect import flow
+
+    calls: list[int] = []
+
+    def run(cfg, inputs, out_dir, context) -> StageResult:
+        calls.append(1)
+        return StageResult({"rows_in": 1, "rows_out": 1}, {})
+
+    spec = StageSpec("clean", run, "tasks.clean", sections=("clean",))
+    cfg = load_config("pipeline_config/tiny.yaml").model_copy(update={"workspace": str(tmp_path)})
+    task = stage_task(spec)
+
+    @flow
+    def twice():
+        first = task.with_options(refresh_cache=True)(cfg, {}, return_state=True)
+        second = task.with_options(refresh_cache=True)(cfg, {}, return_state=True)
+        return first, second
+
+    first, second = twice()
+    assert (first.name, second.name) == ("Completed", "Cached")
+    assert second.result().status == "cached" and second.result().key == first.result().key
+    assert len(calls) == 1
+
+
+def test_stages_queue_on_a_global_concurrency_limit(prefect_server, tmp_path):
+    """Two flow runs whose stage needs the "sandbox": with a limit of 1 they take turns; a resource the
+    server has no limit for does not hold anyone up."""
+    import asyncio
+    import threading
+    import time
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    async def create_limit():
+        async with get_client() as client:
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name="sandbox", limit=1)
+            )
+
+    asyncio.run(create_limit())
+
+    def most_at_once(resource: str) -> int:
+        lock, active, peak = threading.Lock(), [0], [0]
+
+        def run(cfg, inputs, out_dir, context) -> StageResult:
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(1.5)
+            with lock:
+                active[0] -= 1
+            return StageResult({"rows_in": 1, "rows_out": 1}, {})
+
+        spec = StageSpec(
+            "evaluate", run, "tasks.evaluation", sections=("evaluate",), resources=lambda c: (resource,)
+        )
+        task = stage_task(spec)
+
+        @flow
+        def one(workspace: str):
+            cfg = load_config("pipeline_config/tiny.yaml").model_copy(update={"workspace": workspace})
+            task(cfg, {})
+
+        threads = [threading.Thread(target=one, args=(str(tmp_path / resource / str(i)),)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        return peak[0]
+
+    assert most_at_once("sandbox") == 1
+    assert most_at_once("no-such-limit") == 2

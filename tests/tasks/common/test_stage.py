@@ -147,6 +147,30 @@ def test_concurrent_runs_never_fail_and_readers_never_miss_the_key(tmp_path, for
         assert {o[1] for o in outcomes} == {1} and final.rows_out == 1  # the first publication stands
 
 
+def _build_counting_calls(workspace: str, result: multiprocessing.Queue) -> None:
+    def work(out: Path):
+        with open(Path(workspace) / "calls", "a") as fh:
+            fh.write("1")
+        time.sleep(1.0)
+        (out / "data.jsonl").write_text("x\n")
+        return {"rows_in": 1, "rows_out": 1}, {"data": "data.jsonl"}
+
+    result.put(build_stage(Path(workspace), "clean", "new", {}, work).status)
+
+
+def test_a_concurrent_run_waits_for_the_stage_and_reuses_it(tmp_path):
+    """Two runs of one config at once: the stage is computed once; the other run waits, then reuses it."""
+    ctx = multiprocessing.get_context("fork")
+    result = ctx.Queue()
+    procs = [ctx.Process(target=_build_counting_calls, args=(str(tmp_path), result)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert sorted(result.get(timeout=10) for _ in procs) == ["cached", "executed"]
+    assert (tmp_path / "calls").read_text() == "1"
+
+
 def test_unfinished_plain_folder_is_replaced(tmp_path):
     folder = stage_dir(tmp_path, "clean", "abc")
     folder.mkdir(parents=True)

@@ -1,0 +1,41 @@
+"""Keep library chatter off the user's terminal and in a log file (`finetune run --verbose` shows it all).
+
+Libraries write their warnings, event lines and progress bars to whatever `sys.stderr` is when they
+write (Python's warnings, MLflow's event stream, tqdm bars created later, transformers' log handler,
+created on first use). Prefect's console handler instead holds the stream it was given when Prefect set
+up logging. So once Prefect is imported, pointing `sys.stderr` at a log file sends the libraries there
+and leaves Prefect's run log, our progress bars (written to `sys.__stderr__`) and the final table on the
+terminal. Everything is restored on exit, so an in-process caller (the tests) gets its stderr back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+# Library progress bars that say nothing a user needs (loading 11 weights, saving a 79-row dataset).
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+
+
+def log_path(workspace: Path) -> Path:
+    return workspace / "logs" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}.log"
+
+
+@contextlib.contextmanager
+def library_output_to(path: Path) -> Iterator[Path]:
+    import prefect  # noqa: F401 - its console handler must bind to the real stderr first
+
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = sys.stderr
+    with open(path, "a", buffering=1) as log:
+        sys.stderr = log
+        try:
+            yield path
+        finally:
+            sys.stderr = saved

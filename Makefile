@@ -17,7 +17,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast lint bench tracking-server clean
+.PHONY: setup run test test-fast lint bench tracking-server serve stop status clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,20 @@ bench: setup
 # runs at it with MLFLOW_TRACKING_URI=http://127.0.0.1:5000
 tracking-server: setup
 	mlflow/server.sh
+
+# Everything the nightly deployment needs, in the background (ops/servers.py): a Prefect server (UI + API on
+# http://127.0.0.1:4200) with the work pool and deployments of deployment.yaml and a process worker, and the
+# MLflow tracking server (http://127.0.0.1:5000); logs and PID files in .serve/. A second `make serve` starts
+# nothing; `make stop` stops what it started. PREFECT_PORT=... MLFLOW_PORT=... move them.
+# Set-up only where there is none yet: a newer Makefile must not reinstall under running servers.
+serve: $(if $(wildcard $(BIN)/prefect),,setup)
+	@$(BIN)/python -m ops.servers serve
+
+stop:
+	@$(BIN)/python -m ops.servers stop
+
+status:
+	@$(BIN)/python -m ops.servers status
 
 clean:
 	rm -rf workspace mlflow/mlflow.db mlflow/artifacts

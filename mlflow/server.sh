@@ -6,7 +6,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 store="${MLFLOW_STORE:-$here}"
 # MLflow 3.17 also starts seven huey job consumers (~180 MB each) for its job queue; this pipeline uses none.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+# Also four uvicorn workers (~250 MB each) by default: one serves one user (MLFLOW_WORKERS=... for more).
 exec "${MLFLOW_BIN:-$here/../.venv/bin/mlflow}" server \
   --backend-store-uri "sqlite:///$store/mlflow.db" \
   --default-artifact-root "file://$store/artifacts" \
-  --host 127.0.0.1 --port "${PORT:-5000}"
+  --host 127.0.0.1 --port "${PORT:-5000}" --workers "${MLFLOW_WORKERS:-1}"

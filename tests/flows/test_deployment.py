@@ -8,17 +8,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from flows.runner import STAGES
 from tests.conftest import REPO
+from tests.flows.helpers import PREFECT
 
 pytestmark = pytest.mark.slow
-PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
 def prefect_cli(*args: str, api_url: str) -> subprocess.CompletedProcess:

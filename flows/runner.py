@@ -21,7 +21,7 @@ from flows.summary import headline
 from pipeline_config import PipelineConfig, load_config
 from tasks.common import tracking
 from tasks.common.io import hash_json, workspace_path, write_json
-from tasks.common.prefect import logger, publish_artifacts
+from tasks.common.prefect import logger, publish_artifacts, publish_mlflow_links
 from tasks.common.stage import (
     MissingInputError,
     StageOutput,
@@ -231,6 +231,7 @@ class StageRunner:
             },
             "mlflow": self._mlflow_record(),
         }
+        publish_mlflow_links(summary["mlflow"])
         for stage in self.unlogged:  # nothing executed: tags only
             tracking.log_stage(*stage, numbers=False)
         if not error:

@@ -322,11 +322,18 @@ def start_servers(setup: Setup, pool: str, started: list[str]) -> None:
         wait(setup, service, pids[service], healthy)
 
 
+# Prefect global concurrency limits that stages hold while they use a scarce resource (tasks/common/prefect):
+# deployments sharing this work pool queue for the one GPU and the sandbox instead of oversubscribing them.
+RESOURCE_LIMITS = {"gpu": 1, "teacher": 8, "sandbox": 2}
+
+
 def start_worker(setup: Setup, pool: str, started: list[str]) -> None:
     answer = http(f"{setup.api_url}/work_pools/{pool}")
     if answer is not None and answer[0] == 404:
         prefect_cli(setup, "work-pool", "create", pool, "--type", "process")
     prefect_cli(setup, "deploy", "--prefect-file", "deployment.yaml", "--all")
+    for name, limit in RESOURCE_LIMITS.items():  # an existing limit (409) keeps the value a user gave it
+        http(f"{setup.api_url}/v2/concurrency_limits/", {"name": name, "limit": limit})
     since = datetime.now(UTC) - timedelta(seconds=2)  # server and worker share this clock
     pid = start(setup, "worker", setup.commands(pool)["worker"])
     started.append("worker")

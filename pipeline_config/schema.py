@@ -110,11 +110,78 @@ class ScratchSource(Section):
 ModelSource = Annotated[GGUFSource | HubSource | FolderSource | ScratchSource, Field(discriminator="kind")]
 
 
+class MiniatureSection(Section):
+    """`model.miniature`: instead of the source's weights, a tiny random model of the same architecture
+    (`model.architecture`, built from its transformers config class) with a byte-level BPE tokenizer trained
+    on the scraped code. Everything else of the profile stays (target modules, quantization, optimizer,
+    template, FIM, packing): it proves a recipe's mechanics on a CPU, offline, in seconds. `true` takes
+    these defaults."""
+
+    vocab_size: int = Field(1024, ge=300)
+    hidden_size: int = Field(64, gt=0)
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(128, gt=0)
+    max_position_embeddings: int = Field(2048, gt=0)  # rotary models store nothing per position
+    tokenizer_max_docs: int = Field(500, gt=0)
+
+
+# The linear layers of each architecture `model.architecture` may name (the last part of their module
+# names), as transformers 5 builds them; tests/tasks/test_miniature.py fails when an upgrade changes one.
+# Phi-3 fuses q/k/v into qkv_proj and gate/up into gate_up_proj; GPTBigCode has q_attn only in
+# cross-attention blocks, which StarCoder models do not have.
+ARCHITECTURE_LINEAR_MODULES = {
+    "codegen": ("qkv_proj", "out_proj", "fc_in", "fc_out", "lm_head"),
+    "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"),
+    "phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"),
+    "gpt_bigcode": ("c_attn", "c_proj", "c_fc", "lm_head"),
+    "gpt_neox": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h", "lm_head"),
+}
+
+
 class ModelConfig(Section):
-    """Where the base model comes from: `source.kind` is one of gguf, hub, folder or scratch."""
+    """Where the base model comes from: `source.kind` is one of gguf, hub, folder or scratch.
+
+    `architecture` (optional) is the source's model_type: the base_model stage checks it against the loaded
+    config, train.lora.target_modules is checked against it when the profile loads, and `miniature` builds
+    a tiny random model of it instead of fetching the source.
+    """
 
     source: ModelSource
+    architecture: Literal["codegen", "llama", "phi3", "gpt_bigcode", "gpt_neox"] | None = None
+    miniature: MiniatureSection | None = None
     trust_remote_code: bool = False
+
+    @field_validator("miniature", mode="before")
+    @classmethod
+    def _switch(cls, value: object) -> object:
+        if value is True:
+            return {}
+        return None if value is False else value
+
+    @model_validator(mode="after")
+    def _miniature_needs(self) -> ModelConfig:
+        mini = self.miniature
+        if mini is None:
+            return self
+        if isinstance(self.source, ScratchSource):
+            raise ValueError("model.miniature is for pretrained sources: a scratch source is already small")
+        if self.architecture is None:
+            raise ValueError(
+                "model.miniature needs model.architecture (one of "
+                f"{', '.join(ARCHITECTURE_LINEAR_MODULES)}): the class to build in miniature"
+            )
+        if mini.hidden_size % mini.num_heads:
+            raise ValueError(
+                f"model.miniature.hidden_size ({mini.hidden_size}) must be divisible by "
+                f"model.miniature.num_heads ({mini.num_heads})"
+            )
+        if self.architecture == "codegen" and mini.num_heads % 4:
+            # CodeGen splits its fused qkv projection into 4 model-parallel groups
+            raise ValueError(
+                f"model.miniature.num_heads must be a multiple of 4 for codegen (got {mini.num_heads})"
+            )
+        return self
 
 
 def _check_regexes(value: list[str]) -> list[str]:
@@ -225,8 +292,15 @@ class TeacherConfig(Section):
     api_key_env: str = "OPENAI_API_KEY"  # the key itself never goes in YAML
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_new_tokens: int = Field(256, gt=0)
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(60.0, gt=0)  # per request
     max_retries: int = Field(3, ge=0)
+    max_concurrency: int = Field(8, ge=1)  # openai: requests in flight (the local teacher batches instead)
+    # Budget for the whole stage (None: unlimited). Reaching a cap stops the teacher cleanly: the prompts
+    # left come back unanswered and the stage completes with what it has. Cached calls cost nothing.
+    max_requests: int | None = Field(None, gt=0)  # requests sent, retries included (local: completions)
+    max_tokens: int | None = Field(None, gt=0)  # prompt + completion tokens (openai: the server's `usage`)
+    max_seconds: float | None = Field(None, gt=0)
+    cache: bool = True  # keep every finished call on disk (<workspace>/teacher_cache/): re-runs reuse them
 
     @model_validator(mode="after")
     def _openai_needs_url(self) -> TeacherConfig:
@@ -235,20 +309,77 @@ class TeacherConfig(Section):
         return self
 
 
-class SelfInstructConfig(Section):
+class _WordBounds(Section):
+    """Self-Instruct's length filter on instructions, in words."""
+
+    min_words: int = Field(3, gt=0)
+    max_words: int = Field(150, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _WordBounds:
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) must be <= max_words ({self.max_words})")
+        return self
+
+
+class SelfInstructConfig(_WordBounds):
     enabled: bool = True
     num_rounds: int = Field(2, ge=1)
     prompts_per_round: int = Field(4, gt=0)
+    # in-context tasks per prompt: seed tasks and, once there are some, generated ones (6 + 2 of 8, as
+    # Self-Instruct did, scaled to this number)
     examples_per_prompt: int = Field(3, gt=0)
-    seed_tasks: str | None = None  # JSONL path; default: the 20 code seed tasks shipped in tasks/data
-    max_similarity: float = Field(0.7, gt=0.0, le=1.0)  # ROUGE-L against the pool, as in Self-Instruct
+    seed_tasks: str | None = None  # JSONL path; default: the code seed tasks shipped in tasks/synthesize/data
+    # drop an instruction whose ROUGE-L F1 against a pooled one exceeds this, as in Self-Instruct
+    max_similarity: float = Field(0.7, gt=0.0, le=1.0)
+
+
+class OssInstructConfig(_WordBounds):
+    """Magicoder's OSS-Instruct: each request shows a few consecutive lines of scraped code and asks for a
+    self-contained problem inspired by them, its solution and tests."""
+
+    enabled: bool = False
+    num_prompts: int = Field(8, gt=0)
+    # worked examples shown before the snippet (tasks/synthesize/data/oss_examples.jsonl); 0: Magicoder's
+    # zero-shot prompt, for a strong teacher
+    examples_per_prompt: int = Field(2, ge=0)
+    min_lines: int = Field(1, gt=0)  # of the seed snippet, drawn uniformly from [min_lines, max_lines]
+    max_lines: int = Field(15, gt=0)
+    max_similarity: float = Field(0.7, gt=0.0, le=1.0)  # ROUGE-L between problems, as Self-Instruct's
+    max_words: int = Field(400, gt=0)  # problem descriptions run longer than Self-Instruct's instructions
+
+    @model_validator(mode="after")
+    def _lines_ordered(self) -> OssInstructConfig:
+        if self.min_lines > self.max_lines:
+            raise ValueError(
+                f"synthesize.oss_instruct.min_lines ({self.min_lines}) must be <= "
+                f"max_lines ({self.max_lines})"
+            )
+        return self
+
+
+class VerifyConfig(Section):
+    """Execution verification of teacher-written tasks: solution + the teacher's tests in the sandbox."""
+
+    enabled: bool = True
+    keep: Literal["passing", "all"] = "passing"  # all: every task, marked metadata.verified true/false
+    timeout_s: float = Field(10.0, gt=0)  # wall clock per task
+    cpu_s: int = Field(10, gt=0)
+    memory_mb: int = Field(1024, gt=0)  # address space (importing scikit-learn needs ~700 MB)
+    workers: int = Field(2, ge=1)  # tasks run at once
+    # without root and namespaces the sandbox cannot isolate; true runs the tasks with rlimits only
+    allow_unisolated: bool = False
 
 
 class SynthesizeConfig(Section):
     docstring_pairs: bool = True
     max_docstring_pairs: int | None = Field(None, gt=0)
     self_instruct: SelfInstructConfig = SelfInstructConfig()
+    oss_instruct: OssInstructConfig = OssInstructConfig()
+    verify: VerifyConfig = VerifyConfig()
     teacher: TeacherConfig = TeacherConfig()
+    # fewer pairs than this in the end fails the stage, with the counts that explain why
+    min_records: int = Field(1, ge=0)
 
 
 class NearDedupConfig(Section):
@@ -324,11 +455,22 @@ class SplitConfig(Section):
 
 
 class TokenizeConfig(Section):
-    template: Literal["alpaca", "codegen_task"] = "alpaca"
+    # alpaca (seeds/001), codegen_task (000), question_answer (004), chat: the tokenizer's own (002)
+    template: Literal["alpaca", "codegen_task", "question_answer", "chat"] = "alpaca"
     max_length: int = Field(512, gt=8)
     mask_prompt: bool = True  # loss on the response only
+    # an example over max_length: truncate it (left: the prompt's start goes, the response stays whole
+    # where it fits; right: the prompt stays, the response's end goes) or drop it; both are counted
+    overlong: Literal["truncate", "drop"] = "truncate"
+    truncation_side: Literal["left", "right"] = "left"
+    # whole examples best-fit into max_length blocks, attention and loss stopping at example boundaries
     packing: bool = False
+    # Fill-in-the-Middle on the response's code (never the template): the share of training rows, the share
+    # of those in SPM order (the rest PSM), and of those with the middle at an AST node instead of random
+    # characters. Sentinel tokens the tokenizer lacks are added (embeddings grow in training).
     fim_rate: float = Field(0.0, ge=0.0, le=1.0)
+    fim_spm_rate: float = Field(0.5, ge=0.0, le=1.0)
+    fim_ast_rate: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class LoraSection(Section):
@@ -406,6 +548,23 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = False
     logging_steps: int = Field(10, gt=0)
     eval_steps: int | None = Field(None, gt=0)
+    # a checkpoint every save_steps in the stage's resume folder: a killed run resumes from the last one
+    save_steps: int | None = Field(None, gt=0)
+    load_best_model_at_end: bool = False  # the checkpoint with the lowest eval loss (seeds/004)
+    early_stopping_patience: int | None = Field(None, gt=0)  # evaluations without improvement
+
+    @model_validator(mode="after")
+    def _checkpoints_for_best(self) -> TrainConfig:
+        if (self.load_best_model_at_end or self.early_stopping_patience) and not self.eval_steps:
+            raise ValueError(
+                "train.load_best_model_at_end and train.early_stopping_patience need train.eval_steps"
+            )
+        if self.load_best_model_at_end and (not self.save_steps or self.save_steps % self.eval_steps):
+            raise ValueError(
+                "train.load_best_model_at_end needs train.save_steps, a multiple of train.eval_steps "
+                f"(got save_steps {self.save_steps}, eval_steps {self.eval_steps})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _method_needs(self) -> TrainConfig:
@@ -511,5 +670,26 @@ class PipelineConfig(Section):
                 f"tokenize.max_length ({self.tokenize.max_length}) exceeds "
                 f"model.source.max_position_embeddings ({source.max_position_embeddings})"
             )
+        mini = self.model.miniature
+        if mini is not None and self.tokenize.max_length > mini.max_position_embeddings:
+            raise ValueError(
+                f"tokenize.max_length ({self.tokenize.max_length}) exceeds "
+                f"model.miniature.max_position_embeddings ({mini.max_position_embeddings})"
+            )
+        _check_target_modules(self.model.architecture, self.train)
         # (a hub tokenizer's FIM tokens can only be checked once it is loaded: the tokenize stage does that)
         return self
+
+
+def _check_target_modules(architecture: str | None, train: TrainConfig) -> None:
+    """Names the architecture lacks fail when the profile loads, before any model is downloaded (the train
+    stage checks the loaded model too: peft alone would train on the names that match and ignore the rest)."""
+    if architecture is None or train.lora is None or not isinstance(train.lora.target_modules, list):
+        return
+    available = ARCHITECTURE_LINEAR_MODULES[architecture]
+    missing = [m for m in train.lora.target_modules if m.rsplit(".", 1)[-1] not in available]
+    if missing:
+        raise ValueError(
+            f"train.lora.target_modules names {missing}, which a {architecture} model (model.architecture) "
+            f"does not have; its linear modules: {', '.join(available)}"
+        )

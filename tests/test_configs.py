@@ -127,6 +127,7 @@ def test_seed_recipes_are_reproduced():
     """The facts each reference recipe (shared seeds/README) fixes, read back from our profiles."""
     codegen = load_config(REPO / "pipeline_config/codegen350m_qlora.yaml")
     assert codegen.model.source == HubSource(kind="hub", id="Salesforce/codegen-350M-mono", revision="main")
+    assert codegen.train.lora.target_modules == ["qkv_proj"]  # peft's codegen default: the seed names none
     assert (
         codegen.train.method,
         codegen.train.lora.r,
@@ -151,12 +152,15 @@ def test_seed_recipes_are_reproduced():
         0.03,
     )
     assert alpaca.synthesize.self_instruct.enabled and alpaca.synthesize.teacher.backend == "openai"
+    assert (alpaca.train.precision, alpaca.train.batch_size, alpaca.train.grad_accum) == ("fp16", 8, 4)
+    assert (alpaca.train.logging_steps, alpaca.train.save_steps, alpaca.train.weight_decay) == (1, 500, 0.0)
 
     phi = load_config(REPO / "pipeline_config/phi3_mini_qlora.yaml")
     assert (phi.train.lora.r, phi.train.lora.alpha, phi.train.lora.dropout) == (16, 16, 0.05)
-    assert sorted(phi.train.lora.target_modules) == sorted(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
+    # q/k/v/o/gate/up/down under Phi-3's fused names (the seed's q_proj etc. do not exist in Phi-3)
+    assert sorted(phi.train.lora.target_modules) == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]
+    assert (phi.train.batch_size, phi.train.grad_accum, phi.train.logging_steps) == (4, 8, 100)
+    assert (phi.train.lr_scheduler, phi.train.warmup_ratio, phi.tokenize.template) == ("linear", 0.1, "chat")
     assert (phi.train.optim, phi.train.learning_rate, phi.train.num_epochs, phi.train.eval_steps) == (
         "paged_adamw_8bit",
         1e-4,
@@ -167,7 +171,8 @@ def test_seed_recipes_are_reproduced():
 
     star = load_config(REPO / "pipeline_config/starcoderbase1b_fim.yaml")
     assert (star.train.lora.r, star.train.lora.alpha) == (8, 32)
-    assert star.train.lora.target_modules == ["c_proj", "c_attn", "q_attn", "c_fc"]
+    # the seed's q_attn exists only in GPTBigCode's cross-attention, which StarCoder lacks
+    assert star.train.lora.target_modules == ["c_proj", "c_attn", "c_fc"] and star.train.lora.dropout == 0.0
     assert star.tokenize.fim_rate > 0 and star.tokenize.packing and star.scrape.package == "sklearn"
 
     pythia = load_config(REPO / "pipeline_config/pythia70m_full.yaml")
@@ -177,6 +182,18 @@ def test_seed_recipes_are_reproduced():
         1e-5,
     )
     assert (pythia.train.batch_size, pythia.train.grad_accum, pythia.train.eval_steps) == (1, 4, 120)
+    assert (pythia.train.save_steps, pythia.train.load_best_model_at_end, pythia.train.logging_steps) == (
+        120,
+        True,
+        1,
+    )
+    assert (pythia.train.lr_scheduler, pythia.tokenize.template, pythia.tokenize.max_length) == (
+        "linear",
+        "question_answer",
+        2048,
+    )
+    architectures = [c.model.architecture for c in (codegen, alpaca, phi, star, pythia)]
+    assert architectures == ["codegen", "llama", "phi3", "gpt_bigcode", "gpt_neox"]
 
 
 def raises_config_error(path: Path) -> str:
@@ -414,6 +431,11 @@ def with_train(tmp_path: Path, lines: str) -> Path:
         ("  lr_scheduler: reduce_lr_on_plateau\n", "'reduce_lr_on_plateau' needs train.eval_steps"),
         ("  lr_scheduler: cosine_with_min_lr\n", "needs transformers' lr_scheduler_kwargs (min_lr)"),
         ("  optim: galore_adamw\n", "'galore_adamw' needs transformers' optim_target_modules"),
+        ("  early_stopping_patience: 2\n", "train.early_stopping_patience need train.eval_steps"),
+        (
+            "  eval_steps: 10\n  save_steps: 15\n  load_best_model_at_end: true\n",
+            "needs train.save_steps, a multiple of train.eval_steps (got save_steps 15, eval_steps 10)",
+        ),
     ],
 )
 def test_train_choices(tmp_path, lines, expected):

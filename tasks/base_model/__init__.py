@@ -4,6 +4,8 @@
   and saved with save_pretrained (safetensors), so later stages load it in well under a second.
 - `hub` / `folder`: used where they are; the key holds the resolved revision / the folder's content hash.
 - `scratch`: a small model built from a config with a tokenizer trained on the scraped code.
+- `model.miniature` (with any pretrained source): instead of the source, a tiny random model of
+  `model.architecture` with a tokenizer trained on the scraped code (miniature.py); the source is not read.
 
 Outputs (manifest): `model_dir` (absolute for hub/folder, inside this stage's folder otherwise), `kind`,
 `card` (name, licence, parameters, origin: the registered model's description).
@@ -16,7 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline_config.schema import FolderSource, GGUFSource, HubSource, ScratchSource
-from tasks.base_model.scratch import build_scratch_model
+from tasks.base_model.miniature import build_miniature
+from tasks.base_model.scratch import build_scratch_model, training_texts
 from tasks.base_model.sources import dequantize_gguf, describe_pretrained, hub_snapshot, identity
 from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
@@ -24,6 +27,12 @@ from tasks.common.stage import StageResult, StageSpec
 
 def run(cfg, inputs, out_dir, context) -> StageResult:
     source = cfg.model.source
+    if cfg.model.miniature is not None:
+        records = inputs["scrape"].file("records")
+        texts, excluded = training_texts(records, cfg.split, cfg.seed, cfg.model.miniature.tokenizer_max_docs)
+        card = build_miniature(texts, out_dir / "model", cfg.model, cfg.seed)
+        report = {"rows_in": len(texts), "rows_out": 1, "held_out_records_excluded": excluded, **card}
+        return StageResult(report, {"model_dir": "model", "kind": "miniature", "card": card})
     if isinstance(source, ScratchSource):
         records = inputs["scrape"].file("records")
         report = build_scratch_model(records, out_dir / "model", source, cfg.split, cfg.seed)
@@ -41,6 +50,12 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         assert isinstance(source, FolderSource)
         card = describe_pretrained(Path(source.path).expanduser(), f"local folder {source.path}")
         model_dir = str(source.path)
+    expected = cfg.model.architecture
+    if expected and card.get("architecture") != expected:
+        raise ValueError(
+            f"model.architecture is {expected!r} but the model of model.source is a "
+            f"{card.get('architecture')!r}: correct model.architecture (it decides the LoRA target check)"
+        )
     card["identity"] = identity(source)  # the revision / content hash the key was made from
     report = {"rows_in": 0, "rows_out": 1, "kind": source.kind, **card}
     outputs = {"model_dir": model_dir, "kind": source.kind, "card": card}
@@ -49,13 +64,18 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
     return StageResult(report, outputs)
 
 
+def reads_scraped_code(cfg) -> bool:
+    return isinstance(cfg.model.source, ScratchSource) or cfg.model.miniature is not None
+
+
 def uses(cfg) -> tuple[str, ...]:
-    return ("scrape",) if isinstance(cfg.model.source, ScratchSource) else ()
+    return ("scrape",) if reads_scraped_code(cfg) else ()
 
 
 def environment(cfg) -> dict:
-    facts = identity(cfg.model.source)
-    if isinstance(cfg.model.source, ScratchSource):  # it excludes the held-out sources from pretraining
+    # a miniature never reads its source: the key must not depend on (or fail for) a hub model not here
+    facts = {} if cfg.model.miniature is not None else identity(cfg.model.source)
+    if reads_scraped_code(cfg):  # its tokenizer excludes the held-out sources
         return {**facts, "seed": cfg.seed, "split": cfg.split.model_dump()}
     return facts
 

@@ -16,26 +16,36 @@ from tasks.common.splits import group_of, is_held_out
 from tasks.tokenization.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
-SPECIAL_TOKENS = [EOS, PAD, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX]
 
 
-def train_tokenizer(texts: list[str], vocab_size: int):
-    """Byte-level BPE (GPT-2 style) on code: no unknown tokens, whitespace round-trips exactly."""
+def train_tokenizer(
+    texts: list[str],
+    vocab_size: int,
+    specials: dict[str, str] | None = None,
+    extra: tuple[str, ...] = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX),
+):
+    """Byte-level BPE (GPT-2 style) on code: no unknown tokens, whitespace round-trips exactly.
+
+    `specials` maps the tokenizer's roles (eos_token, bos_token, unk_token, pad_token) to their text; `extra`
+    are further special tokens (FIM sentinels, chat markers). Special tokens take the first ids.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    specials = specials if specials is not None else {"eos_token": EOS, "pad_token": PAD}
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=list(dict.fromkeys([*specials.values(), *extra])),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD)
-    fast.add_special_tokens({"additional_special_tokens": [FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX]})
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **specials)
+    if extra:
+        fast.add_special_tokens({"additional_special_tokens": list(extra)})
     return fast
 
 
@@ -97,16 +107,22 @@ def pretrain(model, tokenizer, texts: list[str], cfg: ScratchSource, seed: int) 
     return losses
 
 
+def training_texts(records_path: Path, split: SplitConfig, seed: int, max_docs: int) -> tuple[list[str], int]:
+    """The code of the scraped records outside the held-out split (at most `max_docs`), and how many
+    records were excluded as held out: a tokenizer or pretraining must never read the evaluation code."""
+    scraped = list(iter_jsonl(records_path))
+    kept = [r for r in scraped if not is_held_out(group_of(r), split, seed)]
+    if not kept:
+        raise ValueError(f"no scraped records in {records_path} to train a tokenizer on")
+    return [r["code"] for r in kept[:max_docs]], len(scraped) - len(kept)
+
+
 def build_scratch_model(
     records_path: Path, out_dir: Path, cfg: ScratchSource, split: SplitConfig, seed: int
 ) -> dict:
     """Tokenizer and pretraining see only the sources outside the held-out split: a base model that had
     read the evaluation code would make "base vs fine-tuned" meaningless."""
-    scraped = list(iter_jsonl(records_path))
-    records = [r for r in scraped if not is_held_out(group_of(r), split, seed)][: cfg.tokenizer_max_docs]
-    if not records:
-        raise ValueError(f"no scraped records in {records_path} to train the scratch tokenizer on")
-    texts = [r["code"] for r in records]
+    texts, excluded = training_texts(records_path, split, seed, cfg.tokenizer_max_docs)
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
     model = build_model(cfg, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed)
     losses = pretrain(model, tokenizer, texts, cfg, seed) if cfg.pretrain_steps else []
@@ -114,9 +130,9 @@ def build_scratch_model(
     tokenizer.save_pretrained(out_dir)
     params = sum(p.numel() for p in model.parameters())
     return {
-        "rows_in": len(records),
+        "rows_in": len(texts),
         "rows_out": 1,
-        "held_out_records_excluded": sum(is_held_out(group_of(r), split, seed) for r in scraped),
+        "held_out_records_excluded": excluded,
         "parameters": params,
         "vocab_size": len(tokenizer),
         "pretrain_steps": len(losses),

@@ -97,3 +97,21 @@ def publish_artifacts(stage: str, folder: Path) -> None:
         if (folder / name).is_file() and (rows := table_rows(folder / name)):
             table_key = f"{slug}-{Path(name).stem.replace('_', '-')}"
             create_table_artifact(rows, key=table_key, description=f"{stage}: {name}")
+
+
+def publish_mlflow_links(record: dict) -> None:
+    """The flow run's link to its MLflow run and registered version (the UI's Artifacts tab)."""
+    from prefect.artifacts import create_markdown_artifact
+
+    run = f"[{record['run_id']}]({record['run_url']})" if record.get("run_url") else f"`{record['run_id']}`"
+    lines = [
+        "# MLflow",
+        f"- run: {run} in experiment `{record.get('experiment')}` of `{record['tracking_uri']}`",
+    ]
+    if "version" in record:
+        decision = "promoted to champion" if record["promoted"] else "not promoted"
+        lines.append(
+            f"- registered: `models:/{record['model_name']}/{record['version']}` "
+            f"(aliases: {', '.join(record['aliases']) or 'none'}), {decision}: {record['gate_reason']}"
+        )
+    create_markdown_artifact("\n".join(lines) + "\n", key="mlflow-run")

@@ -199,6 +199,7 @@ def build_stage(
             }
             write_json(version / "manifest.json", manifest)
             _switch(stage_dir(workspace, stage, key), version)
+            shutil.rmtree(resume_dir(workspace, stage, key), ignore_errors=True)  # done: nothing to resume
         except BaseException:
             shutil.rmtree(version, ignore_errors=True)
             raise
@@ -232,6 +233,12 @@ def _writer_alive(name: str) -> bool:
     except ValueError:
         return False
     return host != HOST or process_alive(int(pid)) if pid.isdigit() else False
+
+
+def resume_dir(workspace: Path, stage: str, key: str) -> Path:
+    """Where a long stage keeps what lets a killed attempt resume (training checkpoints): one folder per
+    key that outlives the attempt, unlike its version folder, and is removed once the key is published."""
+    return stage_dir(workspace, stage, key).parent / f".resume-{key}"
 
 
 def remove_stale(workspace: Path, now: float | None = None) -> list[str]:
@@ -324,6 +331,7 @@ class StageSpec:
         key = self.key(cfg, input_keys)
 
         def work(out: Path) -> StageResult:
-            return self.run(cfg, used, out, context or {})
+            resume = resume_dir(workspace_path(cfg), self.name, key)
+            return self.run(cfg, used, out, {**(context or {}), "resume_dir": resume})
 
         return build_stage(workspace_path(cfg), self.name, key, input_keys, work, force, self.is_valid)

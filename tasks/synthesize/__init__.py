@@ -1,8 +1,10 @@
 """Stage synthesize: instruction/response pairs from the scraped source.
 
 Generators, each writing the same record schema to `pairs.jsonl` (`id, instruction, input, output, source,
-metadata`): docstring back-translation (docstring_pairs.py, no teacher) and Self-Instruct with a teacher
-(self_instruct.py; the teacher backends are in tasks/common/teacher).
+metadata`): docstring back-translation (docstring_pairs.py, no teacher), and with a teacher Self-Instruct
+(self_instruct.py) and OSS-Instruct (oss_instruct.py), whose tasks are parsed (parsing.py), screened
+(filters.py: Self-Instruct's filters, ROUGE-L novelty in novelty.py) and run against their own tests in
+the sandbox (verify.py). The teacher backends are in tasks/common/teacher.
 
 The key holds the base model's key only when the teacher is the pipeline's own base model: the student's
 training settings never change what was synthesized.
@@ -18,21 +20,21 @@ from tasks.common.io import hash_path
 from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
 from tasks.common.teacher import make_teacher
-from tasks.synthesize.pairs import synthesize_pairs
+from tasks.synthesize.pairs import synthesize_pairs, teacher_modes
 
 
 def teacher_is_base(cfg) -> bool:
     s = cfg.synthesize
-    return s.self_instruct.enabled and s.teacher.backend == "local" and s.teacher.model == "base"
+    return bool(teacher_modes(s)) and s.teacher.backend == "local" and s.teacher.model == "base"
 
 
 def run(cfg, inputs, out_dir, context) -> StageResult:
     teacher = None
-    if cfg.synthesize.self_instruct.enabled:
+    if teacher_modes(cfg.synthesize):
         base = str(inputs["base_model"].file("model_dir")) if teacher_is_base(cfg) else None
         teacher = make_teacher(cfg.synthesize.teacher, base, cfg.seed)
     report = synthesize_pairs(inputs["scrape"].file("records"), out_dir, cfg.synthesize, teacher, cfg.seed)
-    return StageResult(report, {"pairs": "pairs.jsonl"})
+    return StageResult(report, {"pairs": "pairs.jsonl", "rejected": "rejected.jsonl"})
 
 
 def uses(cfg) -> tuple[str, ...]:
@@ -44,7 +46,7 @@ def environment(cfg) -> dict:
     package) and a local teacher read from a folder."""
     s = cfg.synthesize
     facts = {"seed_tasks": hash_path(s.self_instruct.seed_tasks)} if s.self_instruct.seed_tasks else {}
-    if s.self_instruct.enabled and s.teacher.backend == "local" and Path(s.teacher.model).is_dir():
+    if teacher_modes(s) and s.teacher.backend == "local" and Path(s.teacher.model).is_dir():
         facts["teacher"] = hash_path(s.teacher.model)
     return facts
 

@@ -41,6 +41,9 @@ def docstring_pairs(records: list[dict], limit: int | None) -> Iterator[dict]:
             rec["signature"],
             rec["code_without_docstring"],
             "docstring",
+            mode="docstring",
+            verified=None,  # no tests to run: the code is the library's own, not a teacher's
+            verification="unverified",
             qualname=rec["name"],
             path=rec["path"],
             lines=[rec["line_start"], rec["line_end"]],

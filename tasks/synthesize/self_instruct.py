@@ -1,106 +1,119 @@
-"""Self-Instruct (seeds/001): a teacher is shown a few tasks sampled from a growing pool (seeded with
-the code tasks in tasks/synthesize/data) and asked for a new one. A candidate is kept when it parses into
-instruction/input/output and passes the filters (tasks.common.filtering): ROUGE-L novelty against every
-pooled instruction under `self_instruct.max_similarity`.
+"""Self-Instruct (seeds/001; Wang et al., 2022, as Code Alpaca ran it): a teacher is shown a few tasks from a
+growing pool and asked for a new one: instruction, input, a Python solution and tests (asserts).
+
+The pool starts as the project's own seed tasks (tasks/synthesize/data/code_seed_tasks.jsonl: Python and
+scikit-learn tasks, each with tests that pass); each prompt mixes seed tasks and tasks generated in earlier
+rounds, 6 + 2 of 8 as in Self-Instruct, scaled to `examples_per_prompt`. Replies are parsed however the
+teacher dresses them (parsing.py) and screened (filters.py): Self-Instruct's length, blacklist and
+first-character filters, execution of the solution against its tests in the sandbox, and ROUGE-L novelty
+against every pooled instruction. A kept task joins the pool, so later rounds see it and must differ from it.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline_config.schema import SelfInstructConfig
-from tasks.common.code_blocks import first_python_block
-from tasks.common.filtering import Filter, Filtered, apply_filters
+from pipeline_config.schema import SelfInstructConfig, VerifyConfig
+from tasks.common.filtering import Filtered
 from tasks.common.io import iter_jsonl
 from tasks.common.teacher import Teacher
 from tasks.synthesize.docstring_pairs import pair
+from tasks.synthesize.filters import screen
+from tasks.synthesize.novelty import NoveltyIndex
+from tasks.synthesize.parsing import parse_task
 
 SEED_TASKS = Path(__file__).parent / "data" / "code_seed_tasks.jsonl"
+SEED_FIELDS = ("id", "instruction", "output", "tests")
+GENERATED_SHARE = 2 / 8  # of the in-context tasks, once generated ones exist (Self-Instruct: 2 of 8)
 
 PROMPT_HEAD = (
-    "Below are programming tasks, each with an instruction, an optional input and a Python solution. "
-    "Write one new task that is different from all of them, in the same format.\n\n"
-)
-TASK_RE = re.compile(
-    r"Instruction:\s*(?P<instruction>.+?)\s*Input:\s*(?P<input>.*?)\s*Output:\s*(?P<output>.+)", re.DOTALL
+    "Here are some Python programming tasks. Each has an instruction, sometimes an input, a solution and "
+    "tests (assert statements that check the solution).\n\n"
 )
 
 
 def format_task(i: int, task: Mapping) -> str:
+    # no "Input: (none)" line: after an empty Input, small teachers go on with an "Output:" in prose
+    given = f"Input: {task['input']}\n" if task.get("input") else ""
     return (
-        f"Task {i}\nInstruction: {task['instruction']}\nInput: {task.get('input', '')}\n"
-        f"Output:\n{task['output']}\n"
+        f"### Task {i}\nInstruction: {task['instruction']}\n{given}"
+        f"Output:\n```python\n{task['output'].strip()}\n```\n"
+        f"Tests:\n```python\n{task.get('tests', '').strip()}\n```\n"
     )
 
 
 def self_instruct_prompt(examples: list[Mapping]) -> str:
-    shown = "###\n".join(format_task(i + 1, t) for i, t in enumerate(examples))
-    return f"{PROMPT_HEAD}{shown}###\nTask {len(examples) + 1}\nInstruction:"
+    """The examples, then the open next task: a completion model continues after "Instruction:", a chat
+    model answers the request (parsing.parse_task reads both)."""
+    n = len(examples) + 1
+    shown = "\n".join(format_task(i + 1, t) for i, t in enumerate(examples))
+    return (
+        f"{PROMPT_HEAD}{shown}\nWrite task {n}: a new task, different from the ones above, in exactly the "
+        f"same format.\n\n### Task {n}\nInstruction:"
+    )
 
 
-def parse_task(completion: str) -> dict | None:
-    text = completion if completion.lstrip().startswith("Instruction:") else f"Instruction: {completion}"
-    text = text.split("\n###", 1)[0]  # the model may go on to write the next task
-    match = TASK_RE.search(text)
-    if not match or not match["instruction"].strip() or not match["output"].strip():
-        return None
-    output = match["output"].strip()
-    return {
-        "instruction": match["instruction"].strip(),
-        "input": match["input"].strip(),
-        "output": first_python_block(output).strip(),
-    }
+def load_seed_tasks(path: Path) -> list[dict]:
+    tasks = list(iter_jsonl(path))
+    if not tasks:
+        raise ValueError(f"synthesize.self_instruct.seed_tasks: {path} holds no tasks")
+    for n, task in enumerate(tasks, 1):
+        if missing := [f for f in SEED_FIELDS if not task.get(f)]:
+            raise ValueError(f"synthesize.self_instruct.seed_tasks: task {n} of {path} lacks {missing}")
+    return tasks
 
 
-def novelty_filter(pool: list[dict], max_similarity: float) -> Filter:
-    """Drop a task whose instruction's ROUGE-L F1 against any pooled instruction reaches the bound.
-
-    Stateful like dedup: a kept task joins the pool, so later candidates must differ from it too. The
-    similarity found is written to the row's metadata, where it stays as provenance.
-    """
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
-
-    def check(row: dict) -> tuple[bool, str | None]:
-        similarity = max(scorer.score(t["instruction"], row["instruction"])["rougeL"].fmeasure for t in pool)
-        row["metadata"]["max_similarity"] = round(similarity, 4)
-        if similarity >= max_similarity:
-            return False, "too_similar"
-        pool.append(row)
-        return True, None
-
-    return Filter("novelty", ("too_similar",), check)
+def pick_examples(rng: random.Random, seeds: list[dict], generated: list[dict], k: int) -> list[dict]:
+    """k in-context tasks: a share of generated ones once there are any (at least one), the rest seeds;
+    shuffled so the position does not tell which is which."""
+    n_generated = min(len(generated), max(1, round(k * GENERATED_SHARE))) if generated and k > 1 else 0
+    examples = rng.sample(seeds, min(k - n_generated, len(seeds))) + rng.sample(generated, n_generated)
+    rng.shuffle(examples)
+    return examples
 
 
-def self_instruct(teacher: Teacher, cfg: SelfInstructConfig, seed: int) -> tuple[list[dict], Counter]:
-    seed_path = Path(cfg.seed_tasks) if cfg.seed_tasks else SEED_TASKS
-    pool = list(iter_jsonl(seed_path))
-    if not pool:
-        raise ValueError(f"synthesize.self_instruct.seed_tasks: {seed_path} holds no tasks")
+def self_instruct(
+    teacher: Teacher, cfg: SelfInstructConfig, verify: VerifyConfig, seed: int
+) -> tuple[list[dict], Counter, Filtered]:
+    """(kept tasks, counts, everything filtered: kept and rejected rows with their reasons)."""
+    seeds = load_seed_tasks(Path(cfg.seed_tasks) if cfg.seed_tasks else SEED_TASKS)
     rng = random.Random(seed)
-    filters = [novelty_filter(pool, cfg.max_similarity)]
+    index = NoveltyIndex(cfg.max_similarity, [t["instruction"] for t in seeds])
     result = Filtered()
-    generated = unparseable = 0
+    counts: Counter = Counter()
     for round_no in range(cfg.num_rounds):
-        prompts = [
-            self_instruct_prompt(rng.sample(pool, min(cfg.examples_per_prompt, len(pool))))
+        shown = [
+            pick_examples(rng, seeds, result.kept, cfg.examples_per_prompt)
             for _ in range(cfg.prompts_per_round)
         ]
+        replies = teacher.generate([self_instruct_prompt(examples) for examples in shown])
+        counts["prompts"] += len(shown)
         candidates = []
-        for completion in teacher.generate(prompts):
-            generated += 1
-            task = parse_task(completion)
+        for examples, reply in zip(shown, replies, strict=True):
+            if reply is None:  # budget exhausted, or failed after retries: counted by the teacher too
+                counts["not_produced"] += 1
+                continue
+            counts["generated"] += 1
+            task = parse_task(reply, continuation=True)
             if task is None:
-                unparseable += 1
+                counts["unparseable"] += 1
+                result.rejected.append({"reply": reply, "reason": "unparseable", "source": "self_instruct"})
                 continue
             candidates.append(
-                pair(task["instruction"], task["input"], task["output"], "self_instruct", round=round_no)
+                pair(
+                    task.instruction,
+                    task.input,
+                    task.solution,
+                    "self_instruct",
+                    mode="self_instruct",
+                    round=round_no,
+                    tests=task.tests,
+                    examples=[t.get("id") for t in examples],
+                )
             )
-        apply_filters(candidates, filters, into=result)
-    counts = Counter(generated=generated, unparseable=unparseable, kept=len(result.kept), **result.counts)
-    return result.kept, counts
+        screen(candidates, cfg, verify, index, into=result)
+    counts["kept"] = len(result.kept)
+    return result.kept, counts, result

@@ -8,19 +8,30 @@ from pathlib import Path
 from pipeline_config.schema import SplitConfig, TokenizeConfig
 from tasks.common.io import iter_jsonl
 from tasks.common.splits import eval_set_key, split_rows
-from tasks.common.templates import get_template
-from tasks.tokenization.fim import FIM_PREFIX, fim_transform
-from tasks.tokenization.packing import pack_rows
+from tasks.common.templates import resolve_template
+from tasks.tokenization.fim import FIM_MIDDLE, add_fim_tokens, fim_cut
+from tasks.tokenization.packing import pack_rows, real_token_fraction
 
 IGNORE = -100
+# the tokenizer whose ids dataset/ holds (FIM sentinels added when the base lacked them): training loads it
+TOKENIZER_DIR = "tokenizer"
 
 
-def encode_pair(tokenizer, prompt: str, response: str, cfg: TokenizeConfig) -> tuple[dict, bool]:
-    """Token ids for prompt + response + eos; labels hide the prompt when masking -> (row, truncated)."""
+def encode_pair(tokenizer, prompt: str, response: str, cfg: TokenizeConfig) -> tuple[dict | None, bool]:
+    """Token ids for prompt + response + eos; labels hide the prompt when masking -> (row, truncated).
+
+    An example over `max_length` follows `tokenize.overlong` and `tokenize.truncation_side`; the row is
+    None when it is dropped (overlong: drop, or a right cut that leaves no response token to learn)."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     truncated = len(prompt_ids) + len(response_ids) > cfg.max_length
-    if truncated:
+    if truncated and cfg.overlong == "drop":
+        return None, True
+    if truncated and cfg.truncation_side == "right":  # the start stays, the end goes (seeds/004)
+        response_ids = response_ids[: max(cfg.max_length - len(prompt_ids), 0)]
+        if not response_ids:
+            return None, True
+    elif truncated:
         # A long prompt must not squeeze out the response (no loss tokens left): it gets at most half the
         # window, cut from the left so that its end ("### Response:") stays next to the response.
         keep = min(len(prompt_ids), max(cfg.max_length - len(response_ids), cfg.max_length // 2))
@@ -45,32 +56,67 @@ def tokenize_pairs(
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.eos_token_id is None:
         raise ValueError(f"tokenizer at {model_path} has no eos token")
-    if cfg.fim_rate > 0 and FIM_PREFIX not in tokenizer.get_vocab():
-        raise ValueError(f"tokenize.fim_rate > 0 but the tokenizer at {model_path} has no {FIM_PREFIX} token")
-    template = get_template(cfg.template)
+    fim_added = add_fim_tokens(tokenizer) if cfg.fim_rate > 0 else []
+    template = resolve_template(cfg.template, tokenizer)
     pairs = list(iter_jsonl(pairs_path))
     train_idx, test_idx, split_counts = split_rows(pairs, split, seed)
     rng = random.Random(seed)
+    fim = {"rows": 0, "spm": 0, "ast": 0, "middle_cut_off": 0, "tokens_added": fim_added}
 
-    def encode(i: int, train: bool) -> tuple[dict, bool]:
+    # held-out rows are never dropped (the evaluation set must not depend on the training policy); an
+    # over-long one keeps its response, for perplexity, and its whole prompt text, for generation
+    eval_cfg = cfg.model_copy(update={"overlong": "truncate", "truncation_side": "left"})
+
+    def encode(i: int, train: bool) -> tuple[dict | None, bool]:
         p = pairs[i]
         prompt = template.format(p["instruction"], p.get("input", ""))
         response = p["output"]
+        row = None
         if train and cfg.fim_rate and rng.random() < cfg.fim_rate:
-            prompt, response = "", fim_transform(prompt + response, rng)  # FIM rows learn on every token
-        row, truncated = encode_pair(tokenizer, prompt, response, cfg)
+            row, truncated = fim_encode(prompt, response)
+        if row is None:
+            row, truncated = encode_pair(tokenizer, prompt, response, cfg if train else eval_cfg)
+        if row is None:
+            return None, truncated
         text = {"prompt": prompt, "response": p["output"], "input": p.get("input", ""), "id": p["id"]}
         return {**row, **text}, truncated
 
+    def fim_encode(prompt: str, code: str) -> tuple[dict | None, bool]:
+        """The code (never the template) reordered around a middle; None when there is nothing to cut or
+        truncation cut the middle sentinel off (the row is then encoded plainly)."""
+        cut = fim_cut(code, rng, cfg.fim_spm_rate, cfg.fim_ast_rate)
+        if cut is None:
+            return None, False
+        row, truncated = encode_pair(tokenizer, prompt, cut.text, cfg)
+        if row is not None and tokenizer.convert_tokens_to_ids(FIM_MIDDLE) not in row["input_ids"]:
+            fim["middle_cut_off"] += 1
+            return None, truncated
+        if row is not None:
+            fim["rows"] += 1
+            fim["spm"] += cut.order == "spm"
+            fim["ast"] += cut.middle != "random"
+        return row, truncated
+
     train = [encode(i, True) for i in train_idx]
     test = [encode(i, False) for i in test_idx]
-    truncated = sum(t for _, t in train + test)
-    train_rows = [r for r, _ in train]
+    truncated = sum(t for r, t in train + test if r is not None)
+    dropped = sum(r is None for r, _ in train)
+    train_rows = [r for r, _ in train if r is not None]
+    if not train_rows:
+        why = (
+            f"all {dropped} were over tokenize.max_length {cfg.max_length} (tokenize.overlong: "
+            f"{cfg.overlong}, tokenize.truncation_side: {cfg.truncation_side})"
+            if dropped
+            else f"the split holds out all {len(pairs)} rows (split.test_fraction {split.test_fraction})"
+        )
+        raise ValueError(f"tokenize: no training rows left in {pairs_path}: {why}")
+    train_examples = len(train_rows)
     if cfg.packing:
-        train_rows = pack_rows(train_rows, cfg.max_length)
+        train_rows = pack_rows(train_rows, cfg.max_length, seed)
     DatasetDict(
         {"train": Dataset.from_list(train_rows), "test": Dataset.from_list([r for r, _ in test])}
     ).save_to_disk(str(out_dir / "dataset"))
+    tokenizer.save_pretrained(out_dir / "dataset" / TOKENIZER_DIR)
     template.save(out_dir)  # travels on with the model (tasks/common/templates.py)
     train_tokens = sum(len(r["input_ids"]) for r in train_rows)
     return {
@@ -81,7 +127,14 @@ def tokenize_pairs(
         "train_rows": len(train_rows),
         "test_rows": len(test),
         "truncated": truncated,
+        "dropped_overlong": dropped,
+        "train_examples": train_examples,  # before packing (train_rows counts packed blocks)
         "train_tokens": train_tokens,
+        # tokens / (train rows x max_length): a packed block or a padded row each fill one max_length slot
+        "real_token_fraction": round(
+            real_token_fraction([len(r["input_ids"]) for r in train_rows], cfg.max_length), 4
+        ),
+        "fim": fim,
         "loss_tokens": sum(sum(t != IGNORE for t in r["labels"]) for r in train_rows),
         "base_model": str(model_path),
         "template": cfg.template,

@@ -24,6 +24,7 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         cfg.train,
         cfg.seed,
         cfg.model.trust_remote_code,
+        context.get("resume_dir"),
     )
     return StageResult(report, {"model_dir": "model", "adapter": cfg.train.method != "full"})
 

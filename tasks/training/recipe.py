@@ -17,6 +17,8 @@ from tasks.common.models import load_causal_lm, load_tokenizer, pick_device
 from tasks.common.prefect import logger
 from tasks.common.progress import Progress
 from tasks.common.templates import TEMPLATE_FILE
+from tasks.tokenization.encode import TOKENIZER_DIR
+from tasks.training.collate import PackedCollator, needs_flat_batches
 from tasks.training.plots import plot_losses
 
 
@@ -37,7 +39,8 @@ def quantization_config(cfg: TrainConfig):
     )
 
 
-def lora_config(cfg: TrainConfig):
+def lora_config(cfg: TrainConfig, modules_to_save: list[str] | None = None):
+    """`modules_to_save`: layers trained in full beside the adapter (embeddings, when tokens were added)."""
     if cfg.method == "full":
         return None
     from peft import LoraConfig
@@ -50,23 +53,106 @@ def lora_config(cfg: TrainConfig):
         target_modules=lora.target_modules,
         bias="none",
         task_type="CAUSAL_LM",
+        modules_to_save=modules_to_save,
+        ensure_weight_tying=bool(modules_to_save),  # a tied lm_head stays the embedding's trained copy
     )
 
 
-def load_model(model_path: str, cfg: TrainConfig, device: str, trust_remote_code: bool):
+def embedding_modules(model) -> list[str]:
+    """Names of the input and output embedding layers (the rows of added tokens must be trained)."""
+    layers = (model.get_input_embeddings(), model.get_output_embeddings())
+    return sorted(
+        {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if any(m is x for x in layers)}
+    )
+
+
+def require_bitsandbytes(cfg: TrainConfig, device: str) -> None:
+    """QLoRA runs on the CPU too (bitsandbytes >= 0.48 has CPU kernels: 4-bit NF4, double quantization)."""
+    import importlib.metadata
+
+    from packaging.version import Version
+
+    try:
+        version = importlib.metadata.version("bitsandbytes")
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(
+            "train.method 'qlora' needs bitsandbytes: pip install 'bitsandbytes>=0.48'"
+        ) from None
+    if device == "cpu" and Version(version) < Version("0.48"):
+        raise ImportError(
+            f"train.method 'qlora' on the CPU needs bitsandbytes >= 0.48 (CPU kernels); found {version}"
+        )
+    dtype = cfg.quantization.compute_dtype
+    if device == "cpu" and cfg.quantization.bits == 4 and dtype != "float32":
+        # it runs (bitsandbytes 0.50 computes in half precision on the CPU), but ~15x slower than float32
+        # on a 512x512 layer here: keep the recipe's value, say what would be faster
+        logger().info(
+            "train.quantization.compute_dtype %s on the CPU: bitsandbytes %s runs it, but half-precision "
+            "4-bit matmuls are much slower on a CPU than float32; set float32 for CPU runs",
+            dtype,
+            version,
+        )
+
+
+def linear_module_names(model) -> list[str]:
+    """The last name part of every layer LoRA can wrap as a linear layer (bitsandbytes' 4-bit and 8-bit
+    layers are nn.Linear subclasses; GPT-2 style models use transformers' Conv1D)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    return sorted(
+        {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear | Conv1D)}
+    )
+
+
+def check_target_modules(model, cfg: TrainConfig) -> None:
+    """peft wraps the target names that match and silently skips the rest (it fails only when none
+    match): a name this architecture lacks would leave layers the recipe meant to train frozen."""
+    if cfg.method == "full" or not isinstance(cfg.lora.target_modules, list):
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in cfg.lora.target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        raise ValueError(
+            f"train.lora.target_modules: {', '.join(missing)} not in this {model.config.model_type} model; "
+            f"its linear modules: {', '.join(linear_module_names(model))} (or use 'all-linear')"
+        )
+
+
+def load_model(
+    model_path: str, cfg: TrainConfig, device: str, trust_remote_code: bool, vocab_size: int | None = None
+):
+    """`vocab_size`: the tokenizer's size when tokenize added tokens; the embeddings grow to it (new rows
+    start at the old rows' mean) before k-bit preparation hooks them."""
     quant = quantization_config(cfg)
+    if quant:
+        require_bitsandbytes(cfg, device)
     model = load_causal_lm(model_path, device, cfg.precision, quant, trust_remote_code)
+    check_target_modules(model, cfg)
+    if vocab_size and vocab_size > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(vocab_size)
     if quant:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        keep_4bit_layers_trainable(model)
     return model
+
+
+def keep_4bit_layers_trainable(model) -> None:
+    """bitsandbytes 0.50 repacks a 4-bit layer's weight for its AVX512-BF16 inference kernel the first time
+    the layer runs in eval mode without gradients on such a CPU, and never packs it back: after the first
+    evaluation during training, every step ran that kernel, which has no backward (no gradient reached the
+    layers below it; with a bias it raised). Training keeps the trainable layout."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def training_args(cfg: TrainConfig, out_dir: Path, device: str, seed: int, has_eval: bool):
     from trl import SFTConfig
 
-    return SFTConfig(
+    args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.num_epochs,
@@ -85,7 +171,13 @@ def training_args(cfg: TrainConfig, out_dir: Path, device: str, seed: int, has_e
         logging_steps=cfg.logging_steps,
         eval_strategy="steps" if has_eval and cfg.eval_steps else "no",
         eval_steps=cfg.eval_steps,
-        save_strategy="no",  # the stage saves the final model itself; checkpoints are not kept
+        # checkpoints only to resume a killed run (and to pick the best): the stage saves the final model
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=2,  # the latest and, with load_best_model_at_end, the best
+        load_best_model_at_end=cfg.load_best_model_at_end and has_eval,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
         report_to="none",  # the flow logs one MLflow run per pipeline run
         seed=seed,
         data_seed=seed,
@@ -93,6 +185,38 @@ def training_args(cfg: TrainConfig, out_dir: Path, device: str, seed: int, has_e
         dataset_num_proc=None,
         disable_tqdm=True,
     )
+    check_optimizer(args, device)
+    return args
+
+
+def check_optimizer(args, device: str) -> None:
+    """train.optim must run on this device, checked before training: transformers would fail only at the
+    first step, with an error that does not name the config key. One step on a probe tensor catches a
+    missing package (torchao, schedulefree, ...) and a device without the kernels."""
+    import warnings
+
+    import torch
+    from transformers import Trainer
+
+    name = args.optim.value if hasattr(args.optim, "value") else str(args.optim)
+    try:
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+        probe = torch.nn.Parameter(torch.zeros(4096, device=device))  # 4096: bitsandbytes' 8-bit minimum
+        probe.grad = torch.ones_like(probe)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            optimizer_cls([probe], **kwargs).step()
+    except Exception as error:  # re-raised with the key to change; the cause stays chained
+        raise ValueError(
+            f"train.optim '{name}' cannot run on {device} here ({type(error).__name__}: {error}); "
+            "choose another train.optim, e.g. adamw_torch or adafactor"
+        ) from error
+    if device == "cpu" and name.startswith("paged_"):
+        # bitsandbytes keeps the 8-bit (or 32-bit) states; paging only moves them out of GPU memory
+        logger().info("train.optim '%s' on the CPU: bitsandbytes runs it without paging", name)
+    for warning in caught:
+        if "Paged optimizers are not supported on CPU" not in str(warning.message):
+            logger().info("train.optim '%s': %s", name, warning.message)
 
 
 SHOWN_LOGS = ("loss", "eval_loss", "grad_norm", "learning_rate", "epoch", "train_loss", "train_runtime")
@@ -125,6 +249,21 @@ def route_logs_to_logger(trainer) -> None:
     trainer.add_callback(ProgressCallback())
 
 
+def add_early_stopping(trainer, cfg: TrainConfig) -> None:
+    if cfg.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+
+
+def last_checkpoint(resume_dir: Path | None) -> str | None:
+    if resume_dir is None or not (resume_dir / "checkpoints").is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(resume_dir / "checkpoints"))
+
+
 def train_model(
     dataset_dir: Path,
     out_dir: Path,
@@ -133,8 +272,12 @@ def train_model(
     cfg: TrainConfig,
     seed: int,
     trust_remote_code: bool = False,
+    resume_dir: Path | None = None,
 ) -> dict:
-    """Fine-tune; `template_file` (the tokenize stage's prompt template) is stored with the model."""
+    """Fine-tune; `template_file` (the tokenize stage's prompt template) is stored with the model.
+
+    Checkpoints (every `train.save_steps`) go to `resume_dir`, which outlives a killed attempt: the next
+    attempt resumes from the last one, with the optimizer, scheduler, RNG and data order restored."""
     import torch
     from datasets import load_from_disk
     from transformers import set_seed
@@ -142,22 +285,33 @@ def train_model(
 
     set_seed(seed)
     device = pick_device(cfg.device)
-    tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, cfg, device, trust_remote_code)
+    # the tokenizer the dataset's ids are in: the base's, plus any FIM sentinels tokenize had to add
+    tokenizer_dir = Path(dataset_dir) / TOKENIZER_DIR
+    tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else model_path)
+    added = len(tokenizer) - len(load_tokenizer(model_path))
+    model = load_model(model_path, cfg, device, trust_remote_code, len(tokenizer) if added else None)
     splits = load_from_disk(str(dataset_dir))
-    columns = ["input_ids", "attention_mask", "labels"]
-    train = splits["train"].select_columns(columns)
-    test = splits["test"].select_columns(columns)
+    # packed rows: example boundaries in seq_lengths, turned into position ids by the collator
+    packed = "seq_lengths" in splits["train"].column_names
+    train = splits["train"].select_columns(
+        ["input_ids", "labels", "seq_lengths" if packed else "attention_mask"]
+    )
+    test = splits["test"].select_columns(["input_ids", "attention_mask", "labels"])
     trainer = SFTTrainer(
         model=model,
-        args=training_args(cfg, out_dir, device, seed, has_eval=len(test) > 0),
+        args=training_args(cfg, resume_dir or out_dir, device, seed, has_eval=len(test) > 0),
         train_dataset=train,
         eval_dataset=test if cfg.eval_steps else None,
         processing_class=tokenizer,
-        peft_config=lora_config(cfg),
+        data_collator=PackedCollator(tokenizer.pad_token_id, needs_flat_batches(model)) if packed else None,
+        peft_config=lora_config(cfg, embedding_modules(model) if added else None),
     )
     route_logs_to_logger(trainer)
-    result = trainer.train()
+    add_early_stopping(trainer, cfg)
+    checkpoint = last_checkpoint(resume_dir)
+    if checkpoint:
+        logger().info("resuming training from %s", checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.model.save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
     shutil.copyfile(template_file, out_dir / "model" / TEMPLATE_FILE)
@@ -182,6 +336,7 @@ def train_model(
         "base_model": str(model_path),
         "adapter": cfg.method != "full",
         "steps": result.global_step,
+        "resumed_from_step": int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None,
         "train_loss": result.training_loss,
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,

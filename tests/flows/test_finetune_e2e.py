@@ -158,6 +158,8 @@ def test_evaluation_is_published_as_prefect_artifacts(cold):
     }
     assert expected | {"clean-rejections", "train-progress", "generation-progress"} <= set(artifacts)
     assert float(artifacts["train-progress"].data) == 100.0  # updated to the end as training went
+    links = artifacts["mlflow-run"].data  # from the flow run to its MLflow run and registered version
+    assert cold["mlflow"]["run_id"] in links and "models:/e2e-model/1" in links
     assert cold["mlflow"]["gate_reason"] in artifacts["register-report"].data  # the gate's decision
     assert "echo input (baseline)" in artifacts["evaluate-report"].data
     table = artifacts["evaluate-predictions"].data

@@ -130,6 +130,8 @@ def test_serve_starts_each_service_once_and_healthy(served):
         assert f"  export {line}\n" in served.output
     deployments = requests.post(f"{served.api}/deployments/filter", json={}, timeout=10).json()
     assert sorted(d["name"] for d in deployments) == ["nightly", "rerun-stage"]
+    limits = requests.post(f"{served.api}/v2/concurrency_limits/filter", json={}, timeout=10).json()
+    assert {x["name"]: x["limit"] for x in limits} == servers.RESOURCE_LIMITS  # what stages queue on
 
     before = served.pids()
     again = served.make("serve", timeout=60)

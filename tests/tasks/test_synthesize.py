@@ -1,10 +1,12 @@
-"""Tests for tasks.synthesize: docstring pairs, the Self-Instruct parser and loop (with a fake teacher), and
-the whole stage with an OpenAI-compatible teacher served from a loopback HTTP server."""
+"""Tests for tasks.synthesize: docstring pairs, the reply parser, Self-Instruct's filters and loop and
+OSS-Instruct (with a scripted teacher), execution verification in the sandbox, and the whole stage with an
+OpenAI-compatible teacher served from a loopback HTTP server."""
 
 from __future__ import annotations
 
 import json
 import re
+import textwrap
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,11 +14,26 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_config.schema import SelfInstructConfig, SynthesizeConfig, TeacherConfig
+from pipeline_config.schema import (
+    OssInstructConfig,
+    SelfInstructConfig,
+    SynthesizeConfig,
+    TeacherConfig,
+    VerifyConfig,
+)
+from tasks.common.filtering import apply_filters
+from tasks.common.sandbox import Result
 from tasks.common.teacher.openai import OpenAITeacher
 from tasks.synthesize.docstring_pairs import SUMMARY_MAX_CHARS, docstring_pairs, docstring_summary, pair
-from tasks.synthesize.pairs import synthesize_pairs
-from tasks.synthesize.self_instruct import parse_task, self_instruct
+from tasks.synthesize.filters import instruction_filters
+from tasks.synthesize.oss_instruct import oss_instruct, oss_instruct_prompt, snippet
+from tasks.synthesize.pairs import TooFewRecords, synthesize_pairs
+from tasks.synthesize.parsing import Task, parse_task
+from tasks.synthesize.self_instruct import SEED_TASKS, load_seed_tasks, pick_examples, self_instruct
+from tasks.synthesize.verify import classify, precheck, verify
+
+# The sandbox isolates when it can (root, namespaces); elsewhere these tests run it on rlimits alone.
+VERIFY = VerifyConfig(timeout_s=20, workers=2, allow_unisolated=True)
 
 # --------------------------------------------------------------------------------------------------------
 # docstring pairs
@@ -43,11 +60,14 @@ def test_docstring_summary_capped_and_empty() -> None:
 
 RECORDS = [
     {
+        "id": "rec-row-norms",
         "name": "sklearn.utils.extmath.row_norms",
         "kind": "function",
         "signature": "def row_norms(X, squared=False):",
         "docstring": "Row-wise (squared) Euclidean norm of X.\n\n    Parameters\n    ----------\n"
         "    X : array\n",
+        "code": 'def row_norms(X, squared=False):\n    """Row-wise (squared) Euclidean norm of X."""\n'
+        "    norms = (X * X).sum(axis=1)\n    return norms if squared else norms ** 0.5\n",
         "code_without_docstring": "def row_norms(X, squared=False):\n    norms = (X * X).sum(axis=1)\n"
         "    return norms if squared else norms ** 0.5\n",
         "path": "sklearn/utils/extmath.py",
@@ -56,10 +76,12 @@ RECORDS = [
         "package_version": "1.9.1",
     },
     {
+        "id": "rec-scaler",
         "name": "sklearn.preprocessing.StandardScaler",
         "kind": "class",
         "signature": "class StandardScaler(TransformerMixin, BaseEstimator):",
         "docstring": "Standardize features by removing the mean\nand scaling to unit variance.",
+        "code": "class StandardScaler(TransformerMixin, BaseEstimator):\n    pass\n",
         "code_without_docstring": "class StandardScaler(TransformerMixin, BaseEstimator):\n    pass\n",
         "path": "sklearn/preprocessing/_data.py",
         "line_start": 700,
@@ -67,10 +89,12 @@ RECORDS = [
         "package_version": "1.9.1",
     },
     {
+        "id": "rec-fit",
         "name": "sklearn.preprocessing.StandardScaler.fit",
         "kind": "method",
         "signature": "def fit(self, X, y=None):",
         "docstring": "Compute the mean and std to be used for later scaling.",
+        "code": "def fit(self, X, y=None):\n    return self\n",
         "code_without_docstring": "def fit(self, X, y=None):\n    return self\n",
         "path": "sklearn/preprocessing/_data.py",
         "line_start": 800,
@@ -103,6 +127,9 @@ def test_docstring_pairs_exact() -> None:
     assert all(r["source"] == "docstring" and r["id"].startswith("docstring-") for r in rows)
     assert len({r["id"] for r in rows}) == 3
     assert rows[0]["metadata"] == {
+        "mode": "docstring",
+        "verified": None,  # no teacher tests: not run, and marked as such
+        "verification": "unverified",
         "qualname": "sklearn.utils.extmath.row_norms",
         "path": "sklearn/utils/extmath.py",
         "lines": [50, 75],
@@ -125,90 +152,307 @@ def test_docstring_pairs_limit_and_skips_empty_docstrings() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# parse_task
+# parse_task: however the teacher dresses its reply
 # --------------------------------------------------------------------------------------------------------
 
-
-def test_parse_task_continuation_of_the_prompt() -> None:
-    # the prompt ends with "Instruction:", so a completion usually starts with the instruction text itself
-    got = parse_task(" Reverse a list.\nInput: xs = [1, 2]\nOutput:\ndef rev(xs):\n    return xs[::-1]\n")
-    assert got == {
-        "instruction": "Reverse a list.",
-        "input": "xs = [1, 2]",
-        "output": "def rev(xs):\n    return xs[::-1]",
-    }
-
-
-def test_parse_task_with_labels_and_empty_input() -> None:
-    got = parse_task("Instruction: Add two numbers.\nInput:\nOutput:\ndef add(a, b):\n    return a + b")
-    assert got == {
-        "instruction": "Add two numbers.",
-        "input": "",
-        "output": "def add(a, b):\n    return a + b",
-    }
-
-
-def test_parse_task_fenced_code() -> None:
-    got = parse_task("Square a number.\nInput:\nOutput:\n```python\ndef sq(x):\n    return x * x\n```\nDone.")
-    assert got == {"instruction": "Square a number.", "input": "", "output": "def sq(x):\n    return x * x"}
-    plain_fence = parse_task("Square.\nInput:\nOutput:\n```\nx * x\n```")
-    assert plain_fence is not None and plain_fence["output"] == "x * x"
+SOLUTION = "def rev(xs):\n    return xs[::-1]"
+TESTS = "assert rev([1, 2]) == [2, 1]"
+WANT = Task("Reverse a list.", "xs = [1, 2]", SOLUTION, TESTS)
 
 
 @pytest.mark.parametrize(
-    "completion",
+    "reply",
     [
-        "Reverse a list.\nInput: xs",  # no Output
-        "Reverse a list.\nInput: xs\nOutput:   \n",  # empty Output
-        "Instruction:   \nInput: xs\nOutput: x",  # empty instruction
+        # a completion model continuing the prompt's "Instruction:"
+        f" Reverse a list.\nInput: xs = [1, 2]\nSolution:\n```python\n{SOLUTION}\n```\nTests:\n```python\n"
+        f"{TESTS}\n```\n",
+        # a chat model: preamble, markdown bold labels
+        f"Sure! Here is a new task:\n\n**Instruction:** Reverse a list.\n**Input:** xs = [1, 2]\n"
+        f"**Solution:**\n```python\n{SOLUTION}\n```\n**Tests:**\n```python\n{TESTS}\n```\nHope this helps!",
+        # the preamble on the instruction's own line, no label
+        f"Sure! Here is a new task: Reverse a list.\nInput: xs = [1, 2]\nSolution:\n```py\n{SOLUTION}\n```\n"
+        f"Tests:\n```\n{TESTS}\n```",
+        # headings, unfenced code
+        f"Certainly.\n\n### Instruction\nReverse a list.\n\n### Input\nxs = [1, 2]\n\n"
+        f"### Solution\n{SOLUTION}"
+        f"\n\n### Tests\n{TESTS}\n",
+        # Magicoder's bracketed sections
+        f"[Problem Description]\nReverse a list.\n\n[Input]\nxs = [1, 2]\n\n"
+        f"[Solution]\n```python\n{SOLUTION}\n"
+        f"```\n\n[Tests]\n```python\n{TESTS}\n```",
+        # the tests written inside the solution's block
+        f"Reverse a list.\nInput: xs = [1, 2]\nSolution:\n```python\n{SOLUTION}\n\n{TESTS}\n```",
+        # "Output" and "Test" for the sections, the solution under "Input"'s neighbour
+        f"Instruction: Reverse a list.\nInput: xs = [1, 2]\nOutput:\n```python\n{SOLUTION}\n```\nTest:\n"
+        f"```python\n{TESTS}\n```",
+    ],
+)
+def test_parse_task_costumes(reply: str) -> None:
+    assert parse_task(reply) == WANT
+
+
+def test_parse_task_chat_preamble_never_reaches_the_instruction() -> None:
+    for opener in ("Sure! Here is a new task:", "Of course. Here's a new task:", "Okay! Here is one:"):
+        got = parse_task(f"{opener} Reverse a list.\nSolution:\n{SOLUTION}\nTests:\n{TESTS}")
+        assert got is not None and got.instruction == "Reverse a list."
+
+
+def test_parse_task_stops_at_the_next_task() -> None:
+    reply = (
+        f"Reverse a list.\nInput: xs\n"
+        f"Solution:\n```python\n{SOLUTION}\n```\nTests:\n```python\n{TESTS}\n```\n"
+        "\n### Task 5\nInstruction: Other.\nInput:\nSolution:\n```python\nother()\n```"
+    )
+    got = parse_task(reply)
+    assert got == Task("Reverse a list.", "xs", SOLUTION, TESTS)
+    # a repeated label ends the task too
+    assert parse_task(f"Instruction: A b c.\nSolution:\n{SOLUTION}\nInstruction: Other.") == Task(
+        "A b c.", "", SOLUTION, ""
+    )
+
+
+def test_parse_task_labels_inside_code_are_code() -> None:
+    code = "def f(x):\n    # Input: x\n    # Tests: none\n    return x"
+    got = parse_task(
+        f"Identity.\nSolution:\n```python\n{code}\n```\nTests:\n```python\nassert f(1) == 1\n```"
+    )
+    assert got == Task("Identity.", "", code, "assert f(1) == 1")
+
+
+def test_parse_task_solution_under_input() -> None:
+    got = parse_task(f"Reverse a list.\nInput:\n```python\n{SOLUTION}\n```\nTests:\n```python\n{TESTS}\n```")
+    assert got == Task("Reverse a list.", "", SOLUTION, TESTS)
+
+
+@pytest.mark.parametrize("none", ["(none)", "None", "n/a", "", "`none`"])
+def test_parse_task_empty_inputs(none: str) -> None:
+    got = parse_task(f"Reverse a list.\nInput: {none}\nSolution:\n{SOLUTION}")
+    assert got is not None and got.input == ""
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Reverse a list.\nInput: xs",  # no solution
+        "Reverse a list.\nInput: xs\nSolution:   \n",  # empty solution
+        "Instruction:   \nInput: xs\nSolution: x",  # empty instruction
         "lorem ipsum dolor sit amet",
         "",
     ],
 )
-def test_parse_task_rejects_incomplete(completion: str) -> None:
-    assert parse_task(completion) is None
+def test_parse_task_rejects_incomplete(reply: str) -> None:
+    assert parse_task(reply) is None
 
 
-def test_parse_task_stops_at_the_next_task() -> None:
-    got = parse_task(
-        "Count words.\nInput: s\nOutput:\nlen(s.split())\n###\nTask 5\nInstruction: Other.\n"
-        "Input:\nOutput:\nother()"
+def test_parse_task_without_continuation_needs_a_label() -> None:
+    assert parse_task(f"Sure, happy to help.\nSolution:\n{SOLUTION}", continuation=False) is None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Self-Instruct's filters (through the shared loop)
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("instruction", "reason"),
+    [
+        ("Sort it.", "too_few_words"),
+        ("word " * 151, "too_many_words"),
+        ("Draw a red circle on the canvas.", "blacklisted"),
+        ("Read the numbers from a FILE and add them.", "blacklisted"),
+        ("Plot the residuals of a linear regression.", "blacklisted"),
+        ("Go to the website and fetch the title.", "blacklisted"),
+        ("Create a flowchart of the sorting steps.", "blacklisted"),
+        ("- Write a function that adds two numbers.", "starts_with_punctuation"),
+        ("**Write** a function that adds numbers.", "starts_with_punctuation"),
+        ("Écris une fonction qui additionne deux nombres.", "starts_non_ascii"),
+        ("Write a function that maps each word to its length.", "blacklisted"),  # a blunt list, as theirs
+        ("Write a function that returns a mapping from words to counts.", None),
+        ("Sort a list of numbers.", None),
+    ],
+)
+def test_instruction_filters(instruction: str, reason: str | None) -> None:
+    result = apply_filters([{"instruction": instruction}], instruction_filters(SelfInstructConfig()))
+    assert (result.rejected[0]["reason"] if result.rejected else None) == reason
+    assert set(result.counts) == {
+        "too_few_words",
+        "too_many_words",
+        "blacklisted",
+        "starts_with_punctuation",
+        "starts_non_ascii",
+    }
+
+
+def test_word_bounds_are_configurable() -> None:
+    cfg = SelfInstructConfig(min_words=1, max_words=2)
+    result = apply_filters(
+        [{"instruction": "Sort."}, {"instruction": "Sort this list."}], instruction_filters(cfg)
     )
-    assert got == {"instruction": "Count words.", "input": "s", "output": "len(s.split())"}
+    assert [r["instruction"] for r in result.kept] == ["Sort."]
+    assert result.counts["too_many_words"] == 1
 
 
 # --------------------------------------------------------------------------------------------------------
-# Self-Instruct with a fake teacher
+# Seed tasks and the in-context mix
 # --------------------------------------------------------------------------------------------------------
 
-SEED_TASKS = [
+
+def test_shipped_seed_tasks() -> None:
+    seeds = load_seed_tasks(SEED_TASKS)
+    assert len(seeds) >= 25
+    assert len({s["id"] for s in seeds}) == len(seeds)
+    assert len({s["instruction"] for s in seeds}) == len(seeds)
+    assert sum("sklearn" in s["output"] + s["tests"] for s in seeds) >= 5
+    for s in seeds:
+        assert precheck(s["output"], s["tests"]) is None, s["id"]  # parse, assert, use the solution
+
+
+def test_pure_python_seed_tasks_pass_their_tests_in_the_sandbox() -> None:
+    seeds = [s for s in load_seed_tasks(SEED_TASKS) if "sklearn" not in s["output"] + s["tests"]]
+    verdicts = verify([(s["output"], s["tests"]) for s in seeds], VERIFY)
+    assert [v.kind for v in verdicts] == ["passed"] * len(seeds)
+
+
+@pytest.mark.slow
+def test_scikit_learn_seed_tasks_pass_their_tests_in_the_sandbox() -> None:
+    seeds = [s for s in load_seed_tasks(SEED_TASKS) if "sklearn" in s["output"] + s["tests"]]
+    verdicts = verify([(s["output"], s["tests"]) for s in seeds], VERIFY.model_copy(update={"timeout_s": 60}))
+    assert [(s["id"], v.kind) for s, v in zip(seeds, verdicts, strict=True)] == [
+        (s["id"], "passed") for s in seeds
+    ]
+
+
+def test_seed_tasks_missing_fields_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "seeds.jsonl"
+    path.write_text(json.dumps({"id": "a", "instruction": "x", "output": "y"}) + "\n")
+    with pytest.raises(ValueError, match=r"task 1 .* lacks \['tests'\]"):
+        load_seed_tasks(path)
+    path.write_text("")
+    with pytest.raises(ValueError, match="holds no tasks"):
+        load_seed_tasks(path)
+
+
+def test_pick_examples_mixes_seed_and_generated_as_self_instruct() -> None:
+    import random
+
+    seeds = [{"id": f"s{i}"} for i in range(30)]
+    generated = [{"id": f"g{i}"} for i in range(5)]
+    rng = random.Random(0)
+    mix = pick_examples(rng, seeds, generated, 8)
+    assert sorted(e["id"][0] for e in mix) == ["g"] * 2 + ["s"] * 6  # 6 seed + 2 generated of 8
+    assert len({e["id"] for e in mix}) == 8
+    assert [e["id"][0] for e in pick_examples(rng, seeds, [], 8)] == ["s"] * 8
+    assert sorted(e["id"][0] for e in pick_examples(rng, seeds, generated, 3)) == ["g", "s", "s"]
+    assert sorted(e["id"][0] for e in pick_examples(rng, seeds, generated[:1], 16)) == ["g"] + ["s"] * 15
+
+
+# --------------------------------------------------------------------------------------------------------
+# Execution verification
+# --------------------------------------------------------------------------------------------------------
+
+ADD = "def add(a, b):\n    return a + b\n"
+
+
+@pytest.mark.parametrize(
+    ("solution", "tests", "kind"),
+    [
+        (ADD, "assert add(2, 3) == 5", "passed"),
+        (ADD, "assert add(2, 2) == 5", "assertion"),
+        (ADD, "assert add(1, 1) == 2\nadd(1)", "crash"),  # TypeError
+        ("def add(a, b):\n    return a / 0\n", "assert add(1, 2) == 3", "crash"),
+        ("def add(a, b)\n    return a + b\n", "assert add(1, 2) == 3", "syntax_error"),
+        (ADD, "assert add(1, 2) ==", "syntax_error"),
+        (ADD, "exec('def f(:')\nassert add(1, 2) == 3", "syntax_error"),  # raised while running
+        ("def add(a, b):\n    while True:\n        pass\n", "assert add(1, 2) == 3", "timeout"),
+        (ADD, "", "no_tests"),
+        (ADD, "print(add(1, 2))", "no_tests"),
+        (ADD, "assert True\nassert 1 + 1 == 2", "no_tests"),  # checks nothing of the solution
+        (ADD, "def add(a, b):\n    return 3\n\nassert add(1, 2) == 3", "no_tests"),  # tests its own copy
+    ],
+)
+def test_verify_classifies(solution: str, tests: str, kind: str) -> None:
+    cfg = VERIFY.model_copy(update={"timeout_s": 2.0, "cpu_s": 2})
+    (verdict,) = verify([(solution, tests)], cfg)
+    assert verdict.kind == kind, verdict.detail
+    assert verdict.passed == (kind == "passed")
+
+
+def test_classify_cpu_limit_is_a_timeout_and_other_signals_crash() -> None:
+    assert classify(Result("killed", 128 + 24, "", "", 1.0, True)).kind == "timeout"  # SIGXCPU
+    assert classify(Result("killed", 128 + 9, "", "", 1.0, True)).kind == "crash"
+    assert classify(Result("failed", 1, "", "Traceback...\nMemoryError", 1.0, True)).kind == "crash"
+
+
+def test_verify_runs_in_order_and_in_parallel() -> None:
+    tasks = [(ADD, f"assert add({i}, 1) == {i + 1 if i % 2 else 0}") for i in range(6)]
+    kinds = [v.kind for v in verify(tasks, VERIFY)]
+    assert kinds == ["assertion", "passed", "assertion", "passed", "assertion", "passed"]
+
+
+def test_verify_refuses_without_isolation_unless_allowed(monkeypatch) -> None:
+    from tasks.common import sandbox
+
+    monkeypatch.setattr(sandbox, "_probe", lambda: "not running as root")
+    with pytest.raises(RuntimeError, match="synthesize.verify.allow_unisolated"):
+        verify([(ADD, "assert add(1, 2) == 3")], VerifyConfig())
+    # tasks that never reach the sandbox need no isolation
+    assert [v.kind for v in verify([(ADD, "")], VerifyConfig())] == ["no_tests"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Self-Instruct with a scripted teacher
+# --------------------------------------------------------------------------------------------------------
+
+SEED_TASKS_FIXTURE = [
     {
         "id": "s1",
         "instruction": "Write a Python function that counts how many vowels appear in a string.",
         "input": "",
         "output": "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s.lower())",
+        "tests": "assert count_vowels('Hello') == 2",
     },
     {
         "id": "s2",
         "instruction": "Write a function that reverses the order of the words in a sentence.",
         "input": "sentence = 'a b'",
         "output": "def reverse_words(s):\n    return ' '.join(s.split()[::-1])",
+        "tests": "assert reverse_words('a b') == 'b a'",
     },
     {
         "id": "s3",
         "instruction": "Create a function that returns the largest element of a list of numbers.",
         "input": "",
         "output": "def largest(xs):\n    return max(xs)",
+        "tests": "assert largest([1, 3, 2]) == 3",
     },
 ]
+MERGE = (
+    "def merge(a, b):\n    out = []\n    while a and b:\n"
+    "        out.append((a if a[0] < b[0] else b).pop(0))\n"
+    "    return out + a + b"
+)
 NOVEL = (
-    "Merge two sorted lists into one sorted list without using sort.\nInput: a = [1, 3], b = [2]\n"
-    "Output:\ndef merge(a, b):\n    out = []\n    while a and b:\n        out.append((a if a[0] < b[0] "
-    "else b).pop(0))\n    return out + a + b\n"
+    " Merge two sorted lists into one sorted list without using sort.\nInput: a = [1, 3], b = [2]\n"
+    f"Solution:\n```python\n{MERGE}\n```\nTests:\n```python\nassert merge([1, 3], [2]) == [1, 2, 3]\n```\n"
+)
+NOVEL_CHAT = (
+    "Sure! Here is a new task:\n\n**Instruction:** Return the number of distinct words in a text, ignoring "
+    "case.\n**Input:** (none)\n**Solution:**\n```python\ndef distinct_words(text):\n"
+    "    return len(set(text.lower().split()))\n```\n**Tests:**\n```python\n"
+    "assert distinct_words('a A b') == 2\n```"
+)
+WRONG_TESTS = (
+    "Compute the sum of the squares of a list of integers.\nInput:\nSolution:\n```python\n"
+    "def sum_squares(xs):\n    return sum(x * x for x in xs)\n```\nTests:\n```python\n"
+    "assert sum_squares([1, 2]) == 4\n```"
 )
 NEAR_DUPLICATE = (
-    "Write a Python function that counts how many vowels appear in a text.\nInput:\nOutput:\n"
-    "def vowels(t):\n    return sum(c in 'aeiou' for c in t)\n"
+    "Write a Python function that counts how many vowels appear in a text.\nInput:\nSolution:\n"
+    "def vowels(t):\n    return sum(c in 'aeiou' for c in t)\nTests:\nassert vowels('ae') == 2\n"
+)
+BLACKLISTED = (
+    "Draw a histogram of the values with matplotlib.\n"
+    "Solution:\nimport matplotlib\nTests:\nassert matplotlib\n"
 )
 GARBAGE = "I am sorry, I cannot help with that."
 
@@ -216,75 +460,108 @@ GARBAGE = "I am sorry, I cannot help with that."
 @pytest.fixture
 def seed_file(tmp_path: Path) -> Path:
     path = tmp_path / "seeds.jsonl"
-    path.write_text("".join(json.dumps(t) + "\n" for t in SEED_TASKS))
+    path.write_text("".join(json.dumps(t) + "\n" for t in SEED_TASKS_FIXTURE))
     return path
 
 
 class FakeTeacher:
-    """Answers each generate() call with the next list of canned completions; records the prompts."""
+    """Answers each generate() call with the next list of canned replies (None: not produced)."""
 
-    def __init__(self, rounds: list[list[str]]) -> None:
+    def __init__(self, rounds: list[list[str | None]]) -> None:
         self.rounds = list(rounds)
         self.prompts: list[list[str]] = []
 
-    def generate(self, prompts: list[str]) -> list[str]:
+    def generate(self, prompts: list[str]) -> list[str | None]:
         self.prompts.append(list(prompts))
         answers = self.rounds.pop(0)
         assert len(answers) == len(prompts)
         return answers
 
+    def stats(self) -> dict:
+        return {}
 
-def test_self_instruct_keeps_novel_rejects_similar_and_garbage(seed_file: Path) -> None:
-    teacher = FakeTeacher([[NOVEL, NEAR_DUPLICATE, GARBAGE]])
-    cfg = SelfInstructConfig(
-        num_rounds=1,
-        prompts_per_round=3,
-        examples_per_prompt=2,
-        seed_tasks=str(seed_file),
-        max_similarity=0.7,
-    )
-    kept, counts = self_instruct(teacher, cfg, seed=0)
-    assert dict(counts) == {"generated": 3, "unparseable": 1, "too_similar": 1, "kept": 1}
-    assert len(kept) == 1
+
+def si_config(seed_file: Path, **changes) -> SelfInstructConfig:
+    base = {"num_rounds": 1, "prompts_per_round": 7, "examples_per_prompt": 2, "seed_tasks": str(seed_file)}
+    return SelfInstructConfig(**(base | changes))
+
+
+def test_self_instruct_parses_filters_verifies(seed_file: Path) -> None:
+    replies = [NOVEL, NEAR_DUPLICATE, GARBAGE, WRONG_TESTS, BLACKLISTED, NOVEL_CHAT, None]
+    teacher = FakeTeacher([replies])
+    kept, counts, filtered = self_instruct(teacher, si_config(seed_file), VERIFY, seed=0)
+    assert [k["instruction"] for k in kept] == [
+        "Merge two sorted lists into one sorted list without using sort.",
+        "Return the number of distinct words in a text, ignoring case.",
+    ]
+    assert counts["prompts"] == 7 and counts["generated"] == 6 and counts["not_produced"] == 1
+    assert counts["unparseable"] == 1 and counts["kept"] == 2
+    assert {k: v for k, v in filtered.counts.items() if v} == {
+        "blacklisted": 1,
+        "assertion": 1,
+        "too_similar": 1,
+    }
+    reasons = {r["reason"]: r for r in filtered.rejected}
+    assert reasons["too_similar"]["detail"]["similar_to"] == SEED_TASKS_FIXTURE[0]["instruction"]
+    assert reasons["too_similar"]["detail"]["rougeL"] > 0.7
+    assert reasons["assertion"]["detail"]["error"].startswith("AssertionError")
+    assert reasons["unparseable"]["reply"] == GARBAGE
+
     task = kept[0]
     assert task["source"] == "self_instruct" and task["id"].startswith("self_instruct-")
-    assert task["instruction"] == "Merge two sorted lists into one sorted list without using sort."
-    assert task["input"] == "a = [1, 3], b = [2]"
-    assert task["output"].startswith("def merge(a, b):\n") and task["output"].endswith("return out + a + b")
-    assert task["metadata"]["round"] == 0
-    assert 0 <= task["metadata"]["max_similarity"] < 0.7
+    assert task["input"] == "a = [1, 3], b = [2]" and task["output"] == MERGE
+    meta = task["metadata"]
+    assert meta["mode"] == "self_instruct" and meta["round"] == 0
+    assert meta["tests"] == "assert merge([1, 3], [2]) == [1, 2, 3]"
+    assert meta["verified"] is True and meta["verification"] == "passed"
+    assert len(meta["examples"]) == 2 and set(meta["examples"]) <= {"s1", "s2", "s3"}
 
-    # the prompts: examples_per_prompt "Task N" blocks drawn from the seed pool, then the open Task 3
-    assert len(teacher.prompts) == 1 and len(teacher.prompts[0]) == 3
-    seed_instructions = {t["instruction"] for t in SEED_TASKS}
+    # the prompts: examples_per_prompt "### Task N" blocks from the pool, then the open next task
     for prompt in teacher.prompts[0]:
-        assert re.findall(r"^Task (\d+)$", prompt, re.MULTILINE) == ["1", "2", "3"]
-        assert prompt.endswith("###\nTask 3\nInstruction:")
+        assert re.findall(r"^### Task (\d+)$", prompt, re.MULTILINE) == ["1", "2", "3"]
+        assert prompt.endswith("### Task 3\nInstruction:")
         shown = re.findall(r"^Instruction: (.+)$", prompt, re.MULTILINE)
-        assert len(shown) == 2 and len(set(shown)) == 2 and set(shown) <= seed_instructions
-        assert prompt.startswith("Below are programming tasks")
+        assert len(set(shown)) == 2 and set(shown) <= {t["instruction"] for t in SEED_TASKS_FIXTURE}
+        assert prompt.count("Tests:\n```python\nassert ") == 2
+
+
+def test_self_instruct_keep_all_marks_verified(seed_file: Path) -> None:
+    teacher = FakeTeacher([[NOVEL, WRONG_TESTS]])
+    cfg = VERIFY.model_copy(update={"keep": "all"})
+    kept, counts, _ = self_instruct(teacher, si_config(seed_file, prompts_per_round=2), cfg, seed=0)
+    assert [(k["metadata"]["verified"], k["metadata"]["verification"]) for k in kept] == [
+        (True, "passed"),
+        (False, "assertion"),
+    ]
+    assert counts["kept"] == 2
 
 
 def test_self_instruct_pool_grows_across_rounds(seed_file: Path) -> None:
-    # round 2 repeats round 1's new task: it is now in the pool, so it is too similar
+    # round 2 repeats round 1's new task: it is now in the pool, so it is too similar; and round 2's prompt
+    # shows it among the examples (generated tasks join the in-context mix)
     teacher = FakeTeacher([[NOVEL], [NOVEL]])
-    cfg = SelfInstructConfig(
-        num_rounds=2, prompts_per_round=1, examples_per_prompt=2, seed_tasks=str(seed_file)
+    kept, counts, filtered = self_instruct(
+        teacher, si_config(seed_file, num_rounds=2, prompts_per_round=1), VERIFY, seed=0
     )
-    kept, counts = self_instruct(teacher, cfg, seed=0)
-    assert dict(counts) == {"generated": 2, "unparseable": 0, "kept": 1, "too_similar": 1}
     assert [k["metadata"]["round"] for k in kept] == [0]
-    assert len(teacher.prompts) == 2
+    assert filtered.counts["too_similar"] == 1
+    assert "Merge two sorted lists" in teacher.prompts[1][0]
+
+
+def test_self_instruct_failed_verification_does_not_join_the_pool(seed_file: Path) -> None:
+    broken = NOVEL.replace("== [1, 2, 3]", "== [3, 2, 1]")
+    teacher = FakeTeacher([[broken, NOVEL]])
+    kept, _, filtered = self_instruct(teacher, si_config(seed_file, prompts_per_round=2), VERIFY, seed=0)
+    assert len(kept) == 1 and kept[0]["metadata"]["tests"].endswith("[1, 2, 3]")
+    assert filtered.counts["assertion"] == 1 and filtered.counts["too_similar"] == 0
 
 
 def test_self_instruct_is_seeded(seed_file: Path) -> None:
-    cfg = SelfInstructConfig(
-        num_rounds=1, prompts_per_round=4, examples_per_prompt=2, seed_tasks=str(seed_file)
-    )
+    cfg = si_config(seed_file, prompts_per_round=4)
     a, b, c = (FakeTeacher([[GARBAGE] * 4]) for _ in range(3))
-    self_instruct(a, cfg, seed=0)
-    self_instruct(b, cfg, seed=0)
-    self_instruct(c, cfg, seed=1)
+    self_instruct(a, cfg, VERIFY, seed=0)
+    self_instruct(b, cfg, VERIFY, seed=0)
+    self_instruct(c, cfg, VERIFY, seed=1)
     assert a.prompts == b.prompts
     assert a.prompts != c.prompts
 
@@ -292,9 +569,75 @@ def test_self_instruct_is_seeded(seed_file: Path) -> None:
 def test_self_instruct_default_seed_tasks() -> None:
     teacher = FakeTeacher([[GARBAGE]])
     cfg = SelfInstructConfig(num_rounds=1, prompts_per_round=1, examples_per_prompt=3)
-    _, counts = self_instruct(teacher, cfg, seed=0)
-    assert dict(counts) == {"generated": 1, "unparseable": 1, "kept": 0, "too_similar": 0}
-    assert re.findall(r"^Task (\d+)$", teacher.prompts[0][0], re.MULTILINE) == ["1", "2", "3", "4"]
+    _, counts, _ = self_instruct(teacher, cfg, VERIFY, seed=0)
+    assert (counts["generated"], counts["unparseable"], counts["kept"]) == (1, 1, 0)
+    assert re.findall(r"^### Task (\d+)$", teacher.prompts[0][0], re.MULTILINE) == ["1", "2", "3", "4"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# OSS-Instruct with a scripted teacher
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_snippet_window_and_provenance() -> None:
+    import random
+
+    record = {
+        **RECORDS[0],
+        "code": "def f(x):\n    a = x + 1\n    b = a * 2\n    return b\n",
+        "line_start": 10,
+    }
+    for seed in range(20):
+        got = snippet(record, random.Random(seed), 2, 3)
+        assert got is not None
+        first, last = got["lines"]
+        assert 2 <= last - first + 1 <= 3 and 10 <= first and last <= 13
+        original = record["code"].splitlines()[first - 10 : last - 10 + 1]
+        assert got["code"] == textwrap.dedent("\n".join(original))  # the window, dedented
+        assert not got["code"].startswith(" ")
+        assert (got["record_id"], got["path"]) == ("rec-row-norms", "sklearn/utils/extmath.py")
+    assert snippet({**record, "code": "# only\n# comments\n"}, random.Random(0), 1, 2) is None
+
+
+OSS_REPLY = (
+    "Compute the Euclidean norm of every row of a list of rows, optionally squared.\n\n[Solution]\n"
+    "```python\ndef row_norms(rows, squared=False):\n    norms = [sum(v * v for v in row) for row in rows]\n"
+    "    return norms if squared else [n ** 0.5 for n in norms]\n```\n\n[Tests]\n```python\n"
+    "assert row_norms([[3, 4]]) == [5.0]\nassert row_norms([[1, 2]], squared=True) == [5]\n```"
+)
+
+
+def test_oss_instruct_seeds_prompts_with_scraped_code_and_keeps_provenance() -> None:
+    teacher = FakeTeacher([[OSS_REPLY, GARBAGE, None]])
+    cfg = OssInstructConfig(enabled=True, num_prompts=3, min_lines=1, max_lines=15)
+    kept, counts, filtered = oss_instruct(teacher, RECORDS, cfg, VERIFY, seed=0)
+    assert (counts["prompts"], counts["generated"], counts["not_produced"], counts["unparseable"]) == (
+        3,
+        2,
+        1,
+        1,
+    )
+    assert len(kept) == 1
+    row = kept[0]
+    assert row["source"] == "oss_instruct" and row["instruction"].startswith("Compute the Euclidean norm")
+    meta = row["metadata"]
+    assert meta["mode"] == "oss_instruct" and meta["verified"] is True
+    record = next(r for r in RECORDS if r["id"] == meta["seed_record"])
+    assert meta["path"] == record["path"] and meta["qualname"] == record["name"]
+    first, last = meta["lines"]
+    assert record["line_start"] <= first <= last < record["line_start"] + len(record["code"].splitlines())
+    assert 1 <= last - first + 1 <= 15
+    # every prompt shows its snippet in a code fence and asks for the three sections
+    for prompt in teacher.prompts[0]:
+        assert "[Problem Description]" in prompt and "[Solution]" in prompt and "[Tests]" in prompt
+    assert f"```python\n{meta['seed_snippet']}\n```" in teacher.prompts[0][0]
+    assert oss_instruct_prompt("x = 1").endswith("[Problem Description]\n")
+
+
+def test_oss_instruct_without_code_is_an_error() -> None:
+    cfg = OssInstructConfig(enabled=True, num_prompts=1)
+    with pytest.raises(ValueError, match="scraped code"):
+        oss_instruct(FakeTeacher([]), [{**RECORDS[0], "code": ""}], cfg, VERIFY, seed=0)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -347,12 +690,17 @@ def chat_server() -> Iterator[ChatServer]:
     thread.join(timeout=5)
 
 
-def test_synthesize_pairs_with_openai_teacher(
-    tmp_path: Path, seed_file: Path, chat_server: ChatServer
-) -> None:
+def scrape_dir(tmp_path: Path) -> Path:
     scrape = tmp_path / "scrape"
     scrape.mkdir()
     (scrape / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    return scrape / "records.jsonl"
+
+
+def test_synthesize_pairs_with_openai_teacher(
+    tmp_path: Path, seed_file: Path, chat_server: ChatServer
+) -> None:
+    records = scrape_dir(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     teacher_cfg = TeacherConfig(
@@ -369,49 +717,92 @@ def test_synthesize_pairs_with_openai_teacher(
         self_instruct=SelfInstructConfig(
             num_rounds=1, prompts_per_round=3, examples_per_prompt=2, seed_tasks=str(seed_file)
         ),
+        verify=VERIFY,
         teacher=teacher_cfg,
     )
     teacher = OpenAITeacher(teacher_cfg)
     try:
-        report = synthesize_pairs(scrape / "records.jsonl", out, cfg, teacher, seed=0)
+        report = synthesize_pairs(records, out, cfg, teacher, seed=0)
     finally:
         teacher.close()
 
     # server answers NOVEL, GARBAGE, NOVEL: kept, unparseable, then too similar to the one just kept
-    assert report == {
-        "rows_in": 3,
-        "rows_out": 3,
-        "by_source": {"docstring": 2, "self_instruct": 1},
-        "self_instruct": {"generated": 3, "unparseable": 1, "too_similar": 1, "kept": 1},
-        "teacher": "openai",
+    si = report["self_instruct"]
+    assert (report["rows_in"], report["rows_out"]) == (3, 3)
+    assert report["by_source"] == {"docstring": 2, "self_instruct": 1}
+    assert (si["prompts"], si["generated"], si["unparseable"], si["parsed"], si["kept"]) == (3, 3, 1, 2, 1)
+    assert si["rejected"]["too_similar"] == 1 and si["keep_rate"] == round(1 / 3, 4)
+    # both parsed tasks ran (the duplicate passes too: novelty comes after verification)
+    assert si["verification"] == {
+        "checked": 2,
+        "passed": 2,
+        "pass_rate": 1.0,
+        "failures": {"no_tests": 0, "syntax_error": 0, "timeout": 0, "assertion": 0, "crash": 0},
     }
+    assert report["oss_instruct"] == {"enabled": False}
+    assert report["teacher"] == "openai"
     rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert [r["source"] for r in rows] == ["docstring", "docstring", "self_instruct"]
     assert rows[2]["instruction"] == "Merge two sorted lists into one sorted list without using sort."
     assert set(rows[2]) == {"id", "instruction", "input", "output", "source", "metadata"}
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert sorted(r["reason"] for r in rejected) == ["too_similar", "unparseable"]
 
     assert len(chat_server.requests) == 3
     for path, body in chat_server.requests:
         assert path == "/v1/chat/completions"
         assert body["model"] == "served-model"
-        assert (body["temperature"], body["max_tokens"]) == (0.2, 64)
         (message,) = body["messages"]
         assert message["role"] == "user"
-        assert message["content"].startswith("Below are programming tasks")
-        assert message["content"].endswith("###\nTask 3\nInstruction:")
+        assert message["content"].startswith("Here are some Python programming tasks")
+        assert message["content"].endswith("### Task 3\nInstruction:")
 
 
-def test_synthesize_pairs_without_self_instruct(tmp_path: Path) -> None:
-    scrape = tmp_path / "scrape"
-    scrape.mkdir()
-    (scrape / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+def test_synthesize_pairs_oss_instruct_mode(tmp_path: Path) -> None:
+    cfg = SynthesizeConfig(
+        docstring_pairs=False,
+        self_instruct=SelfInstructConfig(enabled=False),
+        oss_instruct=OssInstructConfig(enabled=True, num_prompts=2),
+        verify=VERIFY.model_copy(update={"keep": "all"}),
+    )
+    report = synthesize_pairs(
+        scrape_dir(tmp_path), tmp_path, cfg, FakeTeacher([[OSS_REPLY, GARBAGE]]), seed=0
+    )
+    assert report["by_source"] == {"oss_instruct": 1}
+    assert report["oss_instruct"]["verification"]["passed"] == 1
+    assert report["self_instruct"] == {"enabled": False}
+
+
+def test_synthesize_pairs_without_teacher_modes(tmp_path: Path) -> None:
     cfg = SynthesizeConfig(self_instruct=SelfInstructConfig(enabled=False))
-    report = synthesize_pairs(scrape / "records.jsonl", tmp_path, cfg, None, seed=0)
+    report = synthesize_pairs(scrape_dir(tmp_path), tmp_path, cfg, None, seed=0)
     assert report == {
         "rows_in": 3,
         "rows_out": 3,
         "by_source": {"docstring": 3},
-        "self_instruct": {"generated": 0, "unparseable": 0, "too_similar": 0, "kept": 0},
+        "self_instruct": {"enabled": False},
+        "oss_instruct": {"enabled": False},
+        "verify": None,
         "teacher": None,
     }
     assert len((tmp_path / "pairs.jsonl").read_text().splitlines()) == 3
+
+
+def test_too_few_records_names_the_cause_and_counts(tmp_path: Path, seed_file: Path) -> None:
+    cfg = SynthesizeConfig(
+        docstring_pairs=False,
+        self_instruct=si_config(seed_file, prompts_per_round=3),
+        verify=VERIFY,
+        min_records=2,
+    )
+    teacher = FakeTeacher([[GARBAGE, GARBAGE, WRONG_TESTS]])
+    with pytest.raises(TooFewRecords) as caught:
+        synthesize_pairs(scrape_dir(tmp_path), tmp_path, cfg, teacher, seed=0)
+    message = str(caught.value)
+    assert "synthesize kept 0 pairs, fewer than synthesize.min_records (2)" in message
+    assert "most were lost to unparseable" in message
+    assert "docstring pairs are off" in message and "oss_instruct is off" in message
+    assert (
+        "self_instruct kept 0 of 3 replies to 3 prompts (not produced 0, unparseable 2, assertion 1)"
+        in message
+    )

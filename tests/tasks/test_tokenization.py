@@ -13,9 +13,8 @@ from pipeline_config.schema import SplitConfig, TokenizeConfig
 from tasks.base_model.scratch import EOS
 from tasks.common.splits import eval_set_key, split_rows
 from tasks.common.templates import format_prompt
-from tasks.tokenization.encode import IGNORE, encode_pair, tokenize_pairs
+from tasks.tokenization.encode import IGNORE, TOKENIZER_DIR, encode_pair, tokenize_pairs
 from tasks.tokenization.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, fim_transform
-from tasks.tokenization.packing import pack_rows
 
 # --------------------------------------------------------------------------------------------------------
 # format_prompt
@@ -141,32 +140,6 @@ def test_exact_fit_is_not_truncated(tokenizer) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# pack_rows
-# --------------------------------------------------------------------------------------------------------
-
-
-def _row(tokens: list[int], masked: int = 0) -> dict:
-    return {
-        "input_ids": tokens,
-        "attention_mask": [1] * len(tokens),
-        "labels": [IGNORE] * masked + tokens[masked:],
-    }
-
-
-def test_pack_rows_blocks_in_order_and_tail_dropped() -> None:
-    rows = [_row([1, 2, 3, 4, 5], masked=2), _row([6, 7, 8, 9, 10, 11, 12]), _row([13, 14, 15])]
-    blocks = pack_rows(rows, 4)
-    assert [b["input_ids"] for b in blocks] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
-    assert [b["labels"] for b in blocks] == [[IGNORE, IGNORE, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
-    assert all(b["attention_mask"] == [1, 1, 1, 1] for b in blocks)
-
-
-def test_pack_rows_exact_multiple_and_too_short() -> None:
-    assert [b["input_ids"] for b in pack_rows([_row([1, 2]), _row([3, 4])], 2)] == [[1, 2], [3, 4]]
-    assert pack_rows([_row([1, 2, 3])], 4) == []
-
-
-# --------------------------------------------------------------------------------------------------------
 # fim_transform
 # --------------------------------------------------------------------------------------------------------
 
@@ -231,7 +204,13 @@ def test_tokenize_pairs_dataset_and_report(tmp_path_factory, tiny_model_dir: Pat
         "train_rows": len(train_idx),
         "test_rows": len(test_idx),
         "truncated": 0,
+        "dropped_overlong": 0,
+        "train_examples": len(train_idx),
         "train_tokens": sum(len(r["input_ids"]) for r in train_rows),
+        "real_token_fraction": round(
+            sum(len(r["input_ids"]) for r in train_rows) / (len(train_rows) * 256), 4
+        ),
+        "fim": {"rows": 0, "spm": 0, "ast": 0, "middle_cut_off": 0, "tokens_added": []},
         "loss_tokens": expected_loss_tokens,
         "base_model": str(tiny_model_dir),
         "template": "alpaca",
@@ -263,33 +242,46 @@ def test_tokenize_pairs_truncated_count_and_max_test(
 
 
 def test_tokenize_pairs_packing(tmp_path_factory, tiny_model_dir: Path) -> None:  # noqa: F811
+    """Whole examples in blocks (tests/tasks/test_packing.py has the loss equivalence); real-token fraction
+    reported for both modes."""
     from datasets import load_from_disk
 
-    plain, plain_report = tokenized_dataset(
-        tmp_path_factory,
-        tiny_model_dir,
-        20,
-        TokenizeConfig(max_length=64, mask_prompt=False),
-        seed=0,
-    )
+    cfg = TokenizeConfig(max_length=256, mask_prompt=False)
+    plain, plain_report = tokenized_dataset(tmp_path_factory, tiny_model_dir, 40, cfg, seed=0)
     packed, report = tokenized_dataset(
-        tmp_path_factory,
-        tiny_model_dir,
-        20,
-        TokenizeConfig(max_length=64, mask_prompt=False, packing=True),
-        seed=0,
+        tmp_path_factory, tiny_model_dir, 40, cfg.model_copy(update={"packing": True}), seed=0
     )
     train = load_from_disk(str(packed / "dataset"))["train"]
     plain_train = load_from_disk(str(plain / "dataset"))["train"]
-    stream = [t for r in plain_train["input_ids"] for t in r]
-    assert report["train_rows"] == len(train) == len(stream) // 64
-    assert all(len(r) == 64 for r in train["input_ids"])
-    assert [t for r in train["input_ids"] for t in r] == stream[: len(train) * 64]
+    assert set(train.column_names) == {"input_ids", "labels", "position_ids", "seq_lengths"}
+    assert report["train_examples"] == plain_report["train_examples"] == len(plain_train)
+    assert report["train_rows"] == len(train) < len(plain_train)
+    assert all(len(r) <= 256 for r in train["input_ids"])
+    # every plain example is in exactly one block, whole, positions from 0, its first label ignored
+    plain_rows = {tuple(r["input_ids"]): r["labels"] for r in plain_train}
+    found = []
+    for block in train:
+        start = 0
+        for n in block["seq_lengths"]:
+            ids = tuple(block["input_ids"][start : start + n])
+            assert block["position_ids"][start : start + n] == list(range(n))
+            assert block["labels"][start : start + n] == [IGNORE, *plain_rows[ids][1:]]
+            found.append(ids)
+            start += n
+    assert sorted(found) == sorted(plain_rows)
+    assert report["train_tokens"] == plain_report["train_tokens"]
+    # the fraction of max_length slots holding real tokens: packed blocks fill them, padded rows do not
+    assert report["real_token_fraction"] == round(report["train_tokens"] / (len(train) * 256), 4)
+    assert plain_report["real_token_fraction"] == round(
+        plain_report["train_tokens"] / (len(plain_train) * 256), 4
+    )
+    # rows of ~110-150 tokens here: two fit a block at best, so packed ~0.74, padded ~0.5
+    assert report["real_token_fraction"] > 1.3 * plain_report["real_token_fraction"]
     test_rows = len(load_from_disk(str(packed / "dataset"))["test"])
     assert report["test_rows"] == plain_report["test_rows"] == test_rows > 0  # the test split is never packed
 
 
-def test_tokenize_pairs_fim_rows_learn_on_every_token(
+def test_tokenize_pairs_fim_rows_keep_the_prompt_and_cut_the_code(
     tmp_path_factory,
     tiny_model_dir: Path,  # noqa: F811
     tokenizer,
@@ -297,19 +289,22 @@ def test_tokenize_pairs_fim_rows_learn_on_every_token(
     from datasets import load_from_disk
 
     cfg = TokenizeConfig(max_length=256, fim_rate=1.0)
-    out, _ = tokenized_dataset(tmp_path_factory, tiny_model_dir, 20, cfg, seed=0)
+    out, report = tokenized_dataset(tmp_path_factory, tiny_model_dir, 20, cfg, seed=0)
     splits = load_from_disk(str(out / "dataset"))
     fim_ids = {tokenizer.convert_tokens_to_ids(t) for t in (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX)}
+    assert report["fim"]["rows"] == len(splits["train"]) and report["fim"]["tokens_added"] == []
     for row in splits["train"]:
-        assert row["prompt"] == ""
-        assert row["labels"] == row["input_ids"]
+        assert row["prompt"].startswith("Below is an instruction")  # the template is never cut
+        n = len(ids(tokenizer, row["prompt"]))
+        assert row["input_ids"][:n] == ids(tokenizer, row["prompt"]) and row["input_ids"][n] in fim_ids
+        assert row["labels"][:n] == [IGNORE] * n and row["labels"][n:] == row["input_ids"][n:]
         assert fim_ids <= set(row["input_ids"])
     for row in splits["test"]:  # evaluation rows keep the plain prompt
         assert row["prompt"].startswith("Below is an instruction")
         assert not fim_ids & set(row["input_ids"])
 
 
-def test_tokenize_pairs_fim_needs_fim_tokens(tmp_path: Path) -> None:
+def test_tokenize_pairs_adds_missing_fim_tokens(tmp_path: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -328,19 +323,45 @@ def test_tokenize_pairs_fim_needs_fim_tokens(tmp_path: Path) -> None:
         tmp_path / "tok"
     )
     pairs_dir = write_pairs(tmp_path / "pairs", make_pairs(4))
-    with pytest.raises(ValueError, match="fim_rate > 0 but the tokenizer at .* has no <fim_prefix> token"):
-        tokenize_pairs(
-            pairs_dir / "pairs.jsonl",
-            tmp_path / "out",
-            str(tmp_path / "tok"),
-            TokenizeConfig(fim_rate=0.5),
-            SplitConfig(test_fraction=0.5),
-            0,
-        )
-    assert not (tmp_path / "out" / "dataset").exists()
-    # without FIM the same tokenizer is fine
+    from transformers import AutoTokenizer
+
+    report = tokenize_pairs(
+        pairs_dir / "pairs.jsonl",
+        tmp_path / "out",
+        str(tmp_path / "tok"),
+        TokenizeConfig(fim_rate=0.5),
+        SplitConfig(test_fraction=0.5),
+        0,
+    )
+    assert report["fim"]["tokens_added"] == [FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX]
+    saved = AutoTokenizer.from_pretrained(tmp_path / "out" / "dataset" / TOKENIZER_DIR)
+    assert len(saved) == len(AutoTokenizer.from_pretrained(tmp_path / "tok")) + 3
+    # without FIM the same tokenizer is kept as it is
     split = SplitConfig(test_fraction=0.5)
     report = tokenize_pairs(
-        pairs_dir / "pairs.jsonl", tmp_path / "out", str(tmp_path / "tok"), TokenizeConfig(), split, 0
+        pairs_dir / "pairs.jsonl", tmp_path / "out2", str(tmp_path / "tok"), TokenizeConfig(), split, 0
     )
     assert report["train_rows"] + report["test_rows"] == 4 and report["test_rows"] >= 1
+    assert report["fim"]["tokens_added"] == []
+
+
+def test_overlong_drop_drops_and_right_truncation_keeps_the_start(tokenizer) -> None:
+    long_response = RESPONSE * 20
+    p, r = ids(tokenizer, PROMPT), ids(tokenizer, long_response)
+    dropped, truncated = encode_pair(
+        tokenizer, PROMPT, long_response, TokenizeConfig(max_length=64, overlong="drop")
+    )
+    assert dropped is None and truncated
+    fits, _ = encode_pair(tokenizer, PROMPT, RESPONSE, TokenizeConfig(max_length=256, overlong="drop"))
+    assert fits is not None  # only over-long rows go
+    right = TokenizeConfig(max_length=len(p) + 10, truncation_side="right")
+    row, truncated = encode_pair(tokenizer, PROMPT, long_response, right)
+    assert truncated and row["input_ids"] == p + r[:10]  # the whole prompt, the response's start
+    assert row["labels"] == [IGNORE] * len(p) + r[:10]
+    # a prompt that fills the window leaves nothing to learn: dropped, not a row without loss tokens
+    assert (
+        encode_pair(tokenizer, PROMPT, RESPONSE, TokenizeConfig(max_length=len(p), truncation_side="right"))[
+            0
+        ]
+        is None
+    )

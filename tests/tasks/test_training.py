@@ -287,3 +287,26 @@ def test_train_qlora_on_cuda_bf16(tokenized: Path, tiny_model_dir: Path, tmp_pat
     assert report["device"] == "cuda" and report["steps"] == 6
     assert report["last_logged_loss"] < report["first_logged_loss"]
     assert lora_b_norm(tmp_path / "model") > 0
+
+
+@pytest.mark.slow
+def test_train_lora_on_packed_rows(tmp_path_factory, tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Packed blocks go through SFTTrainer with our collator (tests/tasks/test_packing.py proves the loss
+    equals the unpacked one); here the whole recipe runs on them and learns."""
+    from datasets import load_from_disk
+
+    out, report = tokenized_dataset(
+        tmp_path_factory, tiny_model_dir, 40, TokenizeConfig(max_length=256, packing=True), 0
+    )
+    assert report["train_rows"] < report["train_examples"]
+    result = train_model(
+        out / "dataset",
+        tmp_path,
+        str(tiny_model_dir),
+        out / TEMPLATE_FILE,
+        train_cfg("lora", max_steps=20),
+        0,
+    )
+    assert result["steps"] == 20 and result["rows_in"] == len(load_from_disk(str(out / "dataset"))["train"])
+    assert result["last_logged_loss"] < result["first_logged_loss"] - 0.05
+    assert lora_b_norm(tmp_path / "model") > 0

@@ -1,37 +1,128 @@
-"""Local transformers teacher: batched generation from a save_pretrained folder, reproducible per seed."""
+"""Local transformers teacher: batched generation from a save_pretrained folder, reproducible per seed,
+with every finished batch kept in the call cache.
+
+Reproducibility with a cache: a sampled completion depends on the RNG state and, through padding and the
+shared random stream, on the other prompts of its batch. So the prompts of a call are cut into fixed
+batches (by length, as `generate` would sort them), each batch is seeded on its own from (seed, call index,
+batch index), and the cache key holds that seed and the batch's prompts. A batch is then either served
+whole from the cache or generated again exactly as an uncached run would generate it: the cached value for
+a prompt is always what the uncached run produces (same libraries: their versions are in the key too).
+Greedy batches carry no seed in the key, so greedy answers are shared across seeds.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections.abc import Callable
+
 from pipeline_config.schema import TeacherConfig
-from tasks.common.generation import generate
+from tasks.common.generation import generate, prompt_budget
 from tasks.common.models import load_causal_lm, load_tokenizer, pick_device
+from tasks.common.teacher.accounting import Accounting
+from tasks.common.teacher.cache import CallCache, call_key
 
 LOCAL_BATCH_SIZE = 8
+
+
+def batch_seed(seed: int, call: int, batch: int) -> int:
+    """A seed per batch: two teachers with one seed replay the same sequence of outputs, a repeated call
+    does not return the very same samples again, and no batch's samples depend on another being run."""
+    digest = hashlib.sha256(f"{seed}:{call}:{batch}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
 class LocalTeacher:
     batch_size = LOCAL_BATCH_SIZE
 
-    def __init__(self, model_dir: str, cfg: TeacherConfig, seed: int = 0) -> None:
-        self.cfg = cfg
-        self.seed = seed
+    def __init__(
+        self,
+        model_dir: str,
+        cfg: TeacherConfig,
+        seed: int = 0,
+        cache: CallCache | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg, self.seed, self.cache = cfg, seed, cache
+        self.model_dir = model_dir
         self.tokenizer = load_tokenizer(model_dir, for_generation=True)
         self.model = load_causal_lm(model_dir, pick_device()).eval()
+        self.accounting = Accounting(cfg, clock)
         self._calls = 0
+        self._identity: str | None = None
 
-    def generate(self, prompts: list[str]) -> list[str]:
+    def stats(self) -> dict:
+        return self.accounting.stats()
+
+    def generate(self, prompts: list[str]) -> list[str | None]:
+        call = self._calls
+        self._calls += 1
+        acct = self.accounting
+        out: list[str | None] = [None] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        with acct.timed():
+            acct.add("prompts", len(prompts))
+            for b, start in enumerate(range(0, len(order), self.batch_size)):
+                indices = order[start : start + self.batch_size]
+                batch = [prompts[i] for i in indices]
+                seed = batch_seed(self.seed, call, b)
+                keys = [self._key(batch, seed, p) for p in batch] if self.cache is not None else []
+                hits = [self.cache.get(k) for k in keys] if keys else [None] * len(batch)
+                if all(hit is not None for hit in hits) or not acct.reserve(len(batch)):
+                    # whole batch cached, or a cap reached: what the cache holds is still free to return
+                    for i, hit in zip(indices, hits, strict=True):
+                        out[i] = None if hit is None else hit["text"]
+                        acct.add("cache_hits" if hit is not None else "skipped")
+                    continue
+                for i, text in zip(indices, self._generate(batch, seed, keys), strict=True):
+                    out[i] = text
+        return out
+
+    def _generate(self, batch: list[str], seed: int, keys: list[str]) -> list[str]:
         import torch
 
-        # Seed per call (seed + call index): two teachers with one seed replay the same sequence of
-        # outputs, yet a repeated call does not return the very same samples again.
-        torch.manual_seed(self.seed + self._calls)
-        self._calls += 1
+        torch.manual_seed(seed)
         completions = generate(
             self.model,
             self.tokenizer,
-            prompts,
+            batch,
             self.cfg.max_new_tokens,
             self.batch_size,
             self.cfg.temperature,
         )
+        budget = prompt_budget(self.model, self.cfg.max_new_tokens)
+        lengths = [len(ids) for ids in self.tokenizer(batch, add_special_tokens=False)["input_ids"]]
+        for key, n, completion in zip(keys or [None] * len(batch), lengths, completions, strict=True):
+            prompt_tokens = min(n, budget) if budget else n
+            self.accounting.add_tokens(prompt_tokens, completion.new_tokens)
+            if key is not None:
+                value = {"text": completion.text, "prompt_tokens": prompt_tokens}
+                self.cache.put(key, value | {"completion_tokens": completion.new_tokens})
+        self.accounting.add("produced", len(batch))
         return [c.text for c in completions]
+
+    def _key(self, batch: list[str], seed: int, prompt: str) -> str:
+        sampling = self.cfg.temperature > 0
+        return call_key(
+            backend="local",
+            model=self._model_identity(),
+            temperature=self.cfg.temperature,
+            max_new_tokens=self.cfg.max_new_tokens,
+            seed=seed if sampling else None,
+            batch=batch,
+            prompt=prompt,
+        )
+
+    def _model_identity(self) -> str:
+        """The model folder's content hash (memoised by size and mtime) and the library versions: a rebuilt
+        base model at the same path, or another transformers, must not be served old answers."""
+        if self._identity is None:
+            import torch
+            import transformers
+
+            from tasks.common.io import hash_path
+
+            self._identity = (
+                f"{hash_path(self.model_dir)}/torch-{torch.__version__}/tf-{transformers.__version__}"
+            )
+        return self._identity

@@ -75,7 +75,6 @@ def test_stages_queue_on_a_global_concurrency_limit(prefect_server, tmp_path):
     server has no limit for does not hold anyone up."""
     import asyncio
     import threading
-    import time
 
     from prefect import flow
     from prefect.client.orchestration import get_client
@@ -91,12 +90,17 @@ def test_stages_queue_on_a_global_concurrency_limit(prefect_server, tmp_path):
 
     def most_at_once(resource: str) -> int:
         lock, active, peak = threading.Lock(), [0], [0]
+        both_in = threading.Event()
 
         def run(cfg, inputs, out_dir, context) -> StageResult:
             with lock:
                 active[0] += 1
                 peak[0] = max(peak[0], active[0])
-            time.sleep(1.5)
+                if active[0] == 2:
+                    both_in.set()
+            # wait for the other run rather than sleep a fixed time: flow start-up on a busy machine can
+            # outlast any fixed overlap; under a limit of 1 the other cannot come in and this times out
+            both_in.wait(timeout=6)
             with lock:
                 active[0] -= 1
             return StageResult({"rows_in": 1, "rows_out": 1}, {})

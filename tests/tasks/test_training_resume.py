@@ -1,0 +1,65 @@
+"""Training survives kill -9: the same command resumes from the last checkpoint in the stage's resume folder
+and ends where an uninterrupted run ends (same data order, optimizer and RNG state)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_training import logged_losses, tokenized, train_cfg  # noqa: F401 - tokenized: a fixture
+
+from tasks.common.templates import TEMPLATE_FILE
+from tasks.training.recipe import train_model
+
+pytestmark = pytest.mark.slow
+
+STEPS, SAVE = 24, 4
+
+CHILD = f"""
+import sys, torch
+from pathlib import Path
+sys.path.insert(0, "tests/tasks")
+torch.set_num_threads(1)
+from test_training import train_cfg
+from tasks.training.recipe import train_model
+data, out, model, template, resume = map(Path, sys.argv[1:6])
+cfg = train_cfg("lora", max_steps={STEPS}, save_steps={SAVE}, logging_steps=2)
+train_model(data / "dataset", out, str(model), template, cfg, seed=0, resume_dir=resume)
+"""
+
+
+def run(data: Path, model_dir: Path, out: Path, resume: Path | None) -> dict:
+    cfg = train_cfg("lora", max_steps=STEPS, save_steps=SAVE, logging_steps=2)
+    return train_model(
+        data / "dataset", out, str(model_dir), data / TEMPLATE_FILE, cfg, seed=0, resume_dir=resume
+    )
+
+
+def test_killed_training_resumes_to_the_same_loss(tokenized, tiny_model_dir, tmp_path):  # noqa: F811
+    whole = run(tokenized, tiny_model_dir, tmp_path / "whole", None)
+
+    resume = tmp_path / "resume"
+    args = [str(tokenized), str(tmp_path / "killed"), str(tiny_model_dir), str(tokenized / TEMPLATE_FILE)]
+    child = subprocess.Popen([sys.executable, "-c", CHILD, *args, str(resume)], start_new_session=True)
+    deadline = time.time() + 300
+    while not list(resume.glob("checkpoints/checkpoint-*/trainer_state.json")):
+        assert child.poll() is None, "the training process ended before its first checkpoint"
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)  # as a killed worker: no cleanup, no final save
+    child.wait()
+    reached = sorted(
+        int(p.parent.name.split("-")[1]) for p in resume.glob("checkpoints/*/trainer_state.json")
+    )
+    assert reached and reached[-1] < STEPS  # killed mid-run
+
+    resumed = run(tokenized, tiny_model_dir, tmp_path / "resumed", resume)
+    assert resumed["steps"] == whole["steps"] == STEPS
+    assert resumed["resumed_from_step"] == reached[-1] and whole["resumed_from_step"] is None
+    assert logged_losses(tmp_path / "resumed")[-1] == pytest.approx(
+        logged_losses(tmp_path / "whole")[-1], abs=1e-4
+    )

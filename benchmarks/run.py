@@ -44,6 +44,13 @@ server answering in 200 ms, 8 in flight vs one at a time on 32 prompts, median o
 packing_efficiency (benchmarks/packing_bench.py): real-token fraction of packed training batches on the
 scraped data (SmolLM2 tokenizer, max_length 320, batch 4; goal >= 0.95); ratio = packed / padding mode.
 
+train_throughput (benchmarks/train_bench.py): training tokens/s of the train stage's trainer (recipe.py
+`build_trainer`) over a plain PyTorch loop on the same SmolLM2-shaped 2-layer model, LoRA, batches, AdamW,
+schedule and clipping, median of 4 alternating-order repeats (ratio = ours / plain, goal >= 0.95).
+
+packed_layout (benchmarks/train_bench.py): tokens/s of a training step on the same packed blocks, one
+flattened row vs per-row block-diagonal masks on CPU sdpa (ratio = flat / rows).
+
 scrape_web_rate: a crawl with the default politeness (1 request/s per host) of a loopback site (robots.txt,
 an index and 6 modules); value = the most requests the server saw in any 1-second window (must be <= 1).
 """
@@ -523,6 +530,8 @@ def main(names: list[str]) -> None:
         "teacher_concurrency": lambda: import_module("benchmarks.teacher_bench").teacher_concurrency(),
         "novelty_filter": lambda: import_module("benchmarks.novelty_bench").novelty_filter(),
         "packing_efficiency": lambda: import_module("benchmarks.packing_bench").packing_efficiency(),
+        "train_throughput": lambda: import_module("benchmarks.train_bench").train_throughput(),
+        "packed_layout": lambda: import_module("benchmarks.train_bench").packed_layout(),
     }
     if unknown := set(names) - set(benchmarks):
         sys.exit(f"unknown benchmark(s) {sorted(unknown)}; known: {', '.join(benchmarks)}")

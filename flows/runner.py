@@ -19,6 +19,7 @@ from typing import Any
 
 from flows.summary import headline
 from pipeline_config import PipelineConfig, load_config
+from pipeline_config.redact import public_dump
 from tasks.common import tracking
 from tasks.common.io import hash_json, workspace_path, write_json
 from tasks.common.prefect import logger, publish_artifacts, publish_mlflow_links
@@ -137,7 +138,7 @@ class StageRunner:
         started = datetime.now(UTC)
         self.run_id = f"{started:%Y%m%dT%H%M%SZ}-{flow_run_id[:8]}"
         self.outputs: dict[str, StageOutput] = {}
-        self.resolved = cfg.model_dump(mode="json")
+        self.resolved = public_dump(cfg)  # what MLflow shows: URL credentials redacted
         self.config_hash = hash_json(self.resolved)
         last_key = self.plan.keys[self.plan.run[-1]]  # what this run produces, by content
         self.mlflow_run_id = tracking.start_run(

@@ -301,6 +301,9 @@ class TeacherConfig(Section):
     max_tokens: int | None = Field(None, gt=0)  # prompt + completion tokens (openai: the server's `usage`)
     max_seconds: float | None = Field(None, gt=0)
     cache: bool = True  # keep every finished call on disk (<workspace>/teacher_cache/): re-runs reuse them
+    # local: each prompt as one user turn of the tokenizer's chat template (an instruct teacher answers a
+    # request); false, or a tokenizer without a chat template: the raw prompt, continued by a completion model
+    chat_template: bool = True
 
     @model_validator(mode="after")
     def _openai_needs_url(self) -> TeacherConfig:
@@ -552,6 +555,15 @@ class TrainConfig(Section):
     save_steps: int | None = Field(None, gt=0)
     load_best_model_at_end: bool = False  # the checkpoint with the lowest eval loss (seeds/004)
     early_stopping_patience: int | None = Field(None, gt=0)  # evaluations without improvement
+    # > 1: data-parallel training in that many processes through `accelerate launch` (DDP; one per GPU, or
+    # gloo on the CPU: tasks/training/launch.py). batch_size stays the GLOBAL batch of a step: each process
+    # takes batch_size / num_processes rows of it, so 1 and N processes train on the same batches
+    num_processes: int = Field(1, ge=1)
+    # an accelerate config file (FSDP, DeepSpeed: pipeline_config/accelerate/), passed as --config_file
+    accelerate_config: str | None = None
+    # an adapter is merged into full weights only if the merged model's logits stay within this of the
+    # unmerged adapter's on a few held-out prompts (float32 on both sides: the check measures the merge)
+    merge_tolerance: float = Field(1e-3, gt=0)
 
     @model_validator(mode="after")
     def _checkpoints_for_best(self) -> TrainConfig:
@@ -564,6 +576,17 @@ class TrainConfig(Section):
                 "train.load_best_model_at_end needs train.save_steps, a multiple of train.eval_steps "
                 f"(got save_steps {self.save_steps}, eval_steps {self.eval_steps})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _processes_share_batches(self) -> TrainConfig:
+        if self.batch_size % self.num_processes:
+            raise ValueError(
+                f"train.batch_size ({self.batch_size}) must be a multiple of train.num_processes "
+                f"({self.num_processes}): each process takes an equal share of every batch"
+            )
+        if self.accelerate_config and self.num_processes == 1:
+            raise ValueError("train.accelerate_config is used only with train.num_processes > 1")
         return self
 
     @model_validator(mode="after")
@@ -648,6 +671,23 @@ class RegisterConfig(Section):
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
+class ExecutorConfig(Section):
+    """Where the data stages' per-row work runs: scrape's file parsing, clean's per-row phase, synthesis
+    verification (tasks/common/parallel.py). In no stage key: every executor gives the same output."""
+
+    backend: Literal["local", "dask"] = "local"  # local: this machine (clean's process pool); dask: a cluster
+    # dask: a running scheduler ("tcp://host:8786"); None: the flow's prefect-dask DaskTaskRunner cluster
+    # if it has one, else a LocalCluster of n_workers processes started for the stage
+    address: str | None = None
+    n_workers: int = Field(2, ge=1)  # the LocalCluster's worker processes (one thread each)
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> ExecutorConfig:
+        if self.address is not None and self.backend != "dask":
+            raise ValueError("executor.address is used only with executor.backend: dask")
+        return self
+
+
 class PipelineConfig(Section):
     name: str
     workspace: str | None = None  # default: $FINETUNE_WORKSPACE, else <repo>/workspace (tasks.common.io)
@@ -661,6 +701,7 @@ class PipelineConfig(Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     register: RegisterConfig = RegisterConfig()
+    executor: ExecutorConfig = ExecutorConfig()  # how, not what: in no stage key
 
     @model_validator(mode="after")
     def _cross_section(self) -> PipelineConfig:

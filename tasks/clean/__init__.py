@@ -29,6 +29,7 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         cfg.seed,
         records_path=scrape.file("records") if scrape else None,
         tokenizer_dir=str(base.file("model_dir")) if base else None,
+        executor=cfg.executor,  # where the per-row work runs; in no key: the output is the same
     )
     return StageResult(report, {"pairs": "pairs.jsonl", "rejected": "rejected.jsonl"})
 

@@ -1,23 +1,23 @@
 """The clean stage's work: read, redact, filter, dedup, write; a reason for every row it drops.
 
 Two phases, datatrove-style. The per-row work (PII redaction, the row filters, decontamination and each
-row's dedup signature: parsing, shingling, MinHash) is independent between rows and runs in `workers`
-processes over chunks of rows; the dedup filters then run in this process, in input order, on the
-signatures. The output does not depend on the number of workers.
+row's dedup signature: parsing, shingling, MinHash) is independent between rows and runs over chunks of
+rows where the config's `executor` says (tasks/common/parallel.py: `workers` local processes, or a Dask
+cluster); the dedup filters then run in this process, in input order, on the signatures. The output does
+not depend on the executor or the number of workers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline_config.schema import CleanConfig, SplitConfig
+from pipeline_config.schema import CleanConfig, ExecutorConfig, SplitConfig
 from tasks.clean import decontaminate, pii
 from tasks.clean.dedup import SIGNATURE, dedup_filters, signature
 from tasks.clean.filters import row_filters
@@ -25,18 +25,19 @@ from tasks.clean.report import write_report
 from tasks.clean.rows import QUARANTINE_REASONS, read_rows
 from tasks.common.filtering import Filtered, apply_filters
 from tasks.common.io import write_jsonl
+from tasks.common.parallel import Executor
 from tasks.common.splits import group_of, is_held_out
 
 log = logging.getLogger(__name__)
 
 LINE = "_line"  # a surviving row as the JSON line pairs.jsonl will hold
-CHUNK = 2000  # rows per task sent to a worker
-PARALLEL_FROM = 4 * CHUNK  # fewer rows than this: starting workers costs more than it saves
+CHUNK = 2000  # rows per task sent to a worker (at most: on Dask, smaller so that every worker gets some)
+PARALLEL_FROM = 4 * CHUNK  # local: fewer rows than this, starting workers costs more than it saves
 
 
 @dataclass
 class Context:
-    """Everything the per-row phase needs; pickled once into each worker."""
+    """Everything the per-row phase needs; pickled once into each worker, which calls prepare()."""
 
     cfg: CleanConfig
     split: SplitConfig
@@ -73,18 +74,8 @@ class ChunkResult:
     redacted_samples: list[dict]
 
 
-_CONTEXT: Context | None = None
-
-
-def _init_worker(context: Context) -> None:
-    global _CONTEXT
-    context.prepare()
-    _CONTEXT = context
-
-
-def process_chunk(rows: list[dict], context: Context | None = None) -> ChunkResult:
+def process_chunk(rows: list[dict], context: Context) -> ChunkResult:
     """The per-row phase on some rows: redacted, filtered, and the kept ones carrying their signature."""
-    context = context or _CONTEXT
     redacted, samples, prepared = Counter(), [], []
     for row in rows:
         if context.cfg.pii:
@@ -118,19 +109,12 @@ def _full_row(entry: dict) -> dict:
     return {**json.loads(entry[LINE]), **extra}
 
 
-def _chunks(rows: list[dict]) -> list[list[dict]]:
-    return [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
-
-
-def run_row_phase(rows: list[dict], context: Context, workers: int) -> Iterator[ChunkResult]:
+def run_row_phase(
+    rows: list[dict], context: Context, workers: int, executor: Executor
+) -> Iterator[ChunkResult]:
     """Chunk results in input order, as they are ready: dedup works on one while workers do the next."""
-    if workers <= 1 or len(rows) < PARALLEL_FROM:
-        context.prepare()
-        yield from (process_chunk(chunk, context) for chunk in _chunks(rows))
-        return
-    # spawn, not fork: the flow's process runs Prefect's and MLflow's threads, whose locks a fork copies
-    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (context,)) as pool:
-        yield from pool.imap(process_chunk, _chunks(rows))
+    options = {"chunk": CHUNK, "workers": workers, "parallel_from": PARALLEL_FROM}
+    yield from executor.map_chunks(process_chunk, rows, context, **options)
 
 
 def default_workers() -> int:
@@ -146,9 +130,11 @@ def clean_pairs(
     records_path: Path | None = None,
     tokenizer_dir: str | None = None,
     workers: int | None = None,
+    executor: ExecutorConfig | None = None,
 ) -> dict:
     """Filter a pairs JSONL into `out_dir/pairs.jsonl` (kept) and `out_dir/rejected.jsonl` (every dropped
-    or unreadable row with its `reason` and `detail`); write report.md; return the stage report."""
+    or unreadable row with its `reason` and `detail`); write report.md; return the stage report.
+    `workers`: local processes (default: the cores, up to 8); `executor`: local or a Dask cluster."""
     out_dir = Path(out_dir)
     split = split or SplitConfig()
     rows, quarantined = read_rows(pairs_path)
@@ -167,16 +153,17 @@ def clean_pairs(
     filters, near = dedup_filters(cfg)
     apply_filters([], filters, into=total)
     redacted, redacted_samples = Counter(), []
-    for result in run_row_phase(rows, context, workers or default_workers()):
-        total.rejected.extend(result.filtered.rejected)
-        total.counts.update(result.filtered.counts)
-        redacted.update(result.redacted)
-        redacted_samples.extend(result.redacted_samples)
-        first_new = len(total.rejected)
-        apply_filters(result.filtered.kept, filters, into=total)
-        total.rejected[first_new:] = [_full_row(r) for r in total.rejected[first_new:]]
-        for row in result.filtered.kept:
-            del row[SIGNATURE]  # the MinHash bands and shingles: most of the memory
+    with Executor(executor) as runner:
+        for result in run_row_phase(rows, context, workers or default_workers(), runner):
+            total.rejected.extend(result.filtered.rejected)
+            total.counts.update(result.filtered.counts)
+            redacted.update(result.redacted)
+            redacted_samples.extend(result.redacted_samples)
+            first_new = len(total.rejected)
+            apply_filters(result.filtered.kept, filters, into=total)
+            total.rejected[first_new:] = [_full_row(r) for r in total.rejected[first_new:]]
+            for row in result.filtered.kept:
+                del row[SIGNATURE]  # the MinHash bands and shingles: most of the memory
 
     with open(out_dir / "pairs.jsonl", "w") as fh:
         fh.writelines(row[LINE] + "\n" for row in total.kept)

@@ -1,4 +1,5 @@
-"""The only Prefect import under tasks/: the run logger and the task that wraps a stage.
+"""The only Prefect import under tasks/: the run logger, the task that wraps a stage, and the cluster of
+a flow run on prefect-dask's DaskTaskRunner (`flow_dask_client`, for tasks/common/parallel.py).
 
 A stage's Prefect cache key is its stage key, so the Prefect UI and the workspace agree about what is
 cached. A stage that needs a scarce resource (the GPU, the teacher endpoint, the sandbox) holds a slot of
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from pathlib import Path
 
 import requests
@@ -81,6 +83,25 @@ def stage_task(spec: StageSpec, retry_delay_seconds: float = 10):
         return out
 
     return run_stage
+
+
+@contextlib.contextmanager
+def flow_dask_client():
+    """A Dask client of the running flow's prefect-dask DaskTaskRunner cluster, or None outside such a flow:
+    a stage with `executor.backend: dask` and no address runs its chunks there (tasks/common/parallel.py)
+    instead of starting a cluster of its own."""
+    if "prefect_dask" not in sys.modules:  # no flow in this process was given a DaskTaskRunner
+        yield None
+        return
+    from prefect.context import FlowRunContext
+    from prefect_dask import DaskTaskRunner, get_dask_client
+
+    context = FlowRunContext.get()
+    if context is None or not isinstance(context.task_runner, DaskTaskRunner):
+        yield None
+        return
+    with get_dask_client() as client:
+        yield client
 
 
 def publish_artifacts(stage: str, folder: Path) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline_config.redact import redact_value
 from tasks.common.io import REPO_ROOT, iter_jsonl
 from tasks.common.stage import HOST, process_alive
 
@@ -113,11 +114,12 @@ def flatten(prefix: str, value: Any, as_text: bool = True) -> dict[str, Any]:
 def start_run(
     config: Mapping[str, Any], run_name: str, tags: Mapping[str, str], experiment: str = EXPERIMENT
 ) -> str:
-    """Open the pipeline run's MLflow run; the resolved config becomes its params."""
+    """Open the pipeline run's MLflow run; the resolved config becomes its params (pass
+    pipeline_config.redact.public_dump(cfg); URLs are redacted here again in case a caller did not)."""
     c = client()
     owner = {"host": HOST, "pid": str(os.getpid())}
     run = c.create_run(experiment_id(c, experiment), run_name=run_name, tags={**tags, **owner})
-    params = flatten("", config)
+    params = flatten("", redact_value(config))
     from mlflow.entities import Param
 
     items = [Param(k, v) for k, v in sorted(params.items())]
@@ -151,7 +153,12 @@ HEADLINE = {
         "humaneval_pass_at_1_base": ("humaneval", "base", "pass_at_1"),
     },
 }
-CURVES = {"loss": "loss", "eval_loss": "eval_loss", "learning_rate": "train/learning_rate"}
+CURVES = {
+    "loss": "loss",
+    "eval_loss": "eval_loss",
+    "learning_rate": "train/learning_rate",
+    "num_input_tokens_seen": "train/tokens_seen",
+}
 
 
 def headline_metrics(stage: str, report: Mapping[str, Any]) -> dict[str, float]:

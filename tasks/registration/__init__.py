@@ -10,6 +10,7 @@ Run alone: `finetune run --config pipeline_config/offline.yaml --only register`.
 
 from __future__ import annotations
 
+from pipeline_config.redact import public_dump
 from tasks.common import tracking
 from tasks.common.io import hash_json, workspace_path
 from tasks.common.prefect import stage_task
@@ -35,7 +36,7 @@ def registration_key(cfg, inputs, context) -> str:
 
 def run(cfg, inputs, out_dir, context) -> StageResult:
     base, train, evaluated = inputs["base_model"], inputs["train"], inputs["evaluate"]
-    config = cfg.model_dump(mode="json")
+    config = public_dump(cfg)  # no password of a URL in the registry
     stage_keys = {k: v for k, v in context.get("stage_keys", {}).items() if k != "register"}
     stage_keys |= {name: out.key for name, out in inputs.items()}  # what this run really read
     lineage = {
@@ -52,7 +53,6 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
     model_dir = train.file("model_dir")
     candidate = Candidate(
         model_dir=model_dir,
-        is_adapter=train.output("adapter"),
         base={**base.outputs, "model_dir": str(base.file("model_dir"))},
         predictions=evaluated.file("predictions"),
         metrics=evaluated.output("metrics"),
@@ -69,6 +69,7 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
             lineage,
         ),
         stage_key=registration_key(cfg, inputs, context),
+        adapter_dir=train.file("adapter_dir") if train.outputs.get("adapter_dir") else None,
     )
     report = register_model(
         candidate,

@@ -64,8 +64,7 @@ def reachable_registry(uri: str) -> Iterator[None]:
 class Candidate:
     """The model the pipeline hands to the registry, and the evidence about it."""
 
-    model_dir: Path  # adapter or full weights, tokenizer, prompt_template.json
-    is_adapter: bool
+    model_dir: Path  # full weights (an adapter already merged by train), tokenizer, prompt_template.json
     base: Mapping  # the base_model stage's outputs: model_dir, card, hub_id for hub models
     predictions: Path  # the evaluate stage's per-example outputs and scores
     metrics: Mapping  # the fine-tuned model's mean scores
@@ -75,6 +74,7 @@ class Candidate:
     config: Mapping  # the resolved pipeline config
     card: str  # the model card (README.md)
     stage_key: str  # the register stage's key: one version per key
+    adapter_dir: Path | None = None  # the LoRA adapter alone, when there is one
 
 
 def pip_requirements() -> list[str]:
@@ -86,9 +86,9 @@ def pip_requirements() -> list[str]:
 def log_model(c: Candidate, run_id: str):
     """Log with the transformers flavor (no registration: see `register_version`).
 
-    An adapter on a hub base is logged alone and names its base id. An adapter on any other base (a GGUF
-    or scratch model lives in the workspace, which may be cleaned) is merged into it first, so the
-    registered model loads on its own.
+    A LoRA adapter on a hub base is logged alone and names its base id. Otherwise the merged weights the
+    train stage checked and the evaluation scored are logged (a GGUF or scratch base lives in the
+    workspace, which may be cleaned), so the registered model loads on its own.
     """
     import mlflow
     from huggingface_hub import ModelCard
@@ -99,16 +99,15 @@ def log_model(c: Candidate, run_id: str):
 
     tokenizer = load_tokenizer(c.model_dir)
     template = PromptTemplate.load(c.model_dir)
-    hub_id, is_adapter = c.base.get("hub_id"), c.is_adapter
+    hub_id = c.base.get("hub_id")
+    # a QLoRA adapter belongs to the 4-bit base it was trained against: it ships merged into those weights
+    is_adapter = bool(hub_id and c.adapter_dir and c.config.get("train", {}).get("method") == "lora")
     if is_adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(
-            AutoModelForCausalLM.from_pretrained(c.base["model_dir"]), str(c.model_dir)
+            AutoModelForCausalLM.from_pretrained(c.base["model_dir"]), str(c.adapter_dir)
         )
-        if not hub_id:
-            model = model.merge_and_unload()
-            is_adapter = False
     else:
         model = AutoModelForCausalLM.from_pretrained(c.model_dir)
     defaults = {"max_new_tokens": int(c.generation["max_new_tokens"]), "do_sample": False}

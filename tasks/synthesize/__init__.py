@@ -7,7 +7,9 @@ metadata`): docstring back-translation (docstring_pairs.py, no teacher), and wit
 the sandbox (verify.py). The teacher backends are in tasks/common/teacher.
 
 The key holds the base model's key only when the teacher is the pipeline's own base model: the student's
-training settings never change what was synthesized.
+training settings never change what was synthesized. Every finished teacher call is kept in
+`<workspace>/teacher_cache/` (unless `synthesize.teacher.cache: false`), so a re-run pays only for calls never
+made; the report's `teacher` block counts requests, tokens, retries, failures, cache hits and budget stops.
 
 Run alone: `finetune run --config pipeline_config/offline.yaml --only synthesize`.
 """
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.common.io import hash_path
+from tasks.common.io import hash_path, workspace_path
 from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
 from tasks.common.teacher import make_teacher
 from tasks.synthesize.pairs import synthesize_pairs, teacher_modes
+
+TEACHER_CACHE = "teacher_cache"  # under the workspace: every finished teacher call, shared by all keys
 
 
 def teacher_is_base(cfg) -> bool:
@@ -32,8 +36,17 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
     teacher = None
     if teacher_modes(cfg.synthesize):
         base = str(inputs["base_model"].file("model_dir")) if teacher_is_base(cfg) else None
-        teacher = make_teacher(cfg.synthesize.teacher, base, cfg.seed)
-    report = synthesize_pairs(inputs["scrape"].file("records"), out_dir, cfg.synthesize, teacher, cfg.seed)
+        # outside the stage folders, so that a killed attempt, a forced re-run or a new key (another seed
+        # task file, another scrape) asks the teacher only what it has never answered (teacher.cache)
+        cache_dir = workspace_path(cfg) / TEACHER_CACHE
+        teacher = make_teacher(cfg.synthesize.teacher, base, cfg.seed, cache_dir=cache_dir)
+    try:
+        report = synthesize_pairs(
+            inputs["scrape"].file("records"), out_dir, cfg.synthesize, teacher, cfg.seed
+        )
+    finally:
+        if teacher is not None:
+            teacher.close()
     return StageResult(report, {"pairs": "pairs.jsonl", "rejected": "rejected.jsonl"})
 
 

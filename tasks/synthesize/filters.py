@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections import Counter
 
 from pipeline_config.schema import OssInstructConfig, SelfInstructConfig, VerifyConfig
 from tasks.common.filtering import Filter, Filtered, apply_filters
@@ -91,6 +92,16 @@ def screen(
     novel = apply_filters(survivors, [novelty_filter(index, survivors)], into=_Batch(into)).kept
     into.kept.extend(novel)
     return novel
+
+
+def reject_pieces(
+    reply: str, problems: list[tuple[str, str]], source: str, counts: Counter, result: Filtered
+) -> None:
+    """Count and keep what of a reply is not a task (unparseable, truncated), with the reply it came from."""
+    for reason, piece in problems:
+        counts[reason] += 1
+        row = {"reply": reply, "reason": reason, "source": source}
+        result.rejected.append(row | ({"piece": piece} if piece.strip() != reply.strip() else {}))
 
 
 class _Batch(Filtered):

@@ -25,9 +25,9 @@ from tasks.common.filtering import Filtered
 from tasks.common.io import iter_jsonl
 from tasks.common.teacher import Teacher
 from tasks.synthesize.docstring_pairs import pair
-from tasks.synthesize.filters import screen
+from tasks.synthesize.filters import reject_pieces, screen
 from tasks.synthesize.novelty import NoveltyIndex
-from tasks.synthesize.parsing import parse_task
+from tasks.synthesize.parsing import parse_tasks
 
 # Magicoder's own prompt (zero-shot: a strong teacher follows it), with a third section for the tests
 MAGICODER_PROMPT = """You are exceptionally skilled at crafting high-quality programming problems and \
@@ -130,11 +130,13 @@ def oss_instruct(
             counts["not_produced"] += 1
             continue
         counts["generated"] += 1
-        task = parse_task(reply, continuation=True)
-        if task is None:
-            counts["unparseable"] += 1
-            result.rejected.append({"reply": reply, "reason": "unparseable", "source": "oss_instruct"})
+        # only the first task: one that follows is inspired by a snippet the teacher made up, not ours
+        tasks, problems = parse_tasks(reply, continuation=True, max_tasks=1)
+        reject_pieces(reply, problems, "oss_instruct", counts, result)
+        if not tasks:
             continue
+        task = tasks[0]
+        counts["parsed"] += 1
         candidates.append(
             pair(
                 task.instruction,

@@ -53,11 +53,17 @@ def synthesize_pairs(
         "by_source": dict(Counter(r["source"] for r in rows)),
         **{mode: modes.get(mode, {"enabled": False}) for mode in TEACHER_MODES},
         "verify": {"enabled": cfg.verify.enabled, "keep": cfg.verify.keep} if modes else None,
-        "teacher": cfg.teacher.backend if modes else None,
+        "teacher": teacher_report(cfg, teacher) if modes else None,
     }
     if written < cfg.min_records:
         raise TooFewRecords(shortfall(report, cfg))
     return report
+
+
+def teacher_report(cfg: SynthesizeConfig, teacher: Teacher) -> dict:
+    """Which teacher and what it did: requests, retries, failures by kind, tokens, cache hits and the cap
+    that stopped it, if one did (accounting.Accounting.stats). Never the URL: it may hold a password."""
+    return {"backend": cfg.teacher.backend, "model": cfg.teacher.model, **teacher.stats()}
 
 
 def mode_report(counts: Counter, filtered, cfg: SynthesizeConfig) -> dict:
@@ -68,16 +74,17 @@ def mode_report(counts: Counter, filtered, cfg: SynthesizeConfig) -> dict:
         for r in filtered.kept + filtered.rejected
         if "verification" in r.get("metadata", {})
     ]
-    parsed = counts["generated"] - counts["unparseable"]
     return {
         "enabled": True,
         "prompts": counts["prompts"],
         "not_produced": counts["not_produced"],
-        "generated": counts["generated"],
+        "generated": counts["generated"],  # replies
         "unparseable": counts["unparseable"],
-        "parsed": parsed,
+        "truncated": counts["truncated"],  # a task the token limit cut off; the reply's others are kept
+        "parsed": counts["parsed"],  # tasks: a reply may hold several
         "rejected": {reason: n for reason, n in sorted(filtered.counts.items())},
         "kept": counts["kept"],
+        # pairs kept per reply (a reply holding several tasks may give more than one)
         "keep_rate": round(counts["kept"] / counts["generated"], 4) if counts["generated"] else None,
         "verification": summary(judged) if cfg.verify.enabled else None,
     }
@@ -98,14 +105,18 @@ def shortfall(report: dict, cfg: SynthesizeConfig) -> str:
         if not m.get("enabled"):
             parts.append(f"{mode} is off")
             continue
-        losses.update({"not_produced": m["not_produced"], "unparseable": m["unparseable"], **m["rejected"]})
-        dropped = ", ".join(f"{k} {v}" for k, v in m["rejected"].items() if v)
+        losses.update({k: m[k] for k in ("not_produced", "unparseable", "truncated")} | m["rejected"])
+        dropped = ", ".join(
+            f"{k} {v}" for k, v in ({"truncated": m["truncated"]} | m["rejected"]).items() if v
+        )
         parts.append(
             f"{mode} kept {m['kept']} of {m['generated']} replies to {m['prompts']} prompts "
             f"(not produced {m['not_produced']}, unparseable {m['unparseable']}"
             + (f", {dropped}" if dropped else "")
             + ")"
         )
+    if (teacher := report.get("teacher")) and teacher.get("stopped"):
+        parts.append(f"the teacher stopped at its budget cap synthesize.teacher.{teacher['stopped']}")
     cause = (
         f"; most were lost to {losses.most_common(1)[0][0]}" if losses and losses.most_common(1)[0][1] else ""
     )

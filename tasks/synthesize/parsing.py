@@ -4,8 +4,10 @@ Teachers answer in many costumes: a bare continuation of the prompt ("... Task 4
 text), a chat reply with a preamble ("Sure! Here is a new task:"), markdown labels (`**Instruction:**`,
 `### Solution`, `[Problem Description]` as Magicoder asks), code fenced or not, and often a next task
 after the first. The reply is cut into sections at label lines (outside code fences only: `# Input:` in a
-solution is code), each label's first section is kept, and a repeated label or a "Task N" heading ends
-the task. Code comes out of the sections through tasks.common.code_blocks, the project's one fence parser.
+solution is code), each label's first section is kept, and a repeated label or a "Task N" heading starts
+the next task. A reply cut off by the token limit (a code fence left open, a last task without its
+solution) keeps its complete tasks; the cut one is counted as `truncated`. Code comes out of the sections
+through tasks.common.code_blocks, the project's one fence parser.
 """
 
 from __future__ import annotations
@@ -63,6 +65,42 @@ class Task:
     tests: str  # assert statements (may be empty: verification says no_tests)
 
 
+def _boundary(line: str, seen: set[str]) -> tuple[str, str | None]:
+    """What a line outside code fences is: ("next", None) a heading of another task or a label seen before
+    in this task; ("heading", None) a task heading before any label (skipped); ("label", section); or
+    ("text", None)."""
+    label = _LABEL_LINE.match(line)
+    # "Task 3" is a heading of another task, "Task: ..." the instruction
+    if _TASK_HEADING.match(line) and not (label and label[3].startswith((":", "："))):
+        return ("next", None) if seen else ("heading", None)
+    if label:
+        name = _ALIASES[label[1].lower()]
+        return ("next", None) if name in seen else ("label", name)
+    return "text", None
+
+
+def split_tasks(text: str) -> tuple[list[str], bool]:
+    """The reply cut into one piece per task, at the heading of another task or at a label the current
+    task already has (outside code fences), and whether it ends inside an open code fence: the reply was
+    cut off by the token limit in the middle of its last piece."""
+    pieces: list[list[str]] = [[]]
+    seen: set[str] = set()
+    in_fence = False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence:
+            kind, name = _boundary(line, seen)
+            if kind == "next":
+                pieces.append([])
+                seen = set()
+                kind, name = _boundary(line, seen)
+            if kind == "label":
+                seen.add(name)
+        pieces[-1].append(line)
+    return ["\n".join(piece) for piece in pieces], in_fence
+
+
 def sections(text: str) -> tuple[str, dict[str, str]]:
     """(preamble, {section: text}) for the first task of a reply: label lines outside code fences
     open sections; a label seen before, or a heading of another task, ends the task."""
@@ -70,21 +108,16 @@ def sections(text: str) -> tuple[str, dict[str, str]]:
     found: dict[str, list[str]] = {}
     current: list[str] = preamble
     in_fence = False
-    for line in text.splitlines():
+    for line in split_tasks(text)[0][0].splitlines():
         if _FENCE.match(line):
             in_fence = not in_fence
         elif not in_fence:
-            label = _LABEL_LINE.match(line)
-            # "Task 3" is a heading of another task, "Task: ..." the instruction
-            if _TASK_HEADING.match(line) and not (label and label[3].startswith((":", "："))):
-                if found:
-                    break
+            kind, name = _boundary(line, set(found))
+            if kind == "heading":
                 continue
-            if label:
-                name = _ALIASES[label[1].lower()]
-                if name in found:
-                    break
+            if kind == "label":
                 current = found[name] = []
+                label = _LABEL_LINE.match(line)
                 if label[4].strip():
                     current.append(label[4])
                 continue
@@ -116,7 +149,7 @@ def code_of(section: str) -> str:
 
 
 def parse_task(reply: str, continuation: bool = True) -> Task | None:
-    """The first task of a reply, or None without an instruction and a solution.
+    """The first task of a reply, or None without an instruction and a solution (parse_tasks: all).
 
     `continuation`: the prompt ended with "Instruction:", so text before the first label is the
     instruction itself (a completion model continues the prompt) unless a labelled one follows.
@@ -137,3 +170,28 @@ def parse_task(reply: str, continuation: bool = True) -> Task | None:
     if input_text.lower() in _NONE_INPUTS or input_text.strip("`").lower() in _NONE_INPUTS:
         input_text = ""
     return Task(instruction.strip(), input_text, solution, tests)
+
+
+TRUNCATED, UNPARSEABLE = "truncated", "unparseable"
+
+
+def parse_tasks(
+    reply: str, continuation: bool = True, max_tasks: int | None = None
+) -> tuple[list[Task], list[tuple[str, str]]]:
+    """Every task of a reply (the first `max_tasks` pieces), and (reason, piece) for each piece that is
+    not a task: "truncated" when the reply stops inside it (an open code fence, or a last task after
+    others that never got its solution: a completion model continuing its list until the token limit),
+    "unparseable" otherwise."""
+    pieces, open_fence = split_tasks(reply)
+    last = len(pieces) - 1
+    tasks: list[Task] = []
+    problems: list[tuple[str, str]] = []
+    for i, piece in enumerate(pieces[:max_tasks]):
+        task = None if i == last and open_fence else parse_task(piece, continuation)
+        if task is not None:
+            tasks.append(task)
+        elif i == last and (open_fence or i > 0):
+            problems.append((TRUNCATED, piece))
+        else:
+            problems.append((UNPARSEABLE, piece))
+    return tasks, problems

@@ -21,9 +21,9 @@ from tasks.common.filtering import Filtered
 from tasks.common.io import iter_jsonl
 from tasks.common.teacher import Teacher
 from tasks.synthesize.docstring_pairs import pair
-from tasks.synthesize.filters import screen
+from tasks.synthesize.filters import reject_pieces, screen
 from tasks.synthesize.novelty import NoveltyIndex
-from tasks.synthesize.parsing import parse_task
+from tasks.synthesize.parsing import parse_tasks
 
 SEED_TASKS = Path(__file__).parent / "data" / "code_seed_tasks.jsonl"
 SEED_FIELDS = ("id", "instruction", "output", "tests")
@@ -47,7 +47,7 @@ def format_task(i: int, task: Mapping) -> str:
 
 def self_instruct_prompt(examples: list[Mapping]) -> str:
     """The examples, then the open next task: a completion model continues after "Instruction:", a chat
-    model answers the request (parsing.parse_task reads both)."""
+    model answers the request (parsing.parse_tasks reads both)."""
     n = len(examples) + 1
     shown = "\n".join(format_task(i + 1, t) for i, t in enumerate(examples))
     return (
@@ -97,12 +97,12 @@ def self_instruct(
                 counts["not_produced"] += 1
                 continue
             counts["generated"] += 1
-            task = parse_task(reply, continuation=True)
-            if task is None:
-                counts["unparseable"] += 1
-                result.rejected.append({"reply": reply, "reason": "unparseable", "source": "self_instruct"})
-                continue
-            candidates.append(
+            # a completion model may go on to further tasks after the one asked for: each complete one is
+            # a candidate (as in Self-Instruct), the one the token limit cut is counted as truncated
+            tasks, problems = parse_tasks(reply, continuation=True)
+            reject_pieces(reply, problems, "self_instruct", counts, result)
+            counts["parsed"] += len(tasks)
+            candidates += [
                 pair(
                     task.instruction,
                     task.input,
@@ -113,7 +113,8 @@ def self_instruct(
                     tests=task.tests,
                     examples=[t.get("id") for t in examples],
                 )
-            )
+                for task in tasks
+            ]
         screen(candidates, cfg, verify, index, into=result)
     counts["kept"] = len(result.kept)
     return result.kept, counts, result

@@ -47,6 +47,27 @@ def encode_pair(tokenizer, prompt: str, response: str, cfg: TokenizeConfig) -> t
     return row, truncated
 
 
+TEMPLATE_FIELDS = {"instruction": True, "output": True, "input": False}  # field -> required
+
+
+def check_fields(pairs: list[dict], path: Path, template: str) -> None:
+    """Every row has what the template formats, as strings: the first row without is named (a KeyError
+    deep in encoding would name neither the file nor the line)."""
+    for line, pair in enumerate(pairs, 1):
+        for name, required in TEMPLATE_FIELDS.items():
+            value = pair.get(name)
+            if (value is None and not required) or (
+                isinstance(value, str) and (value.strip() or not required)
+            ):
+                continue
+            got = "no such field" if value is None else f"{type(value).__name__} {str(value)[:40]!r}"
+            raise ValueError(
+                f"tokenize.template '{template}' formats the field '{name}' (a "
+                f"{'non-empty ' if required else ''}string), but line {line} of {path} "
+                f"(id {pair.get('id', '?')!r}) has {got}"
+            )
+
+
 def tokenize_pairs(
     pairs_path: Path, out_dir: Path, model_path: str, cfg: TokenizeConfig, split: SplitConfig, seed: int
 ) -> dict:
@@ -59,6 +80,7 @@ def tokenize_pairs(
     fim_added = add_fim_tokens(tokenizer) if cfg.fim_rate > 0 else []
     template = resolve_template(cfg.template, tokenizer)
     pairs = list(iter_jsonl(pairs_path))
+    check_fields(pairs, pairs_path, cfg.template)
     train_idx, test_idx, split_counts = split_rows(pairs, split, seed)
     rng = random.Random(seed)
     fim = {"rows": 0, "spm": 0, "ast": 0, "middle_cut_off": 0, "tokens_added": fim_added}

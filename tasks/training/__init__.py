@@ -1,22 +1,30 @@
 """Stage train: supervised fine-tuning with TRL's SFTTrainer; LoRA, QLoRA or full fine-tuning.
 
 Output: `model/` (the adapter, or the full weights, plus the tokenizer and the prompt template),
-`log_history.json`, `loss.png`; manifest outputs `model_dir` and `adapter` (whether `model_dir` holds an
-adapter for the base model).
+`merged/` (an adapter merged into its base after a logit-equivalence check: tasks/training/merge.py),
+`log_history.json`, `loss.png`; manifest outputs `model_dir` (full weights: `merged/` or `model/`),
+`adapter_dir` (the adapter alone, for LoRA and QLoRA) and `adapter` (false: `model_dir` is never an adapter).
 
 Run alone: `finetune run --config pipeline_config/offline.yaml --only train`.
 """
 
 from __future__ import annotations
 
-from tasks.common.models import gpu_resource
+import shutil
+
+from tasks.common.models import gpu_resource, pick_device
 from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
+from tasks.common.templates import TEMPLATE_FILE
+from tasks.training.launch import train_in_processes
+from tasks.training.merge import check_inputs, merge_adapter
 from tasks.training.recipe import train_model
 
 
 def run(cfg, inputs, out_dir, context) -> StageResult:
-    report = train_model(
+    # train.num_processes > 1: DDP under accelerate launch; rank 0 writes (tasks/training/launch.py)
+    train = train_in_processes if cfg.train.num_processes > 1 else train_model
+    report = train(
         inputs["tokenize"].file("dataset_dir"),
         out_dir,
         inputs["base_model"].file("model_dir"),
@@ -26,7 +34,20 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         cfg.model.trust_remote_code,
         context.get("resume_dir"),
     )
-    return StageResult(report, {"model_dir": "model", "adapter": cfg.train.method != "full"})
+    if cfg.train.method == "full":
+        return StageResult(report, {"model_dir": "model", "adapter": False})
+    # evaluation, registration and serving read the merged weights: what is scored is what is exported
+    report["merge"] = merge_adapter(
+        inputs["base_model"].file("model_dir"),
+        out_dir / "model",
+        out_dir / "merged",
+        cfg.train,
+        check_inputs(inputs["tokenize"].file("dataset_dir")),
+        pick_device(cfg.train.device),
+        cfg.model.trust_remote_code,
+    )
+    shutil.copyfile(inputs["tokenize"].file("template"), out_dir / "merged" / TEMPLATE_FILE)
+    return StageResult(report, {"model_dir": "merged", "adapter": False, "adapter_dir": "model"})
 
 
 SPEC = StageSpec(

@@ -168,6 +168,7 @@ def training_args(cfg: TrainConfig, out_dir: Path, device: str, seed: int, has_e
         bf16=device == "cuda" and cfg.precision == "bf16",
         fp16=device == "cuda" and cfg.precision == "fp16",
         use_cpu=device == "cpu",
+        dataloader_pin_memory=device == "cuda",  # nothing to pin for on the CPU (torch warns, then skips it)
         logging_steps=cfg.logging_steps,
         eval_strategy="steps" if has_eval and cfg.eval_steps else "no",
         eval_steps=cfg.eval_steps,
@@ -179,6 +180,7 @@ def training_args(cfg: TrainConfig, out_dir: Path, device: str, seed: int, has_e
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         report_to="none",  # the flow logs one MLflow run per pipeline run
+        include_num_input_tokens_seen="non_padding",  # tokens seen, logged with the loss and in the report
         seed=seed,
         data_seed=seed,
         max_length=None,  # rows were truncated/packed by the tokenize stage
@@ -264,6 +266,56 @@ def last_checkpoint(resume_dir: Path | None) -> str | None:
     return get_last_checkpoint(str(resume_dir / "checkpoints"))
 
 
+def loss_only_sft_trainer():
+    """TRL's SFTTrainer computing only the loss, as transformers' Trainer does.
+
+    TRL 1.16's compute_loss runs a chunked "fused" LM head that also yields entropy and top-1 accuracy for
+    the logs; off Triton it scores every position, folds each logit tile in several extra passes, and
+    computes every tile again in the backward. Profiled on the CPU (SmolLM2's vocabulary of 49,152, batch
+    4x320, 2 layers) that head took ~80% of a step and the trainer ran at ~0.4x a plain loop
+    (benchmarks/train_bench.py). Trainer.compute_loss calls the model with its labels and
+    `num_items_in_batch` (the label tokens of the whole accumulated batch, so accumulated micro-batches sum
+    to the big batch's mean) and scales by the process count under DDP, as TRL's own loss did. Lost: the
+    entropy / mean_token_accuracy / num_tokens log lines (num_input_tokens_seen stays)."""
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class LossOnlySFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = {**inputs, "use_cache": False}  # as TRL: a training forward needs no KV cache
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return LossOnlySFTTrainer
+
+
+def build_trainer(
+    model,
+    tokenizer,
+    train,
+    test,
+    cfg: TrainConfig,
+    out_dir: Path,
+    device: str,
+    seed: int,
+    modules_to_save: list[str] | None = None,
+):
+    """The trainer the train stage runs (benchmarks/train_bench.py times this same one). Packed rows
+    (example boundaries in `seq_lengths`) go through our collator, which turns them into position ids."""
+    packed = "seq_lengths" in train.column_names
+    trainer = loss_only_sft_trainer()(
+        model=model,
+        args=training_args(cfg, out_dir, device, seed, has_eval=len(test) > 0),
+        train_dataset=train,
+        eval_dataset=test if cfg.eval_steps else None,
+        processing_class=tokenizer,
+        data_collator=PackedCollator(tokenizer.pad_token_id, needs_flat_batches(model)) if packed else None,
+        peft_config=lora_config(cfg, modules_to_save),
+    )
+    route_logs_to_logger(trainer)
+    add_early_stopping(trainer, cfg)
+    return trainer
+
+
 def train_model(
     dataset_dir: Path,
     out_dir: Path,
@@ -281,7 +333,6 @@ def train_model(
     import torch
     from datasets import load_from_disk
     from transformers import set_seed
-    from trl import SFTTrainer
 
     set_seed(seed)
     device = pick_device(cfg.device)
@@ -297,25 +348,24 @@ def train_model(
         ["input_ids", "labels", "seq_lengths" if packed else "attention_mask"]
     )
     test = splits["test"].select_columns(["input_ids", "attention_mask", "labels"])
-    trainer = SFTTrainer(
-        model=model,
-        args=training_args(cfg, resume_dir or out_dir, device, seed, has_eval=len(test) > 0),
-        train_dataset=train,
-        eval_dataset=test if cfg.eval_steps else None,
-        processing_class=tokenizer,
-        data_collator=PackedCollator(tokenizer.pad_token_id, needs_flat_batches(model)) if packed else None,
-        peft_config=lora_config(cfg, embedding_modules(model) if added else None),
-    )
-    route_logs_to_logger(trainer)
-    add_early_stopping(trainer, cfg)
+    extra = embedding_modules(model) if added else None  # the rows of added tokens must train
+    trainer = build_trainer(model, tokenizer, train, test, cfg, resume_dir or out_dir, device, seed, extra)
     checkpoint = last_checkpoint(resume_dir)
     if checkpoint:
         logger().info("resuming training from %s", checkpoint)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    except torch.OutOfMemoryError as error:
+        raise torch.OutOfMemoryError(out_of_memory_advice(cfg, str(error))) from error
+    if not trainer.is_world_process_zero():
+        return {}  # the other ranks of a multi-process run (tasks/training/launch.py): rank 0 writes
     trainer.model.save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
     shutil.copyfile(template_file, out_dir / "model" / TEMPLATE_FILE)
-    history = trainer.state.log_history
+    trainer_state = trainer.state
+    history = trainer_state.log_history
     (out_dir / "log_history.json").write_text(json.dumps(history, indent=1))
     plot_losses(history, out_dir / "loss.png")
     losses = [h["loss"] for h in history if "loss" in h]
@@ -336,11 +386,50 @@ def train_model(
         "base_model": str(model_path),
         "adapter": cfg.method != "full",
         "steps": result.global_step,
-        "resumed_from_step": int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None,
+        "resumed_from_step": checkpoint_step(checkpoint),
         "train_loss": result.training_loss,
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "train_runtime_s": result.metrics.get("train_runtime"),
+        "tokens_seen": trainer_state.num_input_tokens_seen,  # real (non-padding) input tokens
+        "total_flos": trainer_state.total_flos,  # transformers' estimate: 6 x parameters x tokens
+        "peak_memory_mb": peak_memory_mb(device),
+        # with train.load_best_model_at_end the saved model is this checkpoint's, not the last step's
+        "best_eval_loss": trainer_state.best_metric,
+        "best_step": checkpoint_step(trainer_state.best_model_checkpoint),
+        "stopped_early": cfg.early_stopping_patience is not None
+        and result.global_step < trainer_state.max_steps,
     }
+
+
+def checkpoint_step(checkpoint: str | None) -> int | None:
+    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
+
+
+def peak_memory_mb(device: str) -> float:
+    """Peak GPU memory allocated by torch, or on the CPU this process's peak resident set."""
+    import resource
+
+    import torch
+
+    if device == "cuda":
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+def out_of_memory_advice(cfg: TrainConfig, detail: str) -> str:
+    accumulate = cfg.grad_accum * 2
+    return (
+        f"training ran out of GPU memory ({detail.splitlines()[0] if detail else 'CUDA out of memory'}). "
+        f"Lower train.batch_size (now {cfg.batch_size}) and raise train.grad_accum (now {cfg.grad_accum}, "
+        f"e.g. {accumulate} with half the batch: the same effective batch), set "
+        f"train.gradient_checkpointing: true (now {cfg.gradient_checkpointing}), "
+        "shorten tokenize.max_length, "
+        + (
+            "or use train.method: qlora (4-bit base weights)."
+            if cfg.method != "qlora"
+            else "or a smaller train.lora.r."
+        )
+    )

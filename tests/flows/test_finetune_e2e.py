@@ -277,7 +277,9 @@ def test_a_failed_run_names_the_stage_and_the_command_to_resume(cold, tiny_confi
     path.write_text(yaml.safe_dump(raw))
     assert main(["run", "--config", str(path)]) == 1
     hook = [r.getMessage() for r in caplog.records if "failed:" in r.getMessage()]  # the on_failure hook
-    assert len(hook) == 1 and hook[0].startswith("stage 'train' failed: NoMatchingPeftModuleError")
+    assert len(hook) == 1 and hook[0].startswith(
+        "stage 'train' failed: ValueError: train.lora.target_modules"
+    )
     assert f"finetune run --config {path}" in hook[0] and f"-p config_path={path}" in hook[0]
     summaries = sorted((Path(raw["workspace"]) / "runs").glob("*/summary.json"))
     failed = json.loads(summaries[-1].read_text())

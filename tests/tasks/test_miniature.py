@@ -334,8 +334,10 @@ def test_seed_recipe_runs_in_miniature(profile, tmp_path):
     assert json.loads((tuned / "prompt_template.json").read_text())["name"] == template
     if t.method == "full":
         assert report["trainable_parameters"] == report["total_parameters"]
-    else:
-        adapter = json.loads((tuned / "adapter_config.json").read_text())
+    else:  # evaluation reads the merged weights; the adapter is kept beside them
+        assert report["merge"]["max_abs_logit_diff"] <= t.merge_tolerance
+        assert not (tuned / "adapter_config.json").exists() and (tuned / "model.safetensors").is_file()
+        adapter = json.loads((trained.file("adapter_dir") / "adapter_config.json").read_text())
         assert (adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]) == (
             t.lora.r,
             t.lora.alpha,

@@ -73,7 +73,6 @@ def candidate(model_dir: Path, predictions: Path, level: float, eval_set: str, s
     }
     return Candidate(
         model_dir=model_dir / "model",
-        is_adapter=False,
         base={"model_dir": str(model_dir / "model"), "card": {"name": "tiny", "license": "apache-2.0"}},
         predictions=predictions,
         metrics={"rougeL": level, "perplexity": 3.0},

@@ -9,11 +9,13 @@ import re
 import textwrap
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from pipeline_config import PipelineConfig, load_config
 from pipeline_config.schema import (
     OssInstructConfig,
     SelfInstructConfig,
@@ -21,16 +23,23 @@ from pipeline_config.schema import (
     TeacherConfig,
     VerifyConfig,
 )
+from tasks import synthesize
 from tasks.common.filtering import apply_filters
+from tasks.common.io import workspace_path
 from tasks.common.sandbox import Result
+from tasks.common.stage import StageOutput, cached_output, read_report
+from tasks.common.teacher import TeacherError, make_teacher
+from tasks.common.teacher.cache import CallCache
 from tasks.common.teacher.openai import OpenAITeacher
 from tasks.synthesize.docstring_pairs import SUMMARY_MAX_CHARS, docstring_pairs, docstring_summary, pair
 from tasks.synthesize.filters import instruction_filters
 from tasks.synthesize.oss_instruct import oss_instruct, oss_instruct_prompt, snippet
 from tasks.synthesize.pairs import TooFewRecords, synthesize_pairs
-from tasks.synthesize.parsing import Task, parse_task
+from tasks.synthesize.parsing import Task, parse_task, parse_tasks
 from tasks.synthesize.self_instruct import SEED_TASKS, load_seed_tasks, pick_examples, self_instruct
 from tasks.synthesize.verify import classify, precheck, verify
+
+REPO = Path(__file__).resolve().parents[2]
 
 # The sandbox isolates when it can (root, namespaces); elsewhere these tests run it on rlimits alone.
 VERIFY = VerifyConfig(timeout_s=20, workers=2, allow_unisolated=True)
@@ -246,6 +255,48 @@ def test_parse_task_rejects_incomplete(reply: str) -> None:
 
 def test_parse_task_without_continuation_needs_a_label() -> None:
     assert parse_task(f"Sure, happy to help.\nSolution:\n{SOLUTION}", continuation=False) is None
+
+
+# a completion model continuing its list of tasks until max_new_tokens: two complete tasks, a third cut
+SORT = "def sort_desc(xs):\n    return sorted(xs, reverse=True)"
+SORT_TESTS = "assert sort_desc([1, 3, 2]) == [3, 2, 1]"
+LIST_CUT = (
+    f" Reverse a list.\nInput: xs = [1, 2]\nSolution:\n```python\n{SOLUTION}\n```\nTests:\n```python\n"
+    f"{TESTS}\n```\n\n### Task 4\nInstruction: Sort numbers in descending order.\nSolution:\n```python\n"
+    f"{SORT}\n```\nTests:\n```python\n{SORT_TESTS}\n```\n\n### Task 5\nInstruction: Count the vowels of"
+)
+
+
+@pytest.mark.parametrize(
+    ("cut_at", "want_tasks"),
+    [
+        ("Count the vowels of", 2),  # in the third task's instruction: no solution yet
+        ("reverse=True)", 1),  # inside the second task's solution: its code fence is still open
+        ("[3, 2, 1]", 1),  # inside the second task's tests
+        ("### Task 4", 1),  # on the next task's heading
+    ],
+)
+def test_parse_tasks_keeps_complete_tasks_and_counts_the_cut_one(cut_at: str, want_tasks: int) -> None:
+    reply = LIST_CUT[: LIST_CUT.index(cut_at) + len(cut_at)]
+    tasks, problems = parse_tasks(reply)
+    complete = [WANT, Task("Sort numbers in descending order.", "", SORT, SORT_TESTS)]
+    assert tasks == complete[:want_tasks]
+    assert [reason for reason, _ in problems] == ["truncated"]
+    assert reply.endswith(problems[0][1])  # the cut piece, named
+    assert parse_task(reply) == WANT  # the first task alone, as before
+
+
+def test_parse_tasks_single_task_cut_mid_code_is_truncated_not_a_task() -> None:
+    # without the open fence it would be a task whose cut solution fails verification as a syntax error
+    reply = "Reverse a list.\nSolution:\n```python\ndef rev(xs):\n    return xs["
+    assert parse_tasks(reply) == ([], [("truncated", reply)])
+    assert parse_tasks(GARBAGE) == ([], [("unparseable", GARBAGE)])
+    assert parse_tasks(LIST_CUT, max_tasks=1) == ([WANT], [])  # OSS-Instruct: only the first counts
+    # an unparseable piece before the last is not "truncated": the teacher wrote it whole
+    broken = f"Instruction: Missing code.\n### Task 4\nInstruction: Reverse a list.\nSolution:\n{SOLUTION}"
+    tasks, problems = parse_tasks(broken)
+    assert [t.instruction for t in tasks] == ["Reverse a list."]
+    assert [reason for reason, _ in problems] == ["unparseable"]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -574,6 +625,36 @@ def test_self_instruct_default_seed_tasks() -> None:
     assert re.findall(r"^### Task (\d+)$", teacher.prompts[0][0], re.MULTILINE) == ["1", "2", "3", "4"]
 
 
+def test_self_instruct_truncated_replies_keep_their_complete_tasks(tmp_path: Path, seed_file: Path) -> None:
+    """max_new_tokens reached: in a list of tasks (the complete ones kept, the cut one counted) and in the
+    middle of the only task's code (counted, never run in the sandbox as a syntax error)."""
+    list_cut = NOVEL + LIST_CUT.split("\n\n", 1)[1]  # Merge ..., then Sort ..., then "Count the vowels of"
+    cut_code = "Compute the running maximum of a list.\nSolution:\n```python\ndef running_max(xs):\n    out ="
+    cfg = SynthesizeConfig(
+        docstring_pairs=False,
+        self_instruct=si_config(seed_file, prompts_per_round=3),
+        verify=VERIFY,
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    teacher = FakeTeacher([[list_cut, cut_code, GARBAGE]])
+    report = synthesize_pairs(scrape_dir(tmp_path), out, cfg, teacher, seed=0)
+    si = report["self_instruct"]
+    assert (si["generated"], si["parsed"], si["truncated"], si["unparseable"], si["kept"]) == (3, 2, 2, 1, 2)
+    assert si["verification"]["checked"] == 2 and si["verification"]["failures"]["syntax_error"] == 0
+    rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    assert [r["instruction"] for r in rows] == [
+        "Merge two sorted lists into one sorted list without using sort.",
+        "Sort numbers in descending order.",
+    ]
+    assert rows[0]["metadata"]["examples"] == rows[1]["metadata"]["examples"]  # from one reply
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert sorted(r["reason"] for r in rejected) == ["truncated", "truncated", "unparseable"]
+    cut = [r for r in rejected if r["reason"] == "truncated"]
+    assert {r["reply"] for r in cut} == {list_cut, cut_code}
+    assert [r["piece"] for r in cut if "piece" in r] == ["### Task 5\nInstruction: Count the vowels of"]
+
+
 # --------------------------------------------------------------------------------------------------------
 # OSS-Instruct with a scripted teacher
 # --------------------------------------------------------------------------------------------------------
@@ -634,6 +715,18 @@ def test_oss_instruct_seeds_prompts_with_scraped_code_and_keeps_provenance() -> 
     assert oss_instruct_prompt("x = 1").endswith("[Problem Description]\n")
 
 
+def test_oss_instruct_counts_a_cut_reply_and_ignores_a_next_snippet() -> None:
+    cut = OSS_REPLY[: OSS_REPLY.index("[Tests]") + len("[Tests]\n```python\nassert row_norms([[3")]
+    # a completion model going on with a snippet of its own: not scraped code, so not a seed of ours
+    more = OSS_REPLY + "\n\nCode snippet for inspiration:\n```python\nx = 1\n```\n[Problem Description]\nA"
+    teacher = FakeTeacher([[cut, more]])
+    cfg = OssInstructConfig(enabled=True, num_prompts=2, min_lines=1, max_lines=15)
+    kept, counts, filtered = oss_instruct(teacher, RECORDS, cfg, VERIFY, seed=0)
+    assert (counts["generated"], counts["parsed"], counts["truncated"], counts["unparseable"]) == (2, 1, 1, 0)
+    assert len(kept) == 1 and kept[0]["instruction"].startswith("Compute the Euclidean norm")
+    assert [r["reason"] for r in filtered.rejected] == ["truncated"]
+
+
 def test_oss_instruct_without_code_is_an_error() -> None:
     cfg = OssInstructConfig(enabled=True, num_prompts=1)
     with pytest.raises(ValueError, match="scraped code"):
@@ -646,15 +739,32 @@ def test_oss_instruct_without_code_is_an_error() -> None:
 
 
 class ChatServer:
+    """Answers the n-th request with completions[(n - 1) % len], `usage` included; `errors` maps request
+    numbers (1-based) to an HTTP status sent instead (Retry-After: 0, so retries do not wait), and past
+    `fail_after` requests every answer is a 401 (a revoked key: the stage dies mid-way)."""
+
+    USAGE = {"prompt_tokens": 11, "completion_tokens": 7}
+
     def __init__(self, completions: list[str]) -> None:
         self.completions = completions
         self.requests: list[tuple[str, dict]] = []
+        self.errors: dict[int, int] = {}
+        self.fail_after: int | None = None
         self.lock = threading.Lock()
         state = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: object) -> None:
                 pass
+
+            def _json(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Retry-After", "0")
+                self.end_headers()
+                self.wfile.write(data)
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -665,15 +775,13 @@ class ChatServer:
                     self.send_response(404)
                     self.end_headers()
                     return
+                if state.fail_after is not None and n > state.fail_after:
+                    return self._json(401, {"error": {"message": "key revoked"}})
+                if n in state.errors:
+                    return self._json(state.errors[n], {"error": {"message": "scripted failure"}})
                 text = state.completions[(n - 1) % len(state.completions)]
-                payload = json.dumps(
-                    {"choices": [{"message": {"role": "assistant", "content": text}}]}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                message = {"role": "assistant", "content": text}
+                self._json(200, {"choices": [{"message": message}], "usage": state.USAGE})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -740,7 +848,7 @@ def test_synthesize_pairs_with_openai_teacher(
         "failures": {"no_tests": 0, "syntax_error": 0, "timeout": 0, "assertion": 0, "crash": 0},
     }
     assert report["oss_instruct"] == {"enabled": False}
-    assert report["teacher"] == "openai"
+    assert report["teacher"]["backend"] == "openai"
     rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert [r["source"] for r in rows] == ["docstring", "docstring", "self_instruct"]
     assert rows[2]["instruction"] == "Merge two sorted lists into one sorted list without using sort."
@@ -806,3 +914,224 @@ def test_too_few_records_names_the_cause_and_counts(tmp_path: Path, seed_file: P
         "self_instruct kept 0 of 3 replies to 3 prompts (not produced 0, unparseable 2, assertion 1)"
         in message
     )
+
+
+# --------------------------------------------------------------------------------------------------------
+# The stage as the flow runs it: the teacher cache, the teacher's accounting in the report, closed after use
+# --------------------------------------------------------------------------------------------------------
+
+
+def stage_config(tiny_profile, server: ChatServer, **teacher: object) -> PipelineConfig:
+    """tiny.yaml with Self-Instruct asking the loopback server 4 prompts, one request at a time."""
+
+    def edit(raw: dict) -> None:
+        raw["synthesize"] = {
+            "max_docstring_pairs": 2,
+            # the shipped seed tasks: four prompts that all differ
+            "self_instruct": {"num_rounds": 1, "prompts_per_round": 4, "examples_per_prompt": 2},
+            "verify": {"timeout_s": 20, "workers": 2, "allow_unisolated": True},
+            "teacher": {
+                "backend": "openai",
+                "base_url": server.url,
+                "model": "served-model",
+                "temperature": 0.2,
+                "max_new_tokens": 64,
+                "max_retries": 0,
+                "timeout_s": 10,
+                "max_concurrency": 1,
+                **teacher,
+            },
+        }
+
+    return load_config(tiny_profile(edit))
+
+
+def scrape_output(tmp_path: Path) -> StageOutput:
+    """A finished scrape stage holding RECORDS, as the flow hands it to synthesize."""
+    records = scrape_dir(tmp_path)
+    return StageOutput(
+        "scrape", "scrape-key", str(records.parent), 3, 3, "executed", 0.0, {"records": records.name}
+    )
+
+
+@pytest.fixture
+def made_teachers(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every teacher the synthesize stage makes, with `closed` set once the stage has closed it."""
+    made = []
+
+    def spy(*args, **kwargs):
+        teacher = make_teacher(*args, **kwargs)
+        close, teacher.closed = teacher.close, False
+
+        def closing() -> None:
+            teacher.closed = True
+            close()
+
+        teacher.close = closing
+        made.append(teacher)
+        return teacher
+
+    monkeypatch.setattr(synthesize, "make_teacher", spy)
+    return made
+
+
+def prompts_sent(server: ChatServer) -> list[str]:
+    return [body["messages"][0]["content"] for _, body in server.requests]
+
+
+def test_stage_rerun_asks_the_teacher_nothing(
+    tmp_path: Path, chat_server: ChatServer, tiny_profile, made_teachers: list
+) -> None:
+    cfg = stage_config(tiny_profile, chat_server)
+    scrape = scrape_output(tmp_path)
+    first = synthesize.SPEC.build(cfg, {"scrape": scrape})
+    assert first.status == "executed" and len(chat_server.requests) == 4
+    assert CallCache(workspace_path(cfg) / "teacher_cache").count() == 4
+    assert read_report(first)["teacher"]["requests"] == 4
+
+    # forced (the nightly run over unchanged sources), then an upstream change that re-keys the stage
+    forced = synthesize.SPEC.build(cfg, {"scrape": scrape}, force=True)
+    rekeyed = synthesize.SPEC.build(cfg, {"scrape": replace(scrape, key="another-scrape")})
+    assert forced.status == rekeyed.status == "executed" and rekeyed.key != first.key
+    assert len(chat_server.requests) == 4  # not one new request
+    pairs = (Path(first.path) / "pairs.jsonl").read_text()
+    for out in (forced, rekeyed):
+        teacher = read_report(out)["teacher"]
+        counts = {k: teacher[k] for k in ("prompts", "cache_hits", "requests", "produced")}
+        assert counts == {"prompts": 4, "cache_hits": 4, "requests": 0, "produced": 0}
+        assert (Path(out.path) / "pairs.jsonl").read_text() == pairs  # the same data, for free
+    assert len(made_teachers) == 3 and all(t.closed for t in made_teachers)
+
+
+def test_stage_without_the_teacher_cache_asks_again(
+    tmp_path: Path, chat_server: ChatServer, tiny_profile
+) -> None:
+    cfg = stage_config(tiny_profile, chat_server, cache=False)
+    scrape = scrape_output(tmp_path)
+    synthesize.SPEC.build(cfg, {"scrape": scrape})
+    synthesize.SPEC.build(cfg, {"scrape": scrape}, force=True)
+    assert len(chat_server.requests) == 8 and not (workspace_path(cfg) / "teacher_cache").exists()
+
+
+def test_stage_report_holds_the_teacher_accounting(
+    tmp_path: Path, chat_server: ChatServer, tiny_profile, made_teachers: list
+) -> None:
+    # prompt 1: a 503, retried; prompt 2: a 500 twice, given up; prompts 3 and 4: answered
+    chat_server.errors = {1: 503, 3: 500, 4: 500}
+    cfg = stage_config(tiny_profile, chat_server, max_retries=1)
+    report = read_report(synthesize.SPEC.build(cfg, {"scrape": scrape_output(tmp_path)}))
+    usage = ChatServer.USAGE
+    assert report["teacher"] | {"seconds": None} == {
+        "backend": "openai",
+        "model": "served-model",  # never the URL: it may hold a password
+        "prompts": 4,
+        "cache_hits": 0,
+        "produced": 3,
+        "failed": 1,
+        "failures": {"http_500": 1},
+        "skipped": 0,
+        "requests": 6,
+        "retries": 2,
+        "prompt_tokens": 3 * usage["prompt_tokens"],
+        "completion_tokens": 3 * usage["completion_tokens"],
+        "seconds": None,
+        "stopped": None,
+        "caps": {},
+    }
+    assert report["teacher"]["seconds"] >= 0
+    assert report["self_instruct"]["not_produced"] == 1 and report["self_instruct"]["generated"] == 3
+    assert made_teachers[0].closed
+
+
+def test_stage_stopped_by_a_budget_cap_then_rerun_pays_only_the_rest(
+    tmp_path: Path, chat_server: ChatServer, tiny_profile
+) -> None:
+    scrape = scrape_output(tmp_path)
+    capped = stage_config(tiny_profile, chat_server, max_requests=2)
+    report = read_report(synthesize.SPEC.build(capped, {"scrape": scrape}))
+    teacher = report["teacher"]
+    counts = {k: teacher[k] for k in ("stopped", "requests", "produced", "skipped")}
+    assert counts == {"stopped": "max_requests", "requests": 2, "produced": 2, "skipped": 2}
+    assert teacher["caps"] == {"max_requests": 2} and report["self_instruct"]["not_produced"] == 2
+    paid = prompts_sent(chat_server)
+
+    lifted = stage_config(tiny_profile, chat_server)  # the cap lifted: a new key
+    report = read_report(synthesize.SPEC.build(lifted, {"scrape": scrape}))
+    assert len(chat_server.requests) == 4 and not set(prompts_sent(chat_server)[2:]) & set(paid)
+    teacher = report["teacher"]
+    assert (teacher["cache_hits"], teacher["requests"], teacher["stopped"]) == (2, 2, None)
+    assert report["self_instruct"]["generated"] == 4
+
+
+def test_stage_killed_midway_then_rerun_pays_only_the_rest(
+    tmp_path: Path, chat_server: ChatServer, tiny_profile, made_teachers: list
+) -> None:
+    chat_server.fail_after = 2  # the key is revoked after two answers: the third request fails the stage
+    cfg = stage_config(tiny_profile, chat_server)
+    scrape = scrape_output(tmp_path)
+    with pytest.raises(TeacherError, match="401"):
+        synthesize.SPEC.build(cfg, {"scrape": scrape})
+    assert made_teachers[0].closed  # on failure too
+    key = synthesize.SPEC.key(cfg, {"scrape": scrape.key})
+    assert cached_output(workspace_path(cfg), "synthesize", key) is None  # nothing published
+    killed = prompts_sent(chat_server)
+    assert len(killed) == 3
+
+    chat_server.fail_after = None
+    out = synthesize.SPEC.build(cfg, {"scrape": scrape})
+    resumed = prompts_sent(chat_server)[3:]
+    assert len(resumed) == 2 and resumed[0] == killed[2]  # the refused one and the one never asked
+    assert not set(resumed) & set(killed[:2])  # the two answered before the kill are not bought again
+    assert read_report(out)["teacher"]["cache_hits"] == 2
+
+
+@pytest.mark.slow
+def test_local_smollm2_teacher_self_instruct(tmp_path: Path) -> None:
+    """The default local teacher for real: SmolLM2-135M-Instruct (the offline profile's base model, built
+    from its GGUF file as test_base_model.py builds it), asked through its chat template for 3 tasks."""
+    import yaml
+
+    from tasks import base_model
+
+    raw = yaml.safe_load((REPO / "pipeline_config" / "offline.yaml").read_text())
+    raw["workspace"] = str(tmp_path / "ws")
+    raw["synthesize"] = {
+        "max_docstring_pairs": 2,
+        "self_instruct": {"num_rounds": 1, "prompts_per_round": 3, "examples_per_prompt": 2},
+        "verify": {"timeout_s": 20, "workers": 2, "allow_unisolated": True},
+        "teacher": {"backend": "local", "model": "base", "max_new_tokens": 128},
+    }
+    (tmp_path / "offline.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(tmp_path / "offline.yaml")
+    inputs = {"scrape": scrape_output(tmp_path), "base_model": base_model.SPEC.build(cfg, {})}
+    out = synthesize.SPEC.build(cfg, inputs)
+    report = read_report(out)
+
+    si, teacher = report["self_instruct"], report["teacher"]
+    assert (si["prompts"], si["not_produced"], si["generated"]) == (3, 0, 3)
+    # every reply is accounted for: tasks parsed from it, or pieces counted with a reason
+    assert si["parsed"] + si["unparseable"] + si["truncated"] >= 3
+    assert si["parsed"] == sum(si["rejected"].values()) + si["kept"]
+    assert report["by_source"].get("self_instruct", 0) == si["kept"]
+    rejected = [json.loads(line) for line in (Path(out.path) / "rejected.jsonl").read_text().splitlines()]
+    reasons = [r["reason"] for r in rejected]
+    assert reasons.count("unparseable") == si["unparseable"] and reasons.count("truncated") == si["truncated"]
+    assert len(rejected) == si["unparseable"] + si["truncated"] + sum(si["rejected"].values())
+    # the teacher's accounting adds up: 3 completions generated, nothing cached, nothing capped
+    assert (teacher["backend"], teacher["model"], teacher["prompts"], teacher["produced"]) == (
+        "local",
+        "base",
+        3,
+        3,
+    )
+    assert (teacher["requests"], teacher["cache_hits"], teacher["failed"], teacher["skipped"]) == (3, 0, 0, 0)
+    assert teacher["stopped"] is None and teacher["prompt_tokens"] > 3 * 100
+    assert 0 < teacher["completion_tokens"] <= 3 * 128
+    replies = [json.loads(p.read_text()) for p in (tmp_path / "ws" / "teacher_cache").rglob("*.json")]
+    assert len(replies) == 3 and all(r["text"].strip() for r in replies)  # the model wrote something
+    assert sum(r["completion_tokens"] for r in replies) == teacher["completion_tokens"]
+
+    again = synthesize.SPEC.build(cfg, inputs, force=True)  # the nightly re-run: no generation at all
+    teacher = read_report(again)["teacher"]
+    assert (teacher["cache_hits"], teacher["requests"], teacher["completion_tokens"]) == (3, 0, 0)
+    assert (Path(again.path) / "pairs.jsonl").read_text() == (Path(out.path) / "pairs.jsonl").read_text()

@@ -365,3 +365,48 @@ def test_overlong_drop_drops_and_right_truncation_keeps_the_start(tokenizer) -> 
         ]
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"output": None}, "'output' (a non-empty string), but line 3 of"),
+        ({"instruction": "   "}, "'instruction' (a non-empty string), but line 3 of"),
+        ({"input": ["a", "list"]}, "'input' (a string), but line 3 of"),
+    ],
+)
+def test_a_row_without_the_templates_field_is_named(
+    tmp_path: Path, tiny_model_dir: Path, change, named
+) -> None:  # noqa: F811
+    rows = make_pairs(6)
+    rows[2] = {k: v for k, v in {**rows[2], **change}.items() if v is not None}
+    pairs = write_pairs(tmp_path, rows) / "pairs.jsonl"
+    with pytest.raises(ValueError, match="tokenize.template 'alpaca'") as caught:
+        tokenize_pairs(pairs, tmp_path, str(tiny_model_dir), TokenizeConfig(), SplitConfig(), 0)
+    assert named in str(caught.value) and str(pairs) in str(caught.value) and "pair-002" in str(caught.value)
+    assert not (tmp_path / "dataset").exists()
+
+
+@pytest.mark.parametrize(
+    ("cfg", "split", "cause"),
+    [
+        (
+            TokenizeConfig(max_length=16, overlong="drop"),
+            SplitConfig(test_fraction=0.01),
+            "over tokenize.max_length 16",
+        ),
+        (
+            TokenizeConfig(),
+            SplitConfig(test_fraction=0.999),
+            "all 6 rows are held out; lower split.test_fraction",
+        ),
+    ],
+)
+def test_nothing_left_to_train_on_names_the_cause(
+    tmp_path: Path, tiny_model_dir: Path, cfg, split, cause
+) -> None:  # noqa: F811
+    pairs = write_pairs(tmp_path, make_pairs(6)) / "pairs.jsonl"
+    with pytest.raises(ValueError) as caught:
+        tokenize_pairs(pairs, tmp_path, str(tiny_model_dir), cfg, split, 0)
+    assert cause in str(caught.value)
+    assert not (tmp_path / "dataset").exists()

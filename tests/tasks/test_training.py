@@ -237,10 +237,8 @@ def test_train_full_saves_weights_and_trains_everything(
 
 @pytest.mark.slow
 def test_train_qlora_on_cpu(tokenized: Path, tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
-    try:
-        import bitsandbytes as bnb
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"bitsandbytes cannot be imported here: {exc!r}")
+    import bitsandbytes as bnb  # a dependency: missing, this test fails (QLoRA on the CPU is a feature)
+
     from tasks.training.recipe import load_model
 
     cfg = train_cfg(
@@ -310,3 +308,192 @@ def test_train_lora_on_packed_rows(tmp_path_factory, tiny_model_dir: Path, tmp_p
     assert result["steps"] == 20 and result["rows_in"] == len(load_from_disk(str(out / "dataset"))["train"])
     assert result["last_logged_loss"] < result["first_logged_loss"] - 0.05
     assert lora_b_norm(tmp_path / "model") > 0
+
+
+@pytest.mark.slow
+def test_train_reports_tokens_flops_and_peak_memory(
+    tokenized: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from datasets import load_from_disk
+
+    report = train_model(
+        tokenized / "dataset",
+        tmp_path,
+        str(tiny_model_dir),
+        tokenized / TEMPLATE_FILE,
+        train_cfg("lora", max_steps=-1, num_epochs=1.0),
+        seed=0,
+    )
+    train = load_from_disk(str(tokenized / "dataset"))["train"]
+    assert report["tokens_seen"] == sum(sum(mask) for mask in train["attention_mask"])  # one epoch, no pads
+    # transformers' estimate: 6 x (non-embedding) parameters x tokens
+    per_token = report["total_flos"] / report["tokens_seen"]
+    assert 6 * base_parameters(tiny_model_dir) * 0.5 < per_token < 6 * report["total_parameters"]
+    assert report["peak_memory_mb"] > 100  # this process's peak resident set: torch alone is more
+    history = json.loads((tmp_path / "log_history.json").read_text())
+    assert any("num_input_tokens_seen" in row for row in history)  # logged beside the loss: an MLflow curve
+
+
+def test_out_of_memory_names_the_settings_to_change(
+    tokenized: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trl import SFTTrainer
+
+    def oom(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(SFTTrainer, "train", oom)
+    with pytest.raises(torch.OutOfMemoryError) as caught:
+        train_model(
+            tokenized / "dataset",
+            tmp_path,
+            str(tiny_model_dir),
+            tokenized / TEMPLATE_FILE,
+            train_cfg("lora"),
+            0,
+        )
+    message = str(caught.value)
+    for key in (
+        "train.batch_size (now 4)",
+        "train.grad_accum",
+        "train.gradient_checkpointing",
+        "tokenize.max_length",
+    ):
+        assert key in message
+    assert "train.method: qlora" in message and "Tried to allocate 2.00 GiB" in message
+
+
+@pytest.mark.slow
+def test_early_stopping_keeps_the_best_checkpoint(
+    tokenized: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """seeds/004: evaluation every few steps, the best checkpoint kept, training stopped when the held-out
+    loss stops improving. A learning rate far too high makes the held-out loss climb after a first drop."""
+    from datasets import load_from_disk
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cfg = train_cfg(
+        "lora",
+        learning_rate=0.3,
+        max_steps=60,
+        eval_steps=2,
+        save_steps=2,
+        load_best_model_at_end=True,
+        early_stopping_patience=2,
+    )
+    report = train_model(
+        tokenized / "dataset",
+        tmp_path / "out",
+        str(tiny_model_dir),
+        tokenized / TEMPLATE_FILE,
+        cfg,
+        0,
+        False,
+        tmp_path / "resume",
+    )
+    history = json.loads((tmp_path / "out" / "log_history.json").read_text())
+    evals = {h["step"]: h["eval_loss"] for h in history if "eval_loss" in h}
+    best = min(evals, key=evals.get)
+    assert report["stopped_early"] and report["steps"] < 60
+    assert report["steps"] == max(evals) == best + 2 * 2  # two evaluations without improvement
+    assert (report["best_step"], report["best_eval_loss"]) == (best, evals[best])
+
+    # the saved adapter is the best checkpoint's: its held-out loss is the best evaluation's, not the last's
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "out" / "model"
+    )
+    test = load_from_disk(str(tokenized / "dataset"))["test"]
+    losses = []
+    with torch.no_grad():
+        for row in test:
+            out = model.eval()(
+                input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([row["labels"]])
+            )
+            losses.append((out.loss.item(), sum(t != -100 for t in row["labels"][1:])))
+    held_out = sum(loss * n for loss, n in losses) / sum(n for _, n in losses)
+    assert held_out == pytest.approx(evals[best], rel=1e-3)
+    assert abs(held_out - evals[max(evals)]) > 1e-3
+
+
+# --------------------------------------------------------------------------------------------------------
+# The loss-only trainer (recipe.loss_only_sft_trainer): same loss and gradients as before, less work
+# --------------------------------------------------------------------------------------------------------
+
+
+def packed_trainer(model_dir: Path, tmp_path: Path, grad_accum: int = 1):
+    """Our trainer on four packed rows of unequal length (so padding and per-row label counts differ),
+    with LoRA's B matrices moved off zero so that every adapter weight gets a gradient."""
+    from datasets import Dataset
+
+    from tasks.common.models import load_tokenizer
+    from tasks.training.recipe import build_trainer, load_model
+
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for lengths in ([5, 9, 6], [12, 3], [4, 4, 4, 4, 2], [7]):
+        ids = torch.randint(5, 300, (sum(lengths),), generator=gen).tolist()
+        labels = list(ids)
+        for start in [sum(lengths[:i]) for i in range(len(lengths))]:
+            labels[start] = -100  # as packing writes them: nothing predicted across a boundary
+        rows.append({"input_ids": ids, "labels": labels, "seq_lengths": lengths})
+    train = Dataset.from_list(rows)
+    cfg = train_cfg("lora", grad_accum=grad_accum)
+    model = load_model(str(model_dir), cfg, "cpu", trust_remote_code=False)
+    trainer = build_trainer(
+        model, load_tokenizer(model_dir), train, train.select([]), cfg, tmp_path, "cpu", 0
+    )
+    with torch.no_grad():
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5, generator=gen)
+    return trainer, trainer.data_collator(rows)
+
+
+def test_loss_only_trainer_equals_cross_entropy_and_trl_loss(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from trl import SFTTrainer
+
+    trainer, batch = packed_trainer(tiny_model_dir, tmp_path)
+    assert set(batch) == {"input_ids", "labels", "position_ids"}  # the packed path: no attention mask
+    model = trainer.model.train()
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(batch))
+        # use_cache=False: with a KV cache transformers ignores the packed position ids' boundaries
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+        shifted = logits[:, :-1].reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1)
+        manual = torch.nn.functional.cross_entropy(*shifted, ignore_index=-100)
+        trl_loss = SFTTrainer.compute_loss(trainer, model, dict(batch))  # TRL's fused head, as before
+    assert loss.item() == pytest.approx(manual.item(), abs=1e-5)
+    assert loss.item() == pytest.approx(trl_loss.item(), abs=1e-5)
+
+
+def test_loss_only_trainer_accumulates_to_full_batch_gradient(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Two micro-batches with different label counts (train.grad_accum 2), through Trainer.training_step
+    with the num_items_in_batch the Trainer computes, give the one-batch gradient (a mean of per-batch
+    means would not)."""
+    trainer, batch = packed_trainer(tiny_model_dir, tmp_path, grad_accum=2)
+    model = trainer.model.train()
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    trainer.compute_loss(model, dict(batch)).backward()
+    full = {n: p.grad.clone() for n, p in params.items()}
+    model.zero_grad()
+
+    halves = [{k: v[:2] for k, v in batch.items()}, {k: v[2:] for k, v in batch.items()}]
+    counts = [int((h["labels"][:, 1:] != -100).sum()) for h in halves]
+    assert counts[0] != counts[1]
+    num_items = trainer._get_num_items_in_batch(halves, torch.device("cpu"))
+    assert int(num_items) == sum(counts)
+    trainer.current_gradient_accumulation_steps = 2
+    for half in halves:
+        trainer.training_step(model, dict(half), num_items)
+    for name, p in params.items():
+        assert p.grad.abs().sum() > 0, name
+        torch.testing.assert_close(p.grad, full[name], atol=1e-6, rtol=1e-4, msg=name)

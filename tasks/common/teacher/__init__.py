@@ -1,11 +1,12 @@
 """The teacher that synthesis asks for new instructions and responses.
 
 Two backends share one tiny interface, `Teacher.generate(prompts) -> completions` (None where a completion
-was not produced: the budget ran out, or the call failed after its retries) and `Teacher.stats()`, the
-accounting for the stage report. `OpenAITeacher` (openai.py) talks to any OpenAI-compatible
-`/chat/completions` server; `LocalTeacher` (local.py) runs a transformers model from a local folder, by
-default the pipeline's own base model, so the offline profile needs no server. Both keep every finished call
-in an on-disk cache (cache.py) when given a folder, and share the counters and budget caps (accounting.py).
+was not produced: the budget ran out, or the call failed after its retries), `Teacher.stats()`, the
+accounting for the stage report, and `Teacher.close()`. `OpenAITeacher` (openai.py) talks to any
+OpenAI-compatible `/chat/completions` server; `LocalTeacher` (local.py) runs a transformers model from a
+local folder, by default the pipeline's own base model, so the offline profile needs no server. Both keep
+every finished call in an on-disk cache (cache.py) when given a folder, and share the counters and budget
+caps (accounting.py).
 `make_teacher` picks one from the `synthesize.teacher` config section.
 """
 
@@ -38,6 +39,10 @@ class Teacher(Protocol):
 
     def stats(self) -> dict:
         """Counts since the teacher was made (see accounting.Accounting.stats)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the teacher holds (connections, the model's memory); stats() still answers."""
         ...
 
 

@@ -8,6 +8,11 @@ batch index), and the cache key holds that seed and the batch's prompts. A batch
 whole from the cache or generated again exactly as an uncached run would generate it: the cached value for
 a prompt is always what the uncached run produces (same libraries: their versions are in the key too).
 Greedy batches carry no seed in the key, so greedy answers are shared across seeds.
+
+An instruct teacher (the default, SmolLM2-135M-Instruct) is asked as it was trained to be asked: each prompt
+becomes one user turn of the tokenizer's chat template, with the assistant's generation prompt after it
+(`teacher.chat_template`; a tokenizer without a template gets the raw prompt, as a completion model wants).
+The key holds the rendered prompt, so switching the template on or off never serves the other's answers.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from tasks.common.generation import generate, prompt_budget
 from tasks.common.models import load_causal_lm, load_tokenizer, pick_device
 from tasks.common.teacher.accounting import Accounting
 from tasks.common.teacher.cache import CallCache, call_key
+from tasks.common.templates import PromptTemplate, chat_template
 
 LOCAL_BATCH_SIZE = 8
 
@@ -46,6 +52,12 @@ class LocalTeacher:
         self.cfg, self.seed, self.cache = cfg, seed, cache
         self.model_dir = model_dir
         self.tokenizer = load_tokenizer(model_dir, for_generation=True)
+        self.template: PromptTemplate | None = None  # None: prompts go to the model as they are
+        self.stop: tuple[str, ...] = ()
+        if cfg.chat_template and getattr(self.tokenizer, "chat_template", None):
+            self.template = chat_template(self.tokenizer)
+            # the end of the assistant's turn, unless it is the EOS token generation stops at anyway
+            self.stop = tuple(s for s in self.template.stop if s != self.tokenizer.eos_token)
         self.model = load_causal_lm(model_dir, pick_device()).eval()
         self.accounting = Accounting(cfg, clock)
         self._calls = 0
@@ -54,7 +66,17 @@ class LocalTeacher:
     def stats(self) -> dict:
         return self.accounting.stats()
 
+    def close(self) -> None:
+        self.model = None  # the weights are the memory a later stage (training) wants back
+
+    def model_input(self, prompt: str) -> str:
+        """The text the model continues: the prompt as a user turn of the chat template, or as it is."""
+        return prompt if self.template is None else self.template.format(prompt)
+
     def generate(self, prompts: list[str]) -> list[str | None]:
+        if self.model is None:
+            raise RuntimeError("LocalTeacher.generate after close()")
+        prompts = [self.model_input(p) for p in prompts]
         call = self._calls
         self._calls += 1
         acct = self.accounting
@@ -89,6 +111,7 @@ class LocalTeacher:
             self.cfg.max_new_tokens,
             self.batch_size,
             self.cfg.temperature,
+            stop=self.stop,
         )
         budget = prompt_budget(self.model, self.cfg.max_new_tokens)
         lengths = [len(ids) for ids in self.tokenizer(batch, add_special_tokens=False)["input_ids"]]

@@ -11,8 +11,8 @@
   back as None.
 - Each finished call goes into the on-disk CallCache as it completes: a re-run sends only what is missing.
 - The API key comes from the environment variable the config names. Neither it nor a password embedded in
-  base_url reaches a log line, an error message or repr: URLs are shown redacted and every message is
-  scrubbed of both.
+  base_url reaches a log line, an error message or repr: URLs are shown redacted (pipeline_config.redact,
+  which also redacts the config MLflow and the run summary see) and every message is scrubbed of both.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 from tenacity import (
@@ -38,6 +38,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from pipeline_config.redact import redact_url
 from pipeline_config.schema import TeacherConfig
 from tasks.common.http import TRANSIENT, retry_after_s
 from tasks.common.teacher import TeacherError
@@ -71,15 +72,6 @@ class _BudgetExhausted(Exception):
 
 
 _RETRYABLE = (*TRANSIENT, _RetryableStatus)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any user:password@ and query replaced by ***: safe for logs and messages."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
 
 
 def _failure_kind(exc: BaseException) -> str:

@@ -775,6 +775,66 @@ def test_local_max_seconds(tiny_model_dir: Path) -> None:
     assert teacher.generate(PROMPTS[:2]) == [None, None] and teacher.stats()["stopped"] == "max_seconds"
 
 
+# SmolLM2-Instruct's ChatML layout (shortened): what the default local teacher's tokenizer carries
+CHATML = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture
+def chat_model_dir(tiny_model_dir: Path, tmp_path: Path) -> Path:  # noqa: F811
+    """The tiny model, its tokenizer given a chat template (an instruct teacher in miniature)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "chat_model"
+    shutil.copytree(tiny_model_dir, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_local_asks_an_instruct_teacher_through_its_chat_template(
+    chat_model_dir: Path,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(chat_model_dir)
+    prompts = PROMPTS[:3]
+    counting = CountingGenerate()
+    monkeypatch.setattr("tasks.common.teacher.local.generate", counting)
+    cache = CallCache(tmp_path / "cache")
+
+    chat = LocalTeacher(str(chat_model_dir), local_cfg(chat_model_dir, 0.0), seed=0, cache=cache)
+    assert all(isinstance(text, str) for text in chat.generate(prompts))
+    (seen,) = counting.calls
+    assert sorted(seen) == sorted(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": p.strip()}], add_generation_prompt=True, tokenize=False
+        )
+        for p in prompts
+    )
+    assert seen[0].startswith("<|im_start|>system\n") and seen[0].endswith("<|im_start|>assistant\n")
+    assert chat.stop == ("<|im_end|>",)  # the assistant's turn ends there (this EOS is another token)
+
+    # off by config, or a tokenizer without a template: the raw prompt, and the cache keeps them apart
+    raw = LocalTeacher(
+        str(chat_model_dir), local_cfg(chat_model_dir, 0.0, chat_template=False), seed=0, cache=cache
+    )
+    raw.generate(prompts)
+    plain = LocalTeacher(str(tiny_model_dir), local_cfg(tiny_model_dir, 0.0), seed=0)
+    plain.generate(prompts)
+    assert [sorted(c) for c in counting.calls[1:]] == [sorted(prompts)] * 2
+    assert raw.stats()["cache_hits"] == 0 and raw.stop == plain.stop == ()
+
+
 # --------------------------------------------------------------------------------------------------------
 # make_teacher
 # --------------------------------------------------------------------------------------------------------

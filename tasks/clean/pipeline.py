@@ -9,12 +9,14 @@ not depend on the executor or the number of workers.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
 from pipeline_config.schema import CleanConfig, ExecutorConfig, SplitConfig
@@ -31,6 +33,7 @@ from tasks.common.splits import group_of, is_held_out
 log = logging.getLogger(__name__)
 
 LINE = "_line"  # a surviving row as the JSON line pairs.jsonl will hold
+POS = "_pos"  # a surviving row's place in its chunk
 CHUNK = 2000  # rows per task sent to a worker (at most: on Dask, smaller so that every worker gets some)
 PARALLEL_FROM = 4 * CHUNK  # local: fewer rows than this, starting workers costs more than it saves
 
@@ -70,6 +73,7 @@ class Context:
 @dataclass
 class ChunkResult:
     filtered: Filtered
+    rejected_at: list[int]  # each rejected row's place in the chunk
     redacted: Counter  # replacements per kind, plus "rows"
     redacted_samples: list[dict]
 
@@ -87,20 +91,22 @@ def process_chunk(rows: list[dict], context: Context) -> ChunkResult:
                     samples.append({"id": row["id"], "redacted": dict(counts)})
             row = new
         prepared.append(row)
-    filtered = Filtered()
-    for row in prepared:  # one row at a time: its signature reuses the parse the filters just did
+    filtered, rejected_at = Filtered(), []
+    for pos, row in enumerate(prepared):  # one row at a time: its signature reuses the parse just done
         kept = len(filtered.kept)
         apply_filters([row], context.filters, into=filtered)
         if len(filtered.kept) > kept:
-            filtered.kept[-1] = survivor(row, signature(row, context.cfg))
-    return ChunkResult(filtered, redacted, samples)
+            filtered.kept[-1] = survivor(row, signature(row, context.cfg), pos)
+        else:
+            rejected_at.append(pos)
+    return ChunkResult(filtered, rejected_at, redacted, samples)
 
 
-def survivor(row: dict, sig) -> dict:
+def survivor(row: dict, sig, pos: int) -> dict:
     """What dedup needs of a row, and the row as its output line: encoding it here, in the worker, spares
     the dedup process (the pipeline's bottleneck) from unpickling and re-encoding every row."""
     line = json.dumps(row, ensure_ascii=False)
-    return {"id": row["id"], "source": row["source"], SIGNATURE: sig, LINE: line}
+    return {"id": row["id"], "source": row["source"], SIGNATURE: sig, LINE: line, POS: pos}
 
 
 def _full_row(entry: dict) -> dict:
@@ -155,13 +161,16 @@ def clean_pairs(
     redacted, redacted_samples = Counter(), []
     with Executor(executor) as runner:
         for result in run_row_phase(rows, context, workers or default_workers(), runner):
-            total.rejected.extend(result.filtered.rejected)
             total.counts.update(result.filtered.counts)
             redacted.update(result.redacted)
             redacted_samples.extend(result.redacted_samples)
             first_new = len(total.rejected)
             apply_filters(result.filtered.kept, filters, into=total)
-            total.rejected[first_new:] = [_full_row(r) for r in total.rejected[first_new:]]
+            deduped = [(r[POS], _full_row(r)) for r in total.rejected[first_new:]]
+            row_phase = zip(result.rejected_at, result.filtered.rejected, strict=True)
+            # a chunk's rejects in input order, so rejected.jsonl is the same however the rows were chunked
+            merged = heapq.merge(row_phase, deduped, key=itemgetter(0))
+            total.rejected[first_new:] = [row for _, row in merged]
             for row in result.filtered.kept:
                 del row[SIGNATURE]  # the MinHash bands and shingles: most of the memory
 

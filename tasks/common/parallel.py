@@ -28,6 +28,7 @@ import os
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -94,11 +95,30 @@ def worker_stats() -> dict:
 # --- the seam ----------------------------------------------------------------------------------------------
 
 
+# The executor of the stage that is running: set by a stage whose per-row work happens deep below it (the
+# synthesize stage's verification runs inside its generators' filters), so the config need not be threaded
+# through every signature on the way. An explicit `Executor(cfg)` wins.
+_STAGE_EXECUTOR: ContextVar[ExecutorConfig | None] = ContextVar("stage_executor", default=None)
+
+
+@contextlib.contextmanager
+def stage_executor(cfg: ExecutorConfig) -> Iterator[None]:
+    token = _STAGE_EXECUTOR.set(cfg)
+    try:
+        yield
+    finally:
+        _STAGE_EXECUTOR.reset(token)
+
+
+def current_stage_executor() -> ExecutorConfig | None:
+    return _STAGE_EXECUTOR.get()
+
+
 class Executor:
     """The configured backend for the `with` block; a Dask client is opened on first use, closed at exit."""
 
     def __init__(self, cfg: ExecutorConfig | None = None):
-        self.cfg = cfg or ExecutorConfig()
+        self.cfg = cfg or _STAGE_EXECUTOR.get() or ExecutorConfig()
         self._stack = contextlib.ExitStack()
         self._client = None
 
@@ -184,15 +204,3 @@ def dask_client(cfg: ExecutorConfig):
     )
     with cluster, Client(cluster) as client:
         yield client
-
-
-def map_chunks(
-    fn: Callable[[list[T], C], R],
-    items: Sequence[T],
-    context: C,
-    cfg: ExecutorConfig | None = None,
-    **options: Any,
-) -> Iterator[R]:
-    """`Executor(cfg).map_chunks(...)` for one map; a stage that maps several times holds one Executor."""
-    with Executor(cfg) as executor:
-        yield from executor.map_chunks(fn, items, context, **options)

@@ -18,7 +18,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from tasks.common.io import workspace_path
-from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
 from tasks.scrape.collect import scrape_sources
 from tasks.scrape.local import local_identity
@@ -26,7 +25,8 @@ from tasks.scrape.package import package_identity
 
 
 def run(cfg, inputs, out_dir, context) -> StageResult:
-    report = scrape_sources(out_dir, cfg.scrape, workspace_path(cfg))
+    # executor: where the files are parsed; in no key, the output is the same
+    report = scrape_sources(out_dir, cfg.scrape, workspace_path(cfg), cfg.executor)
     return StageResult(report, {"records": "records.jsonl"})
 
 
@@ -49,4 +49,14 @@ SPEC = StageSpec(
     libraries=("python",),  # ast's view of the source is the interpreter's
     environment=environment,
 )
-TASK = stage_task(SPEC)
+
+
+def __getattr__(name: str):
+    """`TASK`, the Prefect task, is built on first use: the processes that parse files for this stage
+    (tasks/common/parallel.py) import this package and would otherwise import Prefect for nothing."""
+    if name == "TASK":
+        from tasks.common.prefect import stage_task
+
+        globals()["TASK"] = stage_task(SPEC)
+        return globals()["TASK"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline_config.schema import ScrapeConfig
+from pipeline_config.schema import ExecutorConfig, ScrapeConfig
 from tasks.common.io import write_jsonl
+from tasks.common.parallel import Executor
 from tasks.scrape.local import local_records
 from tasks.scrape.package import package_records
 from tasks.scrape.report import Tally, markdown
@@ -22,20 +23,28 @@ def http_cache_dir(cfg: ScrapeConfig, workspace: Path) -> Path:
     return Path(cfg.web.cache_dir).expanduser() if cfg.web.cache_dir else Path(workspace) / "cache" / "http"
 
 
-def scrape_sources(out_dir: Path, cfg: ScrapeConfig, workspace: Path) -> dict:
-    """Write `out_dir/records.jsonl` and `out_dir/report.md`; return the report (report.json)."""
+def scrape_sources(
+    out_dir: Path, cfg: ScrapeConfig, workspace: Path, executor: ExecutorConfig | None = None
+) -> dict:
+    """Write `out_dir/records.jsonl` and `out_dir/report.md`; return the report (report.json). `executor`:
+    where the files are parsed (tasks/scrape/files.py); the web source is fetched and parsed here."""
+    with Executor(executor) as runner:
+        return _scrape(out_dir, cfg, workspace, runner)
+
+
+def _scrape(out_dir: Path, cfg: ScrapeConfig, workspace: Path, runner: Executor) -> dict:
     files, pages = Tally(), Tally()
     pages.definitions = files.definitions  # one count of definitions across sources
     report: dict = {"rows_in": 0, "rows_out": 0, "sources": list(cfg.sources)}
     streams: list[Iterator[dict]] = []
     # every source is located before anything is written: a missing package or folder fails at once
     if "package" in cfg.sources:
-        stream, report["package"] = package_records(cfg, files)
+        stream, report["package"] = package_records(cfg, files, runner)
         streams.append(stream)
     if "local" in cfg.sources:
         report["local"] = []
         for raw in cfg.local_dirs:
-            stream, info = local_records(raw, cfg, files)
+            stream, info = local_records(raw, cfg, files, runner)
             streams.append(stream)
             report["local"].append(info)
     web_info: dict = {}

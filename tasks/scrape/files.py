@@ -4,6 +4,10 @@ The walk follows symlinked folders once (a link back to an ancestor is a loop, o
 walked a duplicate; both counted, neither followed) and lists files in sorted relative-path order, so the
 output (and so `max_files`) is the same on every machine. Rules, in order: `exclude_dirs`, `exclude_files`,
 `max_files`, then, reading the file, `max_file_bytes`, binary, encoding, `generated_markers`, syntax.
+
+This process walks the tree and reads the files; parsing and extraction (the CPU work) run over chunks of
+files where the config's `executor` says (tasks/common/parallel.py), which get the files' bytes, not their
+paths, so Dask workers need no view of this machine's disk. Records come back in file order.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline_config.schema import ScrapeConfig
+from tasks.common.parallel import Executor
 from tasks.scrape.extract import Origin, UnreadableError, decode, module_records, parse
 from tasks.scrape.report import Tally
 
 GENERATED_HEAD_LINES = 10  # generators announce themselves at the top
+FILES_PER_TASK = 50  # files per chunk sent to a worker
 
 
 def python_files(root: Path, tally: Tally) -> list[tuple[Path, str]]:
@@ -85,39 +92,68 @@ def is_generated(text: str, markers: list[re.Pattern]) -> bool:
     return any(m.search(head) for m in markers)
 
 
-def file_records(
-    path: Path, origin: Origin, cfg: ScrapeConfig, tally: Tally, markers: list[re.Pattern]
-) -> Iterator[dict]:
-    """The records of one file; a skip or failure is counted in `tally` and yields nothing."""
+@dataclass(frozen=True)
+class SourceFile:
+    origin: Origin
+    data: bytes
+
+
+def read_file(path: Path, origin: Origin, cfg: ScrapeConfig, tally: Tally) -> SourceFile | None:
+    """The file's bytes, or None: too large or unreadable (counted in `tally`)."""
     try:
         if path.stat().st_size > cfg.max_file_bytes:
             tally.skip("too_large")
-            return
-        data = path.read_bytes()
+            return None
+        return SourceFile(origin, path.read_bytes())
     except OSError as exc:
         tally.fail("unreadable", f"{origin.path}: {exc.strerror}")
-        return
+        return None
+
+
+@dataclass
+class Extraction:
+    """What every chunk of files needs (tasks/common/parallel.py's context)."""
+
+    cfg: ScrapeConfig
+    markers: list[re.Pattern] = field(default_factory=list)
+
+    def prepare(self) -> None:
+        self.markers = [re.compile(m) for m in self.cfg.generated_markers]
+
+
+def file_records(source: SourceFile, ctx: Extraction, tally: Tally) -> Iterator[dict]:
+    """The records of one file; a skip or failure is counted in `tally` and yields nothing."""
+    origin = source.origin
     try:
-        text = decode(data)
-        if is_generated(text, markers):
+        text = decode(source.data)
+        if is_generated(text, ctx.markers):
             tally.skip("generated")
             return
-        tree = parse(text, str(path))
+        tree = parse(text, origin.location)
     except UnreadableError as exc:
         tally.fail(exc.reason, origin.path)
         return
     tally.files["parsed"] += 1
-    sha256 = hashlib.sha256(data).hexdigest()
-    yield from module_records(text, tree, origin, sha256, cfg.include_private, tally.definitions)
+    sha256 = hashlib.sha256(source.data).hexdigest()
+    yield from module_records(text, tree, origin, sha256, ctx.cfg.include_private, tally.definitions)
+
+
+def extract_files(files: list[SourceFile], ctx: Extraction) -> tuple[list[dict], Tally]:
+    """One chunk of files: their records in order, and what happened to each file."""
+    tally = Tally()
+    return [record for source in files for record in file_records(source, ctx, tally)], tally
 
 
 def tree_records(
-    root: Path, origin_of: Callable[[Path, str], Origin], cfg: ScrapeConfig, tally: Tally
+    root: Path,
+    origin_of: Callable[[Path, str], Origin],
+    cfg: ScrapeConfig,
+    tally: Tally,
+    executor: Executor,
 ) -> Iterator[dict]:
     """Records of every file under `root` that the rules keep; `origin_of(path, rel)` names each file."""
-    markers = [re.compile(m) for m in cfg.generated_markers]
     files = python_files(root, tally)
-    read = 0
+    read, sources = 0, []
     for path, rel in files:
         tally.files["seen"] += 1
         if reason := rule_skip(rel, cfg):
@@ -128,6 +164,10 @@ def tree_records(
             continue
         read += 1
         tally.files["read"] += 1
-        yield from file_records(path, origin_of(path, rel), cfg, tally, markers)
+        if source := read_file(path, origin_of(path, rel), cfg, tally):
+            sources.append(source)
+    for records, part in executor.map_chunks(extract_files, sources, Extraction(cfg), chunk=FILES_PER_TASK):
+        tally.merge(part)
+        yield from records
     if not files:
         tally.warnings.append(f"{root} holds no .py files")

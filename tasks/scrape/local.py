@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline_config.schema import ScrapeConfig
 from tasks.common.io import hash_path
+from tasks.common.parallel import Executor
 from tasks.scrape.extract import Origin
 from tasks.scrape.files import tree_records
 from tasks.scrape.licence import folder_licence
@@ -41,7 +42,9 @@ def git_info(folder: Path) -> tuple[str | None, Path | None]:
     return commit, Path(top) if top else None
 
 
-def local_records(raw: str, cfg: ScrapeConfig, tally: Tally) -> tuple[Iterator[dict], dict]:
+def local_records(
+    raw: str, cfg: ScrapeConfig, tally: Tally, executor: Executor
+) -> tuple[Iterator[dict], dict]:
     root = local_root(raw)
     commit, checkout = git_info(root)
     licence = folder_licence(root, stop=checkout or root)
@@ -55,7 +58,7 @@ def local_records(raw: str, cfg: ScrapeConfig, tally: Tally) -> tuple[Iterator[d
         return Origin("local", str(path), f"{root.name}/{rel}", ".".join(parts), None, None, commit, licence)
 
     info = {"dir": str(root), "commit": commit, "license": licence}
-    return tree_records(root, origin_of, cfg, tally), info
+    return tree_records(root, origin_of, cfg, tally, executor), info
 
 
 def local_identity(raw: str) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline_config.schema import ScrapeConfig
 from tasks.common.io import hash_path
+from tasks.common.parallel import Executor
 from tasks.scrape.extract import Origin
 from tasks.scrape.files import tree_records
 from tasks.scrape.licence import distribution_licence, folder_licence
@@ -47,7 +48,7 @@ def package_version(package: str) -> str | None:
     return importlib.metadata.version(dist) if dist else None
 
 
-def package_records(cfg: ScrapeConfig, tally: Tally) -> tuple[Iterator[dict], dict]:
+def package_records(cfg: ScrapeConfig, tally: Tally, executor: Executor) -> tuple[Iterator[dict], dict]:
     """The package's records (lazily) and what the report says about the package."""
     package = cfg.package
     root = package_root(package)
@@ -64,7 +65,7 @@ def package_records(cfg: ScrapeConfig, tally: Tally) -> tuple[Iterator[dict], di
         return Origin("package", str(path), rel_path, ".".join(parts), package, version, None, licence)
 
     info = {"name": package, "distribution": dist, "version": version, "license": licence, "root": str(root)}
-    return tree_records(root, origin_of, cfg, tally), info
+    return tree_records(root, origin_of, cfg, tally, executor), info
 
 
 def package_identity(package: str) -> dict:

@@ -41,6 +41,16 @@ class Tally:
         if len(examples) < EXAMPLES_PER_REASON:
             examples.append(where)
 
+    def merge(self, other: Tally) -> None:
+        """Add `other`'s counts (a worker's, over files that come after this tally's): examples stay in
+        file order, so the report is the same however the files were split between workers."""
+        for name in ("files", "skipped", "failed", "definitions"):
+            getattr(self, name).update(getattr(other, name))  # in place: a Counter may be shared
+        for reason, examples in other.failed_examples.items():
+            mine = self.failed_examples.setdefault(reason, [])
+            mine.extend(examples[: EXAMPLES_PER_REASON - len(mine)])
+        self.warnings.extend(other.warnings)
+
     def as_dict(self) -> dict:
         d = self.definitions
         return {

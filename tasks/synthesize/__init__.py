@@ -19,10 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.common.io import hash_path, workspace_path
+from tasks.common.models import gpu_resource
+from tasks.common.parallel import stage_executor
 from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
 from tasks.common.teacher import make_teacher
 from tasks.synthesize.pairs import synthesize_pairs, teacher_modes
+from tasks.synthesize.report import write_report_md
 
 TEACHER_CACHE = "teacher_cache"  # under the workspace: every finished teacher call, shared by all keys
 
@@ -41,12 +44,14 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         cache_dir = workspace_path(cfg) / TEACHER_CACHE
         teacher = make_teacher(cfg.synthesize.teacher, base, cfg.seed, cache_dir=cache_dir)
     try:
-        report = synthesize_pairs(
-            inputs["scrape"].file("records"), out_dir, cfg.synthesize, teacher, cfg.seed
-        )
+        with stage_executor(cfg.executor):  # where verification runs the teacher's code
+            report = synthesize_pairs(
+                inputs["scrape"].file("records"), out_dir, cfg.synthesize, teacher, cfg.seed
+            )
     finally:
         if teacher is not None:
             teacher.close()
+    write_report_md(out_dir, report)  # for people: a Prefect artifact and an MLflow file
     return StageResult(report, {"pairs": "pairs.jsonl", "rejected": "rejected.jsonl"})
 
 
@@ -64,6 +69,16 @@ def environment(cfg) -> dict:
     return facts
 
 
+def resources(cfg) -> tuple[str, ...]:
+    """The scarce things this stage holds while it runs (Prefect global concurrency limits): the teacher
+    endpoint, or the GPU a local teacher generates on; the sandbox when teacher-written code is run."""
+    s = cfg.synthesize
+    if not teacher_modes(s):
+        return ()
+    held = ("teacher",) if s.teacher.backend == "openai" else gpu_resource()
+    return held + (("sandbox",) if s.verify.enabled else ())
+
+
 SPEC = StageSpec(
     "synthesize",
     run,
@@ -73,5 +88,6 @@ SPEC = StageSpec(
     environment=environment,
     uses=uses,
     retries=2,  # only transient failures (a dropped connection, a teacher that stayed busy) are retried
+    resources=resources,
 )
 TASK = stage_task(SPEC)

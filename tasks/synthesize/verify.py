@@ -8,6 +8,11 @@ not parse, checked before anything runs), `timeout` (the wall-clock limit, or SI
 `assertion` (an AssertionError: the solution and its tests disagree) and `crash` (any other exception, or
 a signal). With `verify.keep: passing` (the default) only passing tasks are kept; with `all` every task is
 kept and says `metadata.verified` true or false, and `metadata.verification` its kind.
+
+Where the samples run follows the config's `executor` (tasks/common/parallel.py): here, `verify.workers` at
+a time; on a Dask cluster, chunks of samples go to the workers, each running `verify.workers` at a time in
+its own sandbox, so every Dask worker needs what the sandbox needs (root, util-linux's unshare and setpriv)
+or `allow_unisolated`; a worker that cannot isolate fails the stage with the sandbox's message.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import signal
 from collections import Counter
 from dataclasses import dataclass
 
-from pipeline_config.schema import VerifyConfig
+from pipeline_config.schema import ExecutorConfig, VerifyConfig
 from tasks.common.code_blocks import parse
 from tasks.common.filtering import Filter
+from tasks.common.parallel import Executor, current_stage_executor
 from tasks.common.sandbox import Limits, Result, describe_isolation, isolation_available, run_many
 
 FAILURE_KINDS = ("no_tests", "syntax_error", "timeout", "assertion", "crash")
@@ -89,11 +95,31 @@ def classify(result: Result) -> Verdict:
     return Verdict("crash", last[:300])
 
 
-def verify(tasks: list[tuple[str, str]], cfg: VerifyConfig) -> list[Verdict]:
+@dataclass(frozen=True)
+class SandboxRun:
+    """How each chunk of samples runs (tasks/common/parallel.py's context)."""
+
+    limits: Limits
+    workers: int
+    allow_unisolated: bool
+
+    def prepare(self) -> None:
+        """Nothing to build: run_many checks isolation in the process that runs the samples."""
+
+
+def run_chunk(codes: list[str], run: SandboxRun) -> list[Result]:
+    return run_many(codes, run.limits, run.workers, run.allow_unisolated)
+
+
+def verify(
+    tasks: list[tuple[str, str]], cfg: VerifyConfig, executor: ExecutorConfig | None = None
+) -> list[Verdict]:
     """One verdict per (solution, tests), in order; the tasks that must run go to the sandbox together."""
     verdicts: list[Verdict | None] = [precheck(solution, tests) for solution, tests in tasks]
     todo = [i for i, v in enumerate(verdicts) if v is None]
-    if todo and not cfg.allow_unisolated and not isolation_available():
+    executor = executor or current_stage_executor()
+    on_cluster = executor is not None and executor.backend == "dask"  # there, each worker checks itself
+    if todo and not on_cluster and not cfg.allow_unisolated and not isolation_available():
         raise RuntimeError(
             f"synthesize.verify cannot isolate the teacher's code here ({describe_isolation()}): run as root "
             "with util-linux's unshare and setpriv, or set synthesize.verify.allow_unisolated: true (rlimits "
@@ -101,16 +127,21 @@ def verify(tasks: list[tuple[str, str]], cfg: VerifyConfig) -> list[Verdict]:
         )
     limits = Limits(wall_s=cfg.timeout_s, cpu_s=cfg.cpu_s, memory_mb=cfg.memory_mb)
     codes = [program(*tasks[i]) for i in todo]
-    results = run_many(codes, limits, cfg.workers, cfg.allow_unisolated) if todo else []
+    run = SandboxRun(limits, cfg.workers, cfg.allow_unisolated)
+    with Executor(executor) as runner:  # local: one chunk, here, as many at a time as verify.workers
+        parts = runner.map_chunks(run_chunk, codes, run, chunk=max(1, len(codes)))
+        results = [result for part in parts for result in part]
     for i, result in zip(todo, results, strict=True):
         verdicts[i] = classify(result)
     return [v for v in verdicts if v is not None]
 
 
-def verification_filter(cfg: VerifyConfig, rows: list[dict]) -> Filter:
+def verification_filter(
+    cfg: VerifyConfig, rows: list[dict], executor: ExecutorConfig | None = None
+) -> Filter:
     """Runs `rows` (metadata.tests) in the sandbox at once, then judges each row by its verdict: drops the
     failures (keep: passing) or marks every row (keep: all)."""
-    verdicts = verify([(r["output"], r["metadata"].get("tests", "")) for r in rows], cfg)
+    verdicts = verify([(r["output"], r["metadata"].get("tests", "")) for r in rows], cfg, executor)
     by_row = {id(row): verdict for row, verdict in zip(rows, verdicts, strict=True)}
 
     def check(row: dict) -> tuple[bool, str | None] | tuple[bool, str, dict]:

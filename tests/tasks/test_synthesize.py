@@ -1019,7 +1019,8 @@ def test_stage_report_holds_the_teacher_accounting(
     # prompt 1: a 503, retried; prompt 2: a 500 twice, given up; prompts 3 and 4: answered
     chat_server.errors = {1: 503, 3: 500, 4: 500}
     cfg = stage_config(tiny_profile, chat_server, max_retries=1)
-    report = read_report(synthesize.SPEC.build(cfg, {"scrape": scrape_output(tmp_path)}))
+    out = synthesize.SPEC.build(cfg, {"scrape": scrape_output(tmp_path)})
+    report = read_report(out)
     usage = ChatServer.USAGE
     assert report["teacher"] | {"seconds": None} == {
         "backend": "openai",
@@ -1041,6 +1042,12 @@ def test_stage_report_holds_the_teacher_accounting(
     assert report["teacher"]["seconds"] >= 0
     assert report["self_instruct"]["not_produced"] == 1 and report["self_instruct"]["generated"] == 3
     assert made_teachers[0].closed
+    # the same figures for people: report.md, the stage's Prefect artifact
+    text = (Path(out.path) / "report.md").read_text()
+    si = report["self_instruct"]
+    assert f"| self_instruct | 4 | 3 | {si['unparseable']} | {si['truncated']} | {si['parsed']} |" in text
+    assert "prompts 4, cache_hits 0, requests 6, retries 2, failed 1, skipped 0" in text
+    assert "| oss_instruct | off |" in text
 
 
 def test_stage_stopped_by_a_budget_cap_then_rerun_pays_only_the_rest(

@@ -124,3 +124,23 @@ def test_stages_queue_on_a_global_concurrency_limit(prefect_server, tmp_path):
 
     assert most_at_once("sandbox") == 1
     assert most_at_once("no-such-limit") == 2
+
+
+@pytest.mark.parametrize(
+    ("synthesize", "held"),
+    [
+        ({"self_instruct": {"enabled": False}}, ()),  # docstring pairs only: no teacher, no sandbox
+        ({"teacher": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1"}}, ("teacher", "sandbox")),
+        ({"verify": {"enabled": False}}, ()),  # the local teacher on the CPU holds nothing scarce
+        ({}, ("sandbox",)),
+    ],
+)
+def test_synthesize_holds_the_teacher_and_the_sandbox(synthesize, held):
+    from tasks import synthesize as stage
+
+    cfg = load_config("pipeline_config/tiny.yaml")
+    raw = cfg.model_dump()
+    for key, value in synthesize.items():
+        raw["synthesize"][key] = {**raw["synthesize"][key], **value}
+    raw["synthesize"]["self_instruct"]["enabled"] = synthesize.get("self_instruct", {}).get("enabled", True)
+    assert stage.resources(type(cfg).model_validate(raw)) == held

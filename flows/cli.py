@@ -11,10 +11,16 @@ the same way and the process exits at once, without waiting on a temporary Prefe
 
 from __future__ import annotations
 
+import os
+
+# Before anything can import Prefect, which reads its settings once, at import. With analytics on, a run
+# that starts its own temporary server while another run is active prints ~150 lines of sqlite "database
+# is locked" from the telemetry service. setdefault: a user who set it either way keeps their choice.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 import argparse
 import contextlib
 import json
-import os
 import signal
 import sys
 
@@ -22,7 +28,7 @@ from flows.quiet import library_output_to, log_path
 from flows.runner import STAGES, UsageError
 from flows.summary import format_footer, format_table
 from pipeline_config import ConfigError, load_config
-from tasks.common.io import check_workspace, workspace_path
+from tasks.common.io import check_workspace, workspace_location, workspace_path
 
 USAGE_ERROR = 2
 
@@ -71,7 +77,7 @@ def fail(message: str, code: int = USAGE_ERROR) -> int:
 def load_checked(path: str):
     cfg = load_config(path)
     try:
-        check_workspace(workspace_path(cfg))
+        check_workspace(workspace_location(cfg))
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc} (set `workspace:` or FINETUNE_WORKSPACE)") from None
     return cfg
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "runs":
             from flows.inspect import list_runs
 
-            print(list_runs(workspace_path(cfg), args.n))
+            print(list_runs(workspace_location(cfg), args.n))
             return 0
         if args.command == "show":
             from flows.inspect import show_stage

@@ -6,21 +6,21 @@ is found by the key the config gives it now, so `show` prints exactly what the n
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from tasks.common.io import workspace_path
+from tasks.common.io import glob, join, read_json, workspace_location
 
 STATUS_MARK = {"executed": "run", "cached": "cached"}
 
 
-def list_runs(workspace: Path, limit: int = 10) -> str:
-    summaries = sorted((workspace / "runs").glob("*/summary.json"), reverse=True)[:limit]
+def list_runs(workspace: Path | str, limit: int = 10) -> str:
+    """`workspace`: a folder or an fsspec URL (tasks/common/io.py)."""
+    summaries = list(reversed(glob(workspace, "runs/*/summary.json")))[:limit]
     if not summaries:
-        return f"no runs in {workspace / 'runs'}"
+        return f"no runs in {join(workspace, 'runs')}"
     lines = []
     for path in summaries:
-        s = json.loads(path.read_text())
+        s = read_json(path)
         stages = " ".join(f"{n}:{STATUS_MARK.get(o['status'], o['status'])}" for n, o in s["stages"].items())
         line = f"{s['run_id']}  {s.get('profile', '?'):<10} {s['status']:<9} {stages}"
         if s.get("failed_stage"):
@@ -39,14 +39,14 @@ def show_stage(cfg, config_path: str, stage: str) -> str:
 
     keys = plan(cfg, DAG, config_path=config_path).keys
     spec = next(module.SPEC for module, _ in DAG if module.SPEC.name == stage)
-    out = usable(spec, workspace_path(cfg), keys[stage])
+    out = usable(spec, workspace_location(cfg), keys[stage])
     if out is None:
         raise LookupError(
             f"stage {stage!r} has no finished output for {config_path} (key {keys[stage]}); build it with:\n"
             f"  finetune run --config {config_path} --only {stage}"
         )
-    folder = Path(out.path)
+    folder = out.folder(top_level_only=True)  # on a remote workspace: its reports, fetched
     report = folder / "report.md"
     body = report.read_text() if report.is_file() else (folder / "report.json").read_text()
     outputs = "\n".join(f"  {name}: {value}" for name, value in out.outputs.items())
-    return f"{body.rstrip()}\n\nstage {stage}, key {out.key}\ndata: {folder}\noutputs:\n{outputs}"
+    return f"{body.rstrip()}\n\nstage {stage}, key {out.key}\ndata: {out.path}\noutputs:\n{outputs}"

@@ -8,7 +8,6 @@ stage to the pipeline's MLflow run and writes `<workspace>/runs/<run-id>/summary
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -21,7 +20,7 @@ from flows.summary import headline
 from pipeline_config import PipelineConfig, load_config
 from pipeline_config.redact import public_dump
 from tasks.common import tracking
-from tasks.common.io import hash_json, workspace_path, write_json
+from tasks.common.io import glob, hash_json, join, read_json, workspace_location, write_json
 from tasks.common.prefect import logger, publish_artifacts, publish_mlflow_links
 from tasks.common.stage import (
     MissingInputError,
@@ -48,7 +47,7 @@ def check_stage_names(names: Iterable[str] | None, option: str) -> list[str]:
     return names
 
 
-def usable(spec: StageSpec, workspace: Path, key: str) -> StageOutput | None:
+def usable(spec: StageSpec, workspace: Path | str, key: str) -> StageOutput | None:
     """The finished output of `spec` under `key`, if it is there and still valid outside the workspace."""
     hit = cached_output(workspace, spec.name, key)
     return hit if hit and (spec.is_valid is None or spec.is_valid(hit)) else None
@@ -84,7 +83,7 @@ def plan(cfg: PipelineConfig, dag: Dag, only=None, force=None, config_path: str 
     if not only:
         return Plan(keys, tuple(specs), (), frozenset(forced))
 
-    workspace = workspace_path(cfg)
+    workspace = workspace_location(cfg)
     last = max(STAGES.index(n) for n in only)
     run = tuple(s for s in specs if s in only)
     reuse, missing = [], []
@@ -120,7 +119,7 @@ class StageRunner:
     ):
         self.cfg, self.config_path = cfg, config_path
         self.plan = plan(cfg, dag, only, force, config_path)
-        self.workspace = workspace_path(cfg)
+        self.workspace = workspace_location(cfg)  # a folder, or an fsspec URL (tasks/common/io.py)
         for path in remove_stale(self.workspace):
             logger().info("removed what an earlier run left behind: %s", path)
         ended, live = tracking.end_orphaned_runs()
@@ -180,7 +179,8 @@ class StageRunner:
             "rows_out": out.rows_out,
             "seconds": out.seconds,
         }
-        logged = (self.mlflow_run_id, spec.name, out.key, out.status, report, Path(out.path))
+        small = out.folder(top_level_only=True)  # reports, tables, plots: on a remote workspace, fetched
+        logged = (self.mlflow_run_id, spec.name, out.key, out.status, report, small)
         if out.status == "executed" and not self.executed_any:
             self.executed_any = True
             for earlier in self.unlogged:
@@ -190,7 +190,7 @@ class StageRunner:
             tracking.log_stage(*logged)
         else:
             self.unlogged.append(logged)
-        publish_artifacts(spec.name, Path(out.path))
+        publish_artifacts(spec.name, small)
         return out
 
     def _run_task(self, spec: StageSpec, task, inputs: Mapping[str, StageOutput]) -> StageOutput:
@@ -238,10 +238,11 @@ class StageRunner:
         if not error:
             tracking.set_tags(self.mlflow_run_id, {"noop": str(not self.executed_any).lower()})
         tracking.end_run(self.mlflow_run_id, "FAILED" if error else "FINISHED")
-        out_dir = self.workspace / "runs" / self.run_id
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "summary.json", summary)
-        summary["summary_path"] = str(out_dir / "summary.json")
+        target = join(self.workspace, "runs", self.run_id, "summary.json")
+        if isinstance(target, Path):
+            target.parent.mkdir(parents=True, exist_ok=True)
+        write_json(target, summary)
+        summary["summary_path"] = str(target)
         return summary
 
     def _mlflow_record(self) -> dict[str, Any]:
@@ -272,8 +273,8 @@ def report_failure(flow, flow_run, state) -> None:
     failed, error = None, state.message
     try:
         cfg = load_config(config_path)
-        for path in sorted((workspace_path(cfg) / "runs").glob("*/summary.json"), reverse=True):
-            found = json.loads(path.read_text())
+        for path in reversed(glob(workspace_location(cfg), "runs/*/summary.json")):
+            found = read_json(path)
             if found.get("prefect_flow_run_id") == str(flow_run.id):
                 failed, error = found.get("failed_stage"), found.get("error") or error
                 break

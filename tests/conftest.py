@@ -19,6 +19,7 @@ os.environ.update(
     MLFLOW_TRACKING_URI=f"sqlite:///{SESSION_DIR / 'mlflow.db'}",
     FINETUNE_MLFLOW_ARTIFACTS=(SESSION_DIR / "mlflow-artifacts").as_uri(),
     FINETUNE_WORKSPACE=str(SESSION_DIR / "workspace"),
+    FINETUNE_CACHE=str(SESSION_DIR / "cache"),  # a remote workspace's local cache (tasks/common/io.py)
     HF_HUB_OFFLINE="1",
     HF_DATASETS_OFFLINE="1",
     TRANSFORMERS_OFFLINE="1",

@@ -28,6 +28,7 @@ from tasks.clean.rows import QUARANTINE_REASONS, read_rows
 from tasks.common.filtering import Filtered, apply_filters
 from tasks.common.io import write_jsonl
 from tasks.common.parallel import Executor
+from tasks.common.progress import Progress
 from tasks.common.splits import group_of, is_held_out
 
 log = logging.getLogger(__name__)
@@ -159,8 +160,10 @@ def clean_pairs(
     filters, near = dedup_filters(cfg)
     apply_filters([], filters, into=total)
     redacted, redacted_samples = Counter(), []
-    with Executor(executor) as runner:
+    progress = Progress(len(rows), "clean", key="clean-progress", unit="row")
+    with Executor(executor) as runner, progress:
         for result in run_row_phase(rows, context, workers or default_workers(), runner):
+            progress.update(len(result.filtered.kept) + len(result.filtered.rejected))  # the chunk's rows
             total.counts.update(result.filtered.counts)
             redacted.update(result.redacted)
             redacted_samples.extend(result.redacted_samples)

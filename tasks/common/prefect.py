@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from tasks.common.io import hash_json, workspace_path
+from tasks.common.io import hash_json, workspace_location
 from tasks.common.stage import StageOutput, StageSpec
 
 # what a retry can fix; anything else (a 401, a config error, a bug) would fail the same way again
@@ -57,7 +57,7 @@ def stage_task(spec: StageSpec, retry_delay_seconds: float = 10):
         cfg, inputs = params["cfg"], params["inputs"]
         key = spec.key(cfg, {n: o.key for n, o in inputs.items()})
         # the Prefect result store is shared by every workspace on the machine; keep workspaces apart
-        return f"{key}-{hash_json(str(workspace_path(cfg)))[:8]}"
+        return f"{key}-{hash_json(str(workspace_location(cfg)))[:8]}"
 
     @task(
         name=spec.name,

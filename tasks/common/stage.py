@@ -11,6 +11,11 @@ a forced rebuild replaces the output without a moment where the key is missing, 
 resolved version path keeps reading a complete version while another run switches the link. Versions
 that lost the link are removed later by `remove_stale`: unfinished ones once their writer is dead,
 superseded ones after `SUPERSEDED_GRACE_S`.
+
+A remote workspace (an fsspec URL: tasks/common/io.py) has no symlinks and no shared flock: the stage
+still runs into a local scratch folder, which is uploaded as a version, and a pointer object
+`stages/<stage>/<key>.json` takes the symlink's place (tasks/common/remote.py); inputs are read from a
+copy downloaded once into this machine's cache (`StageOutput.folder`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,17 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pipeline_config import PipelineConfig
-from tasks.common.io import hash_json, read_json, workspace_path, write_json
+from tasks.common import remote
+from tasks.common.io import (
+    hash_json,
+    is_file,
+    is_remote,
+    join,
+    local_cache,
+    read_json,
+    workspace_location,
+    write_json,
+)
 from tasks.common.versions import code_version, library_versions
 
 log = logging.getLogger(__name__)
@@ -61,7 +76,7 @@ class StageOutput:
 
     stage: str
     key: str
-    path: str  # the resolved version folder: stable while another run switches the key's link
+    path: str  # the resolved version folder (a URL on a remote workspace): stable while the key is switched
     rows_in: int
     rows_out: int
     status: str  # "executed" | "cached"
@@ -77,8 +92,15 @@ class StageOutput:
         return self.outputs[name]
 
     def file(self, name: str) -> Path:
-        """An output that names a file or folder inside the stage folder, as a path."""
-        return Path(self.path) / self.output(name)
+        """An output that names a file or folder inside the stage folder, as a local path."""
+        return self.folder() / self.output(name)
+
+    def folder(self, top_level_only: bool = False) -> Path:
+        """The stage folder on this machine: itself on a local workspace; on a remote one, a copy in the
+        local cache, fetched once per version (`top_level_only`: just the reports, tables and plots)."""
+        if not is_remote(self.path):
+            return Path(self.path)
+        return remote.fetch(self.path, private_name(self.key), top_level_only)
 
 
 def stage_key(stage: str, config: Mapping[str, Any], input_keys: Mapping[str, str], code: str) -> str:
@@ -89,24 +111,31 @@ def stage_dir(workspace: Path, stage: str, key: str) -> Path:
     return Path(workspace) / "stages" / stage / key
 
 
-def read_manifest(folder: Path) -> dict | None:
-    manifest = Path(folder) / "manifest.json"
-    return read_json(manifest) if manifest.is_file() else None
+def private_name(key: str) -> str:
+    """A version folder's name, unique to this writer: `.v-<key>-<host>-<pid>-<rand>` (see `remove_stale`)."""
+    return f".v-{key}-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def read_manifest(folder: Path | str) -> dict | None:
+    manifest = join(folder, "manifest.json")
+    return read_json(manifest) if is_file(manifest) else None
 
 
 def read_report(output: StageOutput) -> dict:
-    return read_json(Path(output.path) / "report.json")
+    return read_json(join(output.path, "report.json"))
 
 
-def cached_output(workspace: Path, stage: str, key: str) -> StageOutput | None:
-    folder = stage_dir(workspace, stage, key)
-    manifest = read_manifest(folder)
+def cached_output(workspace: Path | str, stage: str, key: str) -> StageOutput | None:
+    folder = (
+        remote.resolve(workspace, stage, key) if is_remote(workspace) else stage_dir(workspace, stage, key)
+    )
+    manifest = read_manifest(folder) if folder else None
     if manifest is None:
         return None
     return StageOutput(
         stage,
         key,
-        str(folder.resolve()),
+        folder if is_remote(workspace) else str(folder.resolve()),
         manifest["rows_in"],
         manifest["rows_out"],
         "cached",
@@ -148,8 +177,30 @@ def _switch(final: Path, version: Path) -> None:
         (previous / ".superseded").write_text(datetime.now(UTC).isoformat())
 
 
+def _produce(
+    version: Path, stage: str, key: str, input_keys: Mapping[str, str], work: Callable[[Path], StageResult]
+) -> tuple[dict, float]:
+    """Run `work` into `version`, then write report.json and, last, manifest.json."""
+    start = time.perf_counter()
+    report, outputs = work(version)
+    seconds = round(time.perf_counter() - start, 3)
+    report = {**report, "seconds": seconds}
+    write_json(version / "report.json", report)
+    manifest = {
+        "stage": stage,
+        "key": key,
+        "inputs": dict(input_keys),
+        "rows_in": int(report["rows_in"]),
+        "rows_out": int(report["rows_out"]),
+        "outputs": outputs,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_json(version / "manifest.json", manifest)
+    return manifest, seconds
+
+
 def build_stage(
-    workspace: Path,
+    workspace: Path | str,
     stage: str,
     key: str,
     input_keys: Mapping[str, str],
@@ -169,6 +220,8 @@ def build_stage(
 
     if not force and (hit := usable_hit()):
         return hit
+    if is_remote(workspace):
+        return _build_remote(workspace, stage, key, input_keys, work, force)
 
     def waiting() -> None:
         log.info("stage %s: another run is building key %s; waiting to reuse its output", stage, key)
@@ -180,24 +233,10 @@ def build_stage(
             return hit
         parent = stage_dir(workspace, stage, key).parent
         parent.mkdir(parents=True, exist_ok=True)
-        version = parent / f".v-{key}-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        version = parent / private_name(key)
         version.mkdir()
-        start = time.perf_counter()
         try:
-            report, outputs = work(version)
-            seconds = round(time.perf_counter() - start, 3)
-            report = {**report, "seconds": seconds}
-            write_json(version / "report.json", report)
-            manifest = {
-                "stage": stage,
-                "key": key,
-                "inputs": dict(input_keys),
-                "rows_in": int(report["rows_in"]),
-                "rows_out": int(report["rows_out"]),
-                "outputs": outputs,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-            write_json(version / "manifest.json", manifest)
+            manifest, seconds = _produce(version, stage, key, input_keys, work)
             _switch(stage_dir(workspace, stage, key), version)
             shutil.rmtree(resume_dir(workspace, stage, key), ignore_errors=True)  # done: nothing to resume
         except BaseException:
@@ -211,7 +250,44 @@ def build_stage(
         manifest["rows_out"],
         "executed",
         seconds,
-        outputs,
+        manifest["outputs"],
+    )
+
+
+def _build_remote(
+    workspace: str,
+    stage: str,
+    key: str,
+    input_keys: Mapping[str, str],
+    work: Callable[[Path], StageResult],
+    force: bool,
+) -> StageOutput:
+    """Build in a local scratch folder, then upload it and point the key at it (tasks/common/remote.py)."""
+    scratch = local_cache(workspace) / "build" / stage / private_name(key)
+    scratch.mkdir(parents=True)
+    try:
+        manifest, seconds = _produce(scratch, stage, key, input_keys, work)
+        version = remote.publish(workspace, stage, key, scratch, force)
+        if version is None:  # another worker published this key while we built it: equivalent, reuse it
+            shutil.rmtree(scratch)
+            if hit := cached_output(workspace, stage, key):
+                return hit
+            raise RuntimeError(f"stage {stage}: the pointer of key {key} names no finished version")
+        shutil.rmtree(resume_dir(workspace, stage, key), ignore_errors=True)  # done: nothing to resume
+        remote.keep_local(workspace, stage, scratch)
+    except BaseException:
+        # an upload cut short has no pointer: a later remove_stale deletes it (once its writer is gone)
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return StageOutput(
+        stage,
+        key,
+        version,
+        manifest["rows_in"],
+        manifest["rows_out"],
+        "executed",
+        seconds,
+        manifest["outputs"],
     )
 
 
@@ -235,19 +311,24 @@ def _writer_alive(name: str) -> bool:
     return host != HOST or process_alive(int(pid)) if pid.isdigit() else False
 
 
-def resume_dir(workspace: Path, stage: str, key: str) -> Path:
+def resume_dir(workspace: Path | str, stage: str, key: str) -> Path:
     """Where a long stage keeps what lets a killed attempt resume (training checkpoints): one folder per
-    key that outlives the attempt, unlike its version folder, and is removed once the key is published."""
+    key that outlives the attempt, unlike its version folder, and is removed once the key is published.
+    On a remote workspace it stays on this machine (in the local cache): only a retry here resumes."""
+    if is_remote(workspace):
+        return local_cache(workspace) / "resume" / stage / key
     return stage_dir(workspace, stage, key).parent / f".resume-{key}"
 
 
-def remove_stale(workspace: Path, now: float | None = None) -> list[str]:
+def remove_stale(workspace: Path | str, now: float | None = None) -> list[str]:
     """Delete what killed or finished runs left behind; return the removed paths (for the log).
 
     Unfinished versions and stray links whose writer is dead go at once; versions another run superseded
     go after SUPERSEDED_GRACE_S, since a run that resolved them before the switch may still be reading.
     """
     now = time.time() if now is None else now
+    if is_remote(workspace):
+        return remote.remove_stale(workspace, now, SUPERSEDED_GRACE_S, _writer_alive)
     removed: list[str] = []
     for parent in sorted((Path(workspace) / "stages").glob("*")):
         linked = {p.resolve() for p in parent.iterdir() if p.is_symlink()}
@@ -330,8 +411,10 @@ class StageSpec:
         input_keys = {n: o.key for n, o in used.items()}
         key = self.key(cfg, input_keys)
 
+        workspace = workspace_location(cfg)
+
         def work(out: Path) -> StageResult:
-            resume = resume_dir(workspace_path(cfg), self.name, key)
+            resume = resume_dir(workspace, self.name, key)
             return self.run(cfg, used, out, {**(context or {}), "resume_dir": resume})
 
-        return build_stage(workspace_path(cfg), self.name, key, input_keys, work, force, self.is_valid)
+        return build_stage(workspace, self.name, key, input_keys, work, force, self.is_valid)

@@ -17,9 +17,11 @@ else a stage reports is under `<stage>/...`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +49,25 @@ def client():
     import mlflow
 
     uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with _opening(uri):
+        return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextlib.contextmanager
+def _opening(uri: str) -> Iterator[None]:
+    """Serialize opening a sqlite store between processes. The first client of a new (or older-schema) store
+    creates its tables by migration; two runs started at once would both migrate and one would fail
+    ("table _alembic_tmp_experiments already exists"). flock: released by the kernel if the holder dies."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f"{db.name}.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def is_local_store(uri: str) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pipeline_config.redact import public_dump
 from tasks.common import tracking
-from tasks.common.io import hash_json, workspace_path
+from tasks.common.io import hash_json, workspace_location, workspace_path
 from tasks.common.prefect import stage_task
 from tasks.common.stage import StageOutput, StageResult, StageSpec, cached_output, read_report
 from tasks.common.templates import PromptTemplate
@@ -23,7 +23,7 @@ from tasks.registration.registry import Candidate, register_model
 
 def stage_reports(cfg, stage_keys: dict) -> dict:
     """The reports of this config's stages that are in the workspace (the card's data provenance)."""
-    found = {name: cached_output(workspace_path(cfg), name, key) for name, key in stage_keys.items()}
+    found = {name: cached_output(workspace_location(cfg), name, key) for name, key in stage_keys.items()}
     return {name: read_report(out) for name, out in found.items() if out is not None}
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pipeline_config.schema import ScrapeConfig
 from tasks.common.parallel import Executor
+from tasks.common.progress import Progress
 from tasks.scrape.extract import Origin, UnreadableError, decode, module_records, parse
 from tasks.scrape.report import Tally
 
@@ -138,6 +139,11 @@ def file_records(source: SourceFile, ctx: Extraction, tally: Tally) -> Iterator[
     yield from module_records(text, tree, origin, sha256, ctx.cfg.include_private, tally.definitions)
 
 
+def files_in(part: Tally) -> int:
+    """How many files a chunk's tally accounts for: each one is parsed, skipped or failed, once."""
+    return part.files["parsed"] + sum(part.skipped.values()) + sum(part.failed.values())
+
+
 def extract_files(files: list[SourceFile], ctx: Extraction) -> tuple[list[dict], Tally]:
     """One chunk of files: their records in order, and what happened to each file."""
     tally = Tally()
@@ -166,8 +172,11 @@ def tree_records(
         tally.files["read"] += 1
         if source := read_file(path, origin_of(path, rel), cfg, tally):
             sources.append(source)
-    for records, part in executor.map_chunks(extract_files, sources, Extraction(cfg), chunk=FILES_PER_TASK):
-        tally.merge(part)
-        yield from records
+    chunks = executor.map_chunks(extract_files, sources, Extraction(cfg), chunk=FILES_PER_TASK)
+    with Progress(len(sources), f"scrape {root.name}", key="scrape-progress", unit="file") as progress:
+        for records, part in chunks:
+            progress.update(files_in(part))
+            tally.merge(part)
+            yield from records
     if not files:
         tally.warnings.append(f"{root} holds no .py files")

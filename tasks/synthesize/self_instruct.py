@@ -36,11 +36,13 @@ PROMPT_HEAD = (
 
 
 def format_task(i: int, task: Mapping) -> str:
-    # no "Input: (none)" line: after an empty Input, small teachers go on with an "Output:" in prose
+    # no "Input: (none)" line: after an empty Input, small teachers go on with an "Output:" in prose; and
+    # the code is labelled "Solution:", not Self-Instruct's "Output:", which a small teacher fills with the
+    # value the function should return instead of code (and then writes no tests)
     given = f"Input: {task['input']}\n" if task.get("input") else ""
     return (
         f"### Task {i}\nInstruction: {task['instruction']}\n{given}"
-        f"Output:\n```python\n{task['output'].strip()}\n```\n"
+        f"Solution:\n```python\n{task['output'].strip()}\n```\n"
         f"Tests:\n```python\n{task.get('tests', '').strip()}\n```\n"
     )
 

@@ -63,6 +63,8 @@ def positions(example: dict) -> list[int]:
 
 def needs_flat_batches(model) -> bool:
     """Flash-attention kernels find packed sequences only in one flattened row (transformers'
-    `_is_packed_sequence` requires batch size 1); sdpa, eager and flex read them per row."""
+    `_is_packed_sequence` requires batch size 1); sdpa, eager and flex read them per row. Per row stays
+    the default there: on CPU sdpa the flattened layout trained at 0.92x its tokens/s (benchmarks/
+    train_bench.py packed_layout: 4x320 blocks, 2-layer SmolLM2 shape; its attention is 4x the work)."""
     impl = getattr(model.config, "_attn_implementation", None) or ""
     return "flash" in impl

@@ -272,17 +272,19 @@ def loss_only_sft_trainer():
     TRL 1.16's compute_loss runs a chunked "fused" LM head that also yields entropy and top-1 accuracy for
     the logs; off Triton it scores every position, folds each logit tile in several extra passes, and
     computes every tile again in the backward. Profiled on the CPU (SmolLM2's vocabulary of 49,152, batch
-    4x320, 2 layers) that head took ~80% of a step and the trainer ran at ~0.4x a plain loop
-    (benchmarks/train_bench.py). Trainer.compute_loss calls the model with its labels and
-    `num_items_in_batch` (the label tokens of the whole accumulated batch, so accumulated micro-batches sum
-    to the big batch's mean) and scales by the process count under DDP, as TRL's own loss did. Lost: the
-    entropy / mean_token_accuracy / num_tokens log lines (num_input_tokens_seen stays)."""
+    4x320, 2 layers) that head took ~80% of a step and the trainer ran at 0.33-0.55x a plain loop; with
+    this class ~1.0x (benchmarks/train_bench.py train_throughput). Trainer.compute_loss calls the model
+    with its labels and `num_items_in_batch` (the label tokens of the whole accumulated batch, so the
+    micro-batches' losses sum to the big batch's mean) and scales by the process count under DDP, as TRL's
+    own loss did. Lost: the entropy / mean_token_accuracy / num_tokens log lines (num_input_tokens_seen
+    stays)."""
     from transformers import Trainer
     from trl import SFTTrainer
 
     class LossOnlySFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            inputs = {**inputs, "use_cache": False}  # as TRL: a training forward needs no KV cache
+            # as TRL: no KV cache (with one, transformers would not build the packed rows' block mask)
+            inputs = {**inputs, "use_cache": False}
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
     return LossOnlySFTTrainer

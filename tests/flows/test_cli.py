@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
         ("/proc/finetune-ws", "cannot be written"),
         ("FILE", "exists and is not a folder"),
         ("FILE/below", "is not a folder"),
+        ("nosuch://bucket/ws", "fsspec knows no filesystem nosuch://"),  # was a local folder "nosuch:"
     ],
 )
 def test_unusable_workspace_is_a_config_error(tmp_path, tiny_profile, capsys, workspace, message):
@@ -51,6 +52,19 @@ def test_missing_gguf_package_names_it(tiny_profile, capsys):
     path = tiny_profile(lambda raw: raw.update(model={"source": source}))
     assert main(["run", "--config", str(path)]) == 2
     assert "model.source.package 'no_such_models_pkg' is not installed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("preset", "enabled"), [(None, "False"), ("true", "True")])
+def test_cli_turns_prefect_telemetry_off_before_prefect_reads_its_settings(preset, enabled):
+    """Prefect reads its settings once, at import: unless the user chose, `finetune` turns the server's
+    telemetry off before that, or a run beside another prints ~150 lines of 'database is locked'."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_ANALYTICS_ENABLED"}
+    if preset:
+        env["PREFECT_SERVER_ANALYTICS_ENABLED"] = preset
+    code = "import flows.cli, prefect.settings as s; print(s.get_current_settings().server.analytics_enabled)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == enabled
 
 
 @pytest.mark.slow

@@ -52,3 +52,30 @@ def test_artifact_location_is_set_only_for_a_local_store(monkeypatch):
     local = RecordingClient()
     tracking.experiment_id(local, "x")
     assert local.created == [("x", f"{tracking.artifact_root()}/x")]
+
+
+def test_a_new_sqlite_store_is_opened_by_one_process_at_a_time(tmp_path, monkeypatch):
+    """Two runs started at once on a new store would both create its tables, and one would fail ('table
+    _alembic_tmp_experiments already exists'): opening waits for the other process's lock."""
+    import fcntl
+    import sqlite3
+    import threading
+
+    import mlflow
+
+    # keep MLflow's globals on the session's store: tracking.client() would point them at this one
+    monkeypatch.setattr(mlflow, "set_tracking_uri", lambda uri: None)
+    monkeypatch.setattr(mlflow, "set_registry_uri", lambda uri: None)
+    db = tmp_path / "new" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    db.parent.mkdir()
+    with open(db.with_name("mlflow.db.lock"), "a") as held:  # as another process opening it would
+        fcntl.flock(held, fcntl.LOCK_EX)
+        opener = threading.Thread(target=tracking.client)
+        opener.start()
+        opener.join(timeout=1.5)
+        assert opener.is_alive() and not db.exists()
+    opener.join(timeout=60)
+    assert not opener.is_alive()
+    tables = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")}
+    assert {"experiments", "runs", "registered_models"} <= tables

@@ -1,0 +1,68 @@
+"""A run killed mid-training (SIGKILL to its whole process group, as a lost worker or an OOM kill would
+leave it) and started again with the same command: the finished stages are reused, training resumes from
+its last checkpoint, the run completes and nothing the killed run left behind stays in the workspace."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import REPO
+from tests.flows.helpers import FINETUNE, cli_env, unfinished_folders
+
+pytestmark = pytest.mark.slow
+
+MAX_STEPS, SAVE_STEPS = 240, 20
+
+
+def test_killed_run_resumes_from_finished_stages_and_checkpoint(prefect_server, tiny_profile, tmp_path):
+    config = tiny_profile(lambda raw: raw["train"].update(max_steps=MAX_STEPS, save_steps=SAVE_STEPS))
+    command = [FINETUNE, "run", "--config", str(config)]
+    env = cli_env(prefect_server, tmp_path)
+    workspace = tmp_path / "ws"
+    log = tmp_path / "killed.log"
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    # trainer_state.json is the last file a checkpoint gets: a folder without it is still being written
+    finished = workspace / "stages" / "train"
+    deadline = time.monotonic() + 180
+    while not (saved := list(finished.glob(".resume-*/checkpoints/checkpoint-*/trainer_state.json"))):
+        assert proc.poll() is None, f"the run ended before its first checkpoint:\n{log.read_text()[-4000:]}"
+        assert time.monotonic() < deadline, log.read_text()[-4000:]
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # start_new_session: the run leads its own process group
+    proc.wait(timeout=30)
+    seen_step = max(int(p.parent.name.rsplit("-", 1)[1]) for p in saved)
+    assert not (workspace / "runs").exists()  # killed: no summary, nothing published for train
+    assert not [p for p in finished.iterdir() if p.is_symlink()]
+
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [summary_path] = (workspace / "runs").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    stages = summary["stages"]
+    assert summary["status"] == "completed"
+    assert {s: stages[s]["status"] for s in ("scrape", "base_model", "synthesize", "clean", "tokenize")} == {
+        s: "cached" for s in ("scrape", "base_model", "synthesize", "clean", "tokenize")
+    }
+    assert stages["train"]["status"] == "executed"
+    report = json.loads((workspace / "stages" / "train" / stages["train"]["key"] / "report.json").read_text())
+    assert SAVE_STEPS <= seen_step <= report["resumed_from_step"] < MAX_STEPS  # not from scratch
+    assert report["steps"] == MAX_STEPS
+    assert stages["evaluate"]["status"] == stages["register"]["status"] == "executed"
+    # the killed run's unfinished version folder and its resume folder are gone
+    assert unfinished_folders(workspace) == []
+    assert not list(finished.glob(".resume-*"))
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_run(summary["mlflow"]["run_id"]).info.experiment_id
+    [killed] = client.search_runs([experiment], filter_string=f"tags.pid = '{proc.pid}'")
+    assert killed.info.status == "KILLED"  # marked by the second run, not left RUNNING forever

@@ -27,9 +27,6 @@ in a fresh process, median of 3: seconds, peak RSS, and the recall on the plante
 
 `python -m benchmarks.run eval_generation ...` runs only the named ones and keeps the other results.
 
-sft_step_overhead: seconds per LoRA step of TRL's SFTTrainer against a plain PyTorch loop on the same model
-and batches (see its docstring).
-
 scrape_sklearn: the scrape stage on the whole installed scikit-learn through the stage contract (key, build,
 publish) in a fresh workspace, cold (value, seconds; goal <= 15 s on 2 cores), then the same config again:
 a warm re-run is a cache hit whose stage time is the key (hashing the package's files anew) and the
@@ -111,75 +108,6 @@ def pipeline_rerun(config: str) -> dict:
             "warm_statuses": sorted(statuses),
             "cold_stage_seconds": {n: s["seconds"] for n, s in cold["stages"].items()},
             "ratio_means": "cold / warm wall time (higher is better)",
-        },
-    }
-
-
-def sft_step_overhead(steps: int = 12, batch: int = 8, length: int = 256) -> dict:
-    """Seconds per LoRA step: TRL's SFTTrainer vs a plain PyTorch loop, same model, batch and optimizer.
-
-    The quick profile's model shape (2.6M-param Llama) on random tokens; the gap is trainer overhead
-    (per-step metrics, data collation, logging), which is what a later training issue should shrink.
-    """
-    import tempfile
-
-    import torch
-    from datasets import Dataset, DatasetDict
-    from peft import get_peft_model
-
-    from pipeline_config import load_config
-    from tasks.base_model.scratch import build_model, train_tokenizer
-    from tasks.common.templates import ALPACA
-    from tasks.training.recipe import lora_config, train_model
-
-    cfg = load_config("pipeline_config/quick.yaml")  # a scratch model: the gap is overhead, not arithmetic
-    scratch, train_cfg = (
-        cfg.model.source,
-        cfg.train.model_copy(update={"max_steps": steps, "logging_steps": 1000}),
-    )
-    gen = torch.Generator().manual_seed(0)
-    rows = [
-        {"input_ids": torch.randint(5, scratch.vocab_size, (length,), generator=gen).tolist()}
-        for _ in range(batch * (steps + 2))
-    ]
-    for r in rows:
-        r.update(attention_mask=[1] * length, labels=r["input_ids"])
-
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "base"
-        tok = train_tokenizer(["def f(x):\n    return x\n"] * 50, scratch.vocab_size)
-        model = build_model(scratch, scratch.vocab_size, tok.eos_token_id, tok.pad_token_id, seed=0)
-        model.save_pretrained(base)
-        tok.save_pretrained(base)
-        DatasetDict({"train": Dataset.from_list(rows), "test": Dataset.from_list(rows[:batch])}).save_to_disk(
-            str(Path(tmp) / "tok" / "dataset")
-        )
-        template = ALPACA.save(Path(tmp) / "tok")
-        report = train_model(
-            Path(tmp) / "tok" / "dataset", Path(tmp) / "out", str(base), template, train_cfg, seed=0
-        )
-        trl_step = report["train_runtime_s"] / steps
-
-        peft_model = get_peft_model(model, lora_config(train_cfg))
-        optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-3)
-        ids = torch.tensor([r["input_ids"] for r in rows])
-        start = time.perf_counter()
-        for step in range(steps):
-            x = ids[step * batch : (step + 1) * batch]
-            peft_model(input_ids=x, labels=x).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        plain_step = (time.perf_counter() - start) / steps
-    return {
-        "value": round(trl_step, 3),
-        "unit": "s/step",
-        "ratio": round(trl_step / plain_step, 2),
-        "detail": {
-            "trl_s_per_step": round(trl_step, 3),
-            "plain_s_per_step": round(plain_step, 3),
-            "steps": steps,
-            "batch": f"{batch}x{length}",
-            "ratio_means": "TRL / plain loop (lower is better)",
         },
     }
 
@@ -519,7 +447,6 @@ def main(names: list[str]) -> None:
     config = os.environ.get("BENCH_CONFIG", "pipeline_config/quick.yaml")
     benchmarks = {
         "pipeline_rerun": lambda: pipeline_rerun(config),
-        "sft_step_overhead": sft_step_overhead,
         "base_model_load": base_model_load,
         "sandbox_humaneval": sandbox_humaneval,
         "eval_generation": eval_generation,

@@ -72,8 +72,7 @@ def stage_task(spec: StageSpec, retry_delay_seconds: float = 10):
         from prefect.concurrency.sync import concurrency
         from prefect.states import Completed
 
-        names = list(spec.resources(cfg)) if spec.resources else []
-        # strict=False: a server without a limit of that name lets the stage run at once
+        names = existing_limits(spec.resources(cfg)) if spec.resources else []
         with concurrency(names, occupy=1, strict=False) if names else contextlib.nullcontext():
             out = spec.build(cfg, inputs, force, context)
         if out.status == "cached":
@@ -83,6 +82,24 @@ def stage_task(spec: StageSpec, retry_delay_seconds: float = 10):
         return out
 
     return run_stage
+
+
+def existing_limits(names) -> list[str]:
+    """The resources the server has a global concurrency limit for. A server without one (no `make serve`)
+    lets the stage run at once; asking first keeps Prefect from warning about every missing limit on every
+    stage of every run."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    found = []
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                continue
+            found.append(name)
+    return found
 
 
 @contextlib.contextmanager

@@ -224,7 +224,10 @@ def build_stage(
         return _build_remote(workspace, stage, key, input_keys, work, force)
 
     def waiting() -> None:
-        log.info("stage %s: another run is building key %s; waiting to reuse its output", stage, key)
+        from tasks.common.prefect import logger  # lazily: worker processes import this module Prefect-free
+
+        # on the screen and in the UI: a run queued behind another's long training must not look hung
+        logger().warning("stage %s: another run is building key %s; waiting to reuse its output", stage, key)
 
     # Held while the stage runs, not only while it publishes: a second run of the same config waits for
     # the first and reuses its output instead of computing (and paying for) the same thing twice.

@@ -259,11 +259,17 @@ def add_early_stopping(trainer, cfg: TrainConfig) -> None:
 
 
 def last_checkpoint(resume_dir: Path | None) -> str | None:
-    if resume_dir is None or not (resume_dir / "checkpoints").is_dir():
+    """The newest checkpoint that was saved whole: a kill during a save leaves a folder without the
+    trainer state, written last, and resuming from it would fail or resume from half a checkpoint."""
+    folder = resume_dir / "checkpoints" if resume_dir is not None else None
+    if folder is None or not folder.is_dir():
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(resume_dir / "checkpoints"))
+    done = [
+        c
+        for c in folder.glob("checkpoint-*")
+        if c.name[11:].isdigit() and (c / "trainer_state.json").is_file()
+    ]
+    return str(max(done, key=lambda c: int(c.name[11:]))) if done else None
 
 
 def loss_only_sft_trainer():

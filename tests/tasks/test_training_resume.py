@@ -63,3 +63,15 @@ def test_killed_training_resumes_to_the_same_loss(tokenized, tiny_model_dir, tmp
     assert logged_losses(tmp_path / "resumed")[-1] == pytest.approx(
         logged_losses(tmp_path / "whole")[-1], abs=1e-4
     )
+
+
+def test_a_checkpoint_cut_off_mid_save_is_not_resumed_from(tmp_path: Path) -> None:
+    from tasks.training.recipe import last_checkpoint
+
+    checkpoints = tmp_path / "checkpoints"
+    for step, whole in ((10, True), (20, True), (30, False)):  # killed while saving step 30
+        (checkpoints / f"checkpoint-{step}").mkdir(parents=True)
+        if whole:
+            (checkpoints / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == str(checkpoints / "checkpoint-20")
+    assert last_checkpoint(tmp_path / "nothing-yet") is None

@@ -8,7 +8,8 @@ shows worked examples (tasks/synthesize/data/oss_examples.jsonl: snippet, proble
 same three sections, without which a small local teacher rarely produces the format at all.
 
 Replies go through the same parser and screening as Self-Instruct's (parsing.py, filters.py): length,
-blacklist and first-character filters, execution in the sandbox, ROUGE-L novelty between problems. Each
+blacklist and first-character filters, execution in the sandbox, ROUGE-L novelty between problems and
+against the worked examples' problems (when shown: a small teacher sometimes copies one). Each
 record keeps where its seed snippet came from: the scraped record's id, file and line range (the held-out
 split groups rows by that file, so a problem inspired by held-out code is held out with it).
 """
@@ -55,7 +56,8 @@ Description] you provided. It may use the standard library, NumPy and scikit-lea
 # small teacher needs to produce the format at all
 FEW_SHOT_HEAD = (
     "Each programming problem below is inspired by a code snippet from a real library. The problem is "
-    "self-contained and comes with a correct Python solution and tests (assert statements).\n\n"
+    "self-contained and comes with a correct Python solution in plain Python (lists and numbers, no "
+    "NumPy) and tests: assert statements that call the solution on small inputs.\n\n"
 )
 EXAMPLES = Path(__file__).parent / "data" / "oss_examples.jsonl"
 
@@ -152,6 +154,9 @@ def oss_instruct(
                 lines=seed_snippet["lines"],
             )
         )
-    screen(candidates, cfg, verify, NoveltyIndex(cfg.max_similarity), into=result)
+    # the worked examples start the pool: a small teacher copies one now and then (tests and all), which
+    # would pass verification but is no new data
+    pool = NoveltyIndex(cfg.max_similarity, [d["instruction"] for d in demos] if k else [])
+    screen(candidates, cfg, verify, pool, into=result)
     counts["kept"] = len(result.kept)
     return result.kept, counts, result

@@ -11,12 +11,16 @@ terminal. Everything is restored on exit, so an in-process caller (the tests) ge
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+# Libraries that log through `logging` at WARNING about things a user cannot act on (bitsandbytes: an optional
+# CPU kernel package it could not import, on every QLoRA or merge-check load).
+LIBRARY_LOGGERS = ("bitsandbytes",)
 # Library progress bars that say nothing a user needs (loading 11 weights, saving a 79-row dataset).
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
 
@@ -35,7 +39,18 @@ def library_output_to(path: Path) -> Iterator[Path]:
     saved = sys.stderr
     with open(path, "a", buffering=1) as log:
         sys.stderr = log
+        handler = logging.StreamHandler(log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        saved_loggers = []
+        for name in LIBRARY_LOGGERS:  # their records would reach Prefect's console handler through the root
+            library = logging.getLogger(name)
+            saved_loggers.append((library, library.propagate))
+            library.addHandler(handler)
+            library.propagate = False
         try:
             yield path
         finally:
             sys.stderr = saved
+            for library, propagate in saved_loggers:
+                library.removeHandler(handler)
+                library.propagate = propagate

@@ -28,7 +28,9 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def _scrape(r: Report) -> str:
-    return f"{r['rows_out']} records from {r['rows_in']} files, {r.get('with_doctests', 0)} with doctests"
+    doctests = _get(r, "definitions", "with_doctests")
+    shown = "-" if doctests is None else doctests
+    return f"{r['rows_out']} records from {r['rows_in']} files, {shown} with doctests"
 
 
 def _base_model(r: Report) -> str:

@@ -8,6 +8,7 @@ load the model, load the tokenized splits, build the trainer, train, save. LoRA 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -361,8 +362,7 @@ def train_model(
     checkpoint = last_checkpoint(resume_dir)
     if checkpoint:
         logger().info("resuming training from %s", checkpoint)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory(device)
     try:
         result = trainer.train(resume_from_checkpoint=checkpoint)
     except torch.OutOfMemoryError as error:
@@ -416,14 +416,28 @@ def checkpoint_step(checkpoint: str | None) -> int | None:
     return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
 
 
+def reset_peak_memory(device: str) -> None:
+    """Start the peak at training: the flow process has loaded (and dequantized) other models before."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with contextlib.suppress(OSError):  # Linux >= 4.0: "5" resets the peak resident set (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_memory_mb(device: str) -> float:
-    """Peak GPU memory allocated by torch, or on the CPU this process's peak resident set."""
+    """Peak GPU memory allocated by torch during training, or on the CPU the process's peak resident set
+    since `reset_peak_memory` (its lifetime peak where /proc cannot reset it)."""
     import resource
 
     import torch
 
     if device == "cuda":
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        status = Path("/proc/self/status").read_text()
+        return round(int(status.split("VmHWM:")[1].split()[0]) / 1024, 1)  # kB
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 

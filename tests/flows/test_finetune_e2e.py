@@ -84,6 +84,8 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
     assert [m.step for m in curve] == [2, 4, 6]  # tiny.yaml: logging_steps 2, max_steps 6
     assert stages["evaluate"]["headline"].startswith(f"rougeL {eval_report['finetuned']['rougeL']:.3f} (base")
     assert stages["train"]["headline"].startswith("lora, 6 steps, loss ")
+    scraped = json.loads((Path(stages["scrape"]["path"]) / "report.json").read_text())
+    assert stages["scrape"]["headline"].endswith(f", {scraped['definitions']['with_doctests']} with doctests")
     artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(record["run_id"], "stages/train")}
     assert {"stages/train/loss.png", "stages/train/report.json", "stages/train/log_history.json"} <= artifacts
     clean = {f.path for f in mlflow.MlflowClient().list_artifacts(record["run_id"], "stages/clean")}

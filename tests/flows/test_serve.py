@@ -37,8 +37,10 @@ class Served:
     def __init__(self, root):
         self.root = root
         self.ports = {"PREFECT_PORT": free_port(), "MLFLOW_PORT": free_port()}
+        # as a user's shell: not a sub-make of `make test` (MAKELEVEL would make make print its directory)
+        shell = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
         self.env = {
-            **os.environ,
+            **shell,
             **{k: str(v) for k, v in self.ports.items()},
             "SERVE_DIR": str(root / "serve"),
             "MLFLOW_STORE": str(root / "mlflow"),

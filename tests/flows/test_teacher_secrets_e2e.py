@@ -9,6 +9,7 @@ log records are searched for the key, the password and the Basic-auth header mad
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import os
@@ -104,7 +105,7 @@ def test_teacher_key_and_url_password_appear_in_no_output(
 ):
     monkeypatch.setenv(KEY_ENV, KEY)
     with_password = f"http://{USER}:{PASSWORD}@127.0.0.1:{teacher.port}/v1"
-    runs, outs, errs = [], [], []
+    runs, outs, errs, logged = [], [], [], []
     for base_url in (with_password, f"http://127.0.0.1:{teacher.port}/v1"):
 
         def edit(raw: dict, base_url: str = base_url) -> None:
@@ -125,20 +126,33 @@ def test_teacher_key_and_url_password_appear_in_no_output(
             }
 
         config = tiny_profile(edit)
-        with caplog.at_level(logging.DEBUG):
-            code = main(["run", "--config", str(config), "--only", "scrape", "synthesize", "--json"])
+        # Prefect's logging set-up replaces the root's handlers (caplog's among them) and its console
+        # handler writes to the stderr it was bound to, maybe an earlier test's: listen on our loggers and
+        # Prefect's own
+        run_log = io.StringIO()
+        listener = logging.StreamHandler(run_log)
+        listened = [logging.getLogger(name) for name in ("tasks", "flows", "prefect")]
+        for logger in listened:
+            logger.addHandler(listener)
+        try:
+            with caplog.at_level(logging.DEBUG):
+                code = main(["run", "--config", str(config), "--only", "scrape", "synthesize", "--json"])
+        finally:
+            for logger in listened:
+                logger.removeHandler(listener)
         out, err = capfd.readouterr()
         assert code == 0, err[-3000:]
         runs.append(json.loads(out))
         outs.append(out)
         errs.append(err)
+        logged.append(caplog.text + run_log.getvalue())
+        caplog.clear()
 
     # the secrets were really in play: sent (a URL password: Basic auth, which requests puts in place of
-    # the Bearer key), echoed by the server, and the teacher's retry warning logged (Prefect's console
-    # handler writes the run log to stderr)
+    # the Bearer key), echoed by the server, and the teacher's retry warning logged
     assert teacher.headers == [f"Basic {BASIC}"] * 4 + [f"Bearer {KEY}"] * 4
-    assert "teacher request to http://***@127.0.0.1" in errs[0] and "you sent Basic ***" in errs[0]
-    assert "you sent Bearer ***" in errs[1]
+    assert "teacher request to http://***@127.0.0.1" in logged[0] and "you sent Basic ***" in logged[0]
+    assert "you sent Bearer ***" in logged[1]
     assert [s["stages"]["scrape"]["status"] for s in runs] == ["executed", "cached"]
     for summary in runs:
         assert list(summary["stages"]) == ["scrape", "synthesize"]
@@ -167,5 +181,5 @@ def test_teacher_key_and_url_password_appear_in_no_output(
     assert runs[1]["prefect_flow_run_id"].encode() in b"".join(p.read_bytes() for p in prefect_files)
     found = {str(p): leaks(p.read_bytes()) for p in stores}
     assert {p: s for p, s in found.items() if s} == {}
-    texts = {"stdout": "".join(outs), "stderr": "".join(errs), "log records": caplog.text}
+    texts = {"stdout": "".join(outs), "stderr": "".join(errs), "log records": "".join(logged)}
     assert {name: leaks(text.encode()) for name, text in texts.items() if leaks(text.encode())} == {}

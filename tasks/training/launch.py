@@ -36,7 +36,8 @@ from tasks.common.models import pick_device
 from tasks.common.prefect import logger
 from tasks.training.recipe import train_model
 
-TAIL_LINES = 40  # of the processes' output, in the error when they fail
+# of the processes' output, in the error when they fail: the launcher's own traceback alone takes ~35
+TAIL_LINES = 100
 
 
 def free_port() -> int:
@@ -214,6 +215,11 @@ def main(argv: list[str] | None = None) -> None:
     if state.is_main_process:
         report["processes"] = state.num_processes
         Path(args["report_file"]).write_text(json.dumps(report, indent=1))
+    # Leave together, through the collective shutdown: a rank that returned early (only rank 0 saves) and
+    # exits with its gloo group alive can abort at interpreter exit (SIGABRT, seen once in CI), and the
+    # launcher then kills rank 0 in the middle of saving.
+    state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 if __name__ == "__main__":

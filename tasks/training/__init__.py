@@ -11,7 +11,9 @@ Run alone: `finetune run --config pipeline_config/offline.yaml --only train`.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
+from tasks.common.io import hash_path
 from tasks.common.models import gpu_resource, pick_device
 from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
@@ -50,6 +52,16 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
     return StageResult(report, {"model_dir": "merged", "adapter": False, "adapter_dir": "model"})
 
 
+def environment(cfg) -> dict:
+    """An accelerate config file (FSDP, DeepSpeed) shapes the training: its content is part of the key."""
+    path = cfg.train.accelerate_config
+    if not path:
+        return {}
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"train.accelerate_config: no such file: {path}")
+    return {"accelerate_config": hash_path(path)}
+
+
 SPEC = StageSpec(
     "train",
     run,
@@ -65,6 +77,7 @@ SPEC = StageSpec(
         "bitsandbytes",
         "datasets",
     ),
+    environment=environment,
     resources=lambda cfg: gpu_resource(cfg.train.device),
 )
 TASK = stage_task(SPEC)

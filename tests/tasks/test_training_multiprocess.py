@@ -148,3 +148,25 @@ def test_failed_processes_name_the_key_and_show_the_error(
     # each rank's own error first (the launcher's traceback ends their output), then the output's tail
     assert "rank0: FileNotFoundError" in message and "rank1: FileNotFoundError" in message
     assert "no-dataset" in message.split("The last lines")[0]
+
+
+def test_accelerate_config_content_is_in_the_train_key(tiny_profile, tmp_path: Path) -> None:
+    """Editing the FSDP/DeepSpeed file trains a different model: the train stage must not stay cached."""
+    from tasks import training
+
+    accelerate = tmp_path / "fsdp.yaml"
+    accelerate.write_text((REPO / "pipeline_config/accelerate/fsdp.yaml").read_text())
+    cfg = load_config(
+        tiny_profile(
+            lambda raw: raw["train"].update(batch_size=4, num_processes=2, accelerate_config=str(accelerate))
+        )
+    )
+    before = training.SPEC.key(cfg, {"tokenize": "t", "base_model": "b"})
+    assert training.SPEC.key(cfg, {"tokenize": "t", "base_model": "b"}) == before
+    accelerate.write_text(
+        accelerate.read_text().replace("reshard_after_forward: true", "reshard_after_forward: false")
+    )
+    assert training.SPEC.key(cfg, {"tokenize": "t", "base_model": "b"}) != before
+    accelerate.unlink()
+    with pytest.raises(FileNotFoundError, match="train.accelerate_config"):
+        training.SPEC.key(cfg, {"tokenize": "t", "base_model": "b"})

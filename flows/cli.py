@@ -141,7 +141,7 @@ def generate(cfg, args: argparse.Namespace) -> int:
     """Load the model from the project's tracking store (MLFLOW_TRACKING_URI, else mlflow/mlflow.db)."""
     from tasks.common import tracking
     from tasks.registration.registry import RegistryUnavailable, reachable_registry
-    from tasks.registration.serving import load_registered, model_uri
+    from tasks.registration.serving import load_registered, model_uri, why_no_champion
 
     try:
         uri = model_uri(args.model, cfg.register.model_name)
@@ -151,7 +151,10 @@ def generate(cfg, args: argparse.Namespace) -> int:
     except RegistryUnavailable as exc:
         return fail(str(exc), 1)
     except Exception as exc:  # no such model, version or alias: MLflow says which
-        return fail(f"cannot load {args.model!r} from {tracking.tracking_uri()}: {exc}", 1)
+        hint = why_no_champion(tracking.client(), cfg.register.model_name) if args.model == "champion" else ""
+        return fail(
+            f"cannot load {args.model!r} from {tracking.tracking_uri()}: {str(exc).rstrip('.')}{hint}", 1
+        )
     prompts = [model.format(text, args.input) for text in args.instruction]
     for completion in model.complete(prompts, args.max_new_tokens):
         print(completion.text.strip())

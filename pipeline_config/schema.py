@@ -665,6 +665,9 @@ class RegisterConfig(Section):
     gate_metric: Literal["rougeL", "rouge1", "rouge2", "rougeLsum", "exact_match"] = "rougeL"
     # the paired interval of (challenger - champion) must lie above this to promote
     min_improvement: float = Field(0.0, ge=0.0)
+    # baselines the challenger's mean gate metric must beat before it may be champion: its base model, and
+    # echo_input (the prompt's input repeated: on docstring pairs the signature, a strong lexical baseline)
+    must_beat: list[Literal["base", "echo_input"]] = ["base", "echo_input"]
 
 
 # `register` is the stage's name; it shadows only ABCMeta.register, a classmethod nobody calls on configs.

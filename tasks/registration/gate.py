@@ -1,7 +1,9 @@
 """The champion gate: a paired comparison on the same examples, not two means from different test sets.
 
 The challenger takes `champion` only when
-- it beats the base model it was fine-tuned from (mean of the gate metric on this evaluation set), and
+- it beats each baseline of `register.must_beat` (mean of the gate metric on this evaluation set): the base
+  model it was fine-tuned from, and where asked the echo baseline (a model that only repeats the prompt's
+  input has learned nothing worth serving), and
 - there is no champion yet, or the paired bootstrap interval of (challenger - champion) per example, on
   this evaluation set, has its lower bound above `register.min_improvement`.
 Noise (an interval that straddles the margin) keeps the champion. The champion's per-example scores come
@@ -27,6 +29,7 @@ class Decision:
     base_mean: float | None
     champion_version: str | None = None
     champion_mean: float | None = None
+    baseline_means: dict[str, float] | None = None  # every baseline it had to beat (base among them)
     paired_n: int = 0
     difference_mean: float | None = None
     difference_ci: list[float] | None = None
@@ -39,9 +42,12 @@ def mean(scores: Scores) -> float:
     return sum(scores.values()) / len(scores)
 
 
+BASELINE_NAMES = {"base": "its base model", "echo_input": "the echo baseline"}
+
+
 def decide(
     challenger: Scores,
-    base: Scores,
+    baselines: Mapping[str, Scores],
     champion: Scores | None,
     metric: str,
     margin: float,
@@ -52,14 +58,17 @@ def decide(
         return Decision(
             False, f"the challenger has no per-example {metric} scores: it cannot win", metric, None, None
         )
-    ours, theirs = mean(challenger), mean(base) if base else None
-    common = dict(metric=metric, challenger_mean=ours, base_mean=theirs)
-    if theirs is not None and ours <= theirs:
-        return Decision(
-            False, f"does not beat its base model ({metric} {ours:.4f} <= {theirs:.4f})", **common
-        )
+    ours = mean(challenger)
+    means = {name: mean(scores) for name, scores in baselines.items() if scores}
+    common = dict(metric=metric, challenger_mean=ours, base_mean=means.get("base"), baseline_means=means)
+    for name, theirs in means.items():
+        if ours <= theirs:
+            return Decision(
+                False, f"does not beat {BASELINE_NAMES[name]} ({metric} {ours:.4f} <= {theirs:.4f})", **common
+            )
     if champion is None:
-        return Decision(True, "no champion yet, and it beats its base model", **common)
+        beaten = " and ".join(BASELINE_NAMES[n] for n in means) or "no baseline"
+        return Decision(True, f"no champion yet, and it beats {beaten}", **common)
     paired = sorted(set(challenger) & set(champion))
     if not paired:
         return Decision(False, "no examples scored for both challenger and champion", **common)

@@ -240,7 +240,7 @@ def _register(c: Candidate, out_dir: Path, run_id: str, cfg: RegisterConfig, cac
         their = champion_scores(champion, rows, metric, c, cache, batch_size) if champion else None
         decision = decide(
             scores_from_predictions(c.predictions, "finetuned", metric),
-            scores_from_predictions(c.predictions, "base", metric),
+            {b: scores_from_predictions(c.predictions, b, metric) for b in cfg.must_beat},
             their,
             metric,
             cfg.min_improvement,

@@ -12,7 +12,7 @@ import pytest
 from pipeline_config.schema import RegisterConfig
 from tasks.common import tracking
 from tasks.common.templates import ALPACA
-from tasks.registration.gate import decide
+from tasks.registration.gate import decide, mean
 from tasks.registration.registry import Candidate, register_model
 
 IDS = [f"ex{i}" for i in range(30)]
@@ -44,11 +44,28 @@ def scores(level: float, noise: float = 1.0) -> dict[str, float]:
     ],
 )
 def test_gate_decision(challenger, base, champion, margin, promote, reason):
-    decision = decide(challenger, base, champion, "rougeL", margin, champion_version="1")
+    decision = decide(challenger, {"base": base}, champion, "rougeL", margin, champion_version="1")
+    assert decision.base_mean == pytest.approx(sum(base.values()) / len(base)) or not challenger
     assert decision.promote is promote and reason in decision.reason
     if decision.difference_ci:
         low, high = decision.difference_ci
         assert low - 1e-9 <= decision.difference_mean <= high + 1e-9 and decision.paired_n == 30
+
+
+@pytest.mark.parametrize(
+    ("echo", "champion", "promote", "reason"),
+    [
+        (scores(0.35), None, False, "does not beat the echo baseline (rougeL 0.3007 <= 0.3507)"),
+        (scores(0.35), scores(0.1), False, "does not beat the echo baseline"),  # even over a weak champion
+        (scores(0.2), None, True, "no champion yet, and it beats its base model and the echo baseline"),
+    ],
+)
+def test_gate_requires_beating_every_baseline(echo, champion, promote, reason):
+    """register.must_beat: [base, echo_input]: a model that loses to repeating the prompt is not served."""
+    baselines = {"base": scores(0.1), "echo_input": echo}
+    decision = decide(scores(0.3), baselines, champion, "rougeL", 0.0, champion_version="1")
+    assert decision.promote is promote and reason in decision.reason
+    assert decision.baseline_means == pytest.approx({"base": 0.1, "echo_input": mean(echo)}, abs=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +106,21 @@ def register(
     model_dir: Path, tmp_path: Path, level: float, name: str, eval_set: str = "set-a", stage_key: str = ""
 ) -> dict:
     """Register the tiny model as a run whose evaluation scored `level` (+ noise) on every example of
-    `eval_set`, its base 0.05; the evaluate stage's predictions are logged to the run as the runner does."""
+    `eval_set`, its base 0.05, the echo baseline 0.04; the evaluate stage's predictions are logged to the
+    run as the runner does."""
     run_id = tracking.start_run({"x": 1}, "test", {})
     out = tmp_path / f"reg-{level}-{eval_set}-{run_id[:6]}"
     out.mkdir()
     predictions = out / "predictions.jsonl"
     rows = [
         {"id": i, "prompt": "def add(a, b):", "reference": "    return a + b", "finetuned": "", "base": ""}
-        | {"scores": {"finetuned": {"rougeL": level + w}, "base": {"rougeL": 0.05}}}
+        | {
+            "scores": {
+                "finetuned": {"rougeL": level + w},
+                "base": {"rougeL": 0.05},
+                "echo_input": {"rougeL": 0.04},
+            }
+        }
         for i, w in zip(IDS, WIGGLE, strict=True)
     ]
     predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -130,6 +154,19 @@ def test_champion_moves_only_on_paired_evidence(model_dir, tmp_path):
         tags["metric.rougeL"] == "0.4" and tags["eval_set_key"] == "set-a" and tags["gate.promoted"] == "True"
     )
     assert "is above the margin" in tags["gate.reason"]
+
+
+def test_without_a_champion_generate_says_why_and_what_loads(model_dir, tmp_path):
+    """`finetune generate` asks for the champion by default: the error gives the challenger's gate reason."""
+    from tasks.registration.serving import why_no_champion
+
+    client = mlflow.MlflowClient()
+    assert why_no_champion(client, "never-registered") == ""
+    lost = register(model_dir, tmp_path, 0.03, "no-champion-test")  # below its base (0.05)
+    assert not lost["promoted"]
+    hint = why_no_champion(client, "no-champion-test")
+    assert "v1, the challenger, was not promoted (does not beat its base model (rougeL 0.0" in hint
+    assert hint.endswith("--model challenger loads it")
 
 
 def test_champion_from_another_eval_set_is_scored_again_on_this_one(model_dir, tmp_path):
@@ -234,7 +271,13 @@ def test_an_unreachable_registry_is_a_clear_retryable_error(model_dir, tmp_path,
     predictions.write_text(
         json.dumps(
             {"id": "a", "prompt": "p", "reference": "r"}
-            | {"scores": {"finetuned": {"rougeL": 0.5}, "base": {"rougeL": 0.1}}}
+            | {
+                "scores": {
+                    "finetuned": {"rougeL": 0.5},
+                    "base": {"rougeL": 0.1},
+                    "echo_input": {"rougeL": 0.1},
+                }
+            }
         )
         + "\n"
     )

@@ -4,7 +4,10 @@ as 1 process on the same global batches (slow); the config checks and the launch
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,25 @@ def adapter(model_dir: Path) -> dict:
     return load_file(model_dir / "adapter_model.safetensors")
 
 
+def launch_once_more_after_a_signal(*args, **kwargs) -> dict:
+    """`train_in_processes`, started again once if a rank died of a signal (no Python error of its own).
+
+    Once in CI a rank aborted (SIGABRT) with no error of its own, and it was not reproduced in 10 runs
+    here, loaded or not. One more start keeps an unexplained native crash of torch's gloo backend from
+    failing the suite; the warning, with the ranks' output, keeps it visible in the test summary. A Python
+    error in a rank, or a second crash, still fails the test."""
+    try:
+        return train_in_processes(*args, **kwargs)
+    except RuntimeError as error:
+        ranks_own_errors = re.search(r"^rank\d+: ", str(error).split("The last lines")[0], re.MULTILINE)
+        if ranks_own_errors or not re.search(r"Signal \d+ \(SIG\w+\) received", str(error)):
+            raise
+        warnings.warn(f"a training rank died of a signal; started again once:\n{error}", stacklevel=2)
+    for folder in (args[1], kwargs["resume_dir"]):  # from scratch: no half-written output or checkpoint
+        shutil.rmtree(folder, ignore_errors=True)
+    return train_in_processes(*args, **kwargs)
+
+
 @pytest.mark.slow
 def test_two_processes_train_like_one(tokenized: Path, tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     """Same seed, same global batch of 4 (2 rows per process), LoRA dropout 0: the same losses step by step
@@ -94,7 +116,7 @@ def test_two_processes_train_like_one(tokenized: Path, tiny_model_dir: Path, tmp
     one = train_model(args[0], tmp_path / "one", args[1], args[2], train_cfg("lora", **cfg), seed=0)
     one_s = time.perf_counter() - start
     start = time.perf_counter()
-    two = train_in_processes(
+    two = launch_once_more_after_a_signal(
         args[0],
         tmp_path / "two",
         args[1],

@@ -1,7 +1,8 @@
 """The teacher's secrets never reach an output. The flow runs the tiny profile's scrape and synthesize
 (`--only`) with the OpenAI-compatible teacher pointed at a loopback server started here, with an API key
 planted in the environment variable the config names, twice: with a password in `base_url` (requests then
-sends Basic auth made from it) and without (the key goes as a Bearer token). The server echoes the
+sends Basic auth made from it; the config names an unset key variable, since a key beside URL credentials is
+a configuration error) and without (the key goes as a Bearer token). The server echoes the
 Authorization header it got in an error (as careless servers do). Then every file of the workspace, of the
 MLflow store (database and artifacts), of Prefect's result store and database, and the captured output and
 log records are searched for the key, the password and the Basic-auth header made from it."""
@@ -119,7 +120,7 @@ def test_teacher_key_and_url_password_appear_in_no_output(
                 "backend": "openai",
                 "model": "served-model",
                 "base_url": base_url,
-                "api_key_env": KEY_ENV,
+                "api_key_env": KEY_ENV if base_url != with_password else "E2E_TEACHER_KEY_UNSET",
                 "max_retries": 2,
                 "timeout_s": 10,
                 "max_concurrency": 1,
@@ -148,8 +149,8 @@ def test_teacher_key_and_url_password_appear_in_no_output(
         logged.append(caplog.text + run_log.getvalue())
         caplog.clear()
 
-    # the secrets were really in play: sent (a URL password: Basic auth, which requests puts in place of
-    # the Bearer key), echoed by the server, and the teacher's retry warning logged
+    # the secrets were really in play: sent (a URL password as Basic auth, the key as a Bearer token), echoed
+    # by the server, and the teacher's retry warning logged
     assert teacher.headers == [f"Basic {BASIC}"] * 4 + [f"Bearer {KEY}"] * 4
     assert "teacher request to http://***@127.0.0.1" in logged[0] and "you sent Basic ***" in logged[0]
     assert "you sent Bearer ***" in logged[1]
@@ -163,7 +164,8 @@ def test_teacher_key_and_url_password_appear_in_no_output(
     params = mlflow.MlflowClient().get_run(runs[0]["mlflow"]["run_id"]).data.params
     redacted = f"http://***@127.0.0.1:{teacher.port}/v1"
     assert params["synthesize.teacher.base_url"] == redacted
-    assert params["synthesize.teacher.api_key_env"] == KEY_ENV
+    key_env = mlflow.MlflowClient().get_run(runs[1]["mlflow"]["run_id"]).data.params
+    assert key_env["synthesize.teacher.api_key_env"] == KEY_ENV
 
     workspace = tmp_path / "ws"
     mlflow_db = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))

@@ -141,6 +141,14 @@ class OpenAITeacher:
         self._api_key = os.environ.get(cfg.api_key_env) or None
         self._secrets = [self._api_key] if self._api_key else []
         parts = urlsplit(cfg.base_url)
+        if parts.password and self._api_key:
+            # one Authorization header per request: requests would send the URL's Basic auth and drop the key
+            raise ValueError(
+                f"teacher.base_url ({redact_url(cfg.base_url)}) carries a user:password and "
+                f"${cfg.api_key_env} (teacher.api_key_env) holds an API key, but a request has one "
+                "Authorization header: remove the credentials from the URL, or name an unset variable in "
+                "teacher.api_key_env"
+            )
         if parts.password:  # requests sends it as Basic auth: a server echoing that header leaks it too
             basic = f"{unquote(parts.username or '')}:{unquote(parts.password)}"
             self._secrets += [

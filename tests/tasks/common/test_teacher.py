@@ -442,6 +442,17 @@ def test_openai_url_password_never_in_errors_or_logs(
     assert "127.0.0.1" in str(info.value)  # still says where
 
 
+def test_openai_key_and_url_password_together_is_a_configuration_error(
+    sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One Authorization header: requests would send the URL's Basic auth and silently drop the key."""
+    monkeypatch.setenv("TEST_TEACHER_KEY", "sk-planted-key-both")
+    with pytest.raises(ValueError, match=r"teacher\.api_key_env") as info:
+        openai_teacher("http://bob:pw-planted-both@127.0.0.1:1/v1", sleeps)
+    assert "http://***@127.0.0.1:1/v1" in str(info.value)
+    assert "pw-planted-both" not in str(info.value) and "sk-planted-key-both" not in str(info.value)
+
+
 def test_redact_url() -> None:
     assert redact_url("https://u:p@api.example.com:8443/v1") == "https://***@api.example.com:8443/v1"
     assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"

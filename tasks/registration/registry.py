@@ -161,16 +161,29 @@ def find_version(client, model_name: str, stage_key: str):
     return max(found, key=lambda v: int(v.version), default=None)
 
 
-def current_champion(client, model_name: str):
+def version_by_alias(client, model_name: str, alias: str = "champion"):
+    """The version holding `alias`, or None when the model or the alias does not exist."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(model_name, "champion")
+        return client.get_model_version_by_alias(model_name, alias)
     except MlflowException as error:
         # no such model, or no such alias; an unreachable server is not "no champion"
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
+
+
+def why_no_champion(client, model_name: str) -> str:
+    """Why no version holds the "champion" alias, when the registry knows: the challenger's gate reason."""
+    challenger = version_by_alias(client, model_name, "challenger")
+    if challenger is None:
+        return ""  # no such model: MLflow's own message says enough
+    reason = challenger.tags.get("gate.reason", "no gate decision recorded")
+    return (
+        f"; no version of {model_name} is champion: v{challenger.version}, the challenger, was not promoted "
+        f"({reason}); --model challenger loads it"
+    )
 
 
 def scores_from_predictions(path: Path, system: str, metric: str) -> dict[str, float]:
@@ -235,7 +248,7 @@ def _register(c: Candidate, out_dir: Path, run_id: str, cfg: RegisterConfig, cac
     if existing and "gate.decision" in existing.tags:  # decided before a crash: keep that decision
         decision = Decision(**json.loads(existing.tags["gate.decision"]))
     if decision is None:
-        champion = current_champion(client, name)
+        champion = version_by_alias(client, name)
         rows = list(iter_jsonl(c.predictions))
         their = champion_scores(champion, rows, metric, c, cache, batch_size) if champion else None
         decision = decide(

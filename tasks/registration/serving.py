@@ -25,19 +25,6 @@ def model_uri(model: str, model_name: str) -> str:
     raise ValueError(f"--model {model!r}: expected champion, challenger, a version number or models:/...")
 
 
-def why_no_champion(client, model_name: str) -> str:
-    """Why no version holds the "champion" alias, when the registry knows: the challenger's gate reason."""
-    try:
-        challenger = client.get_model_version_by_alias(model_name, "challenger")
-    except Exception:  # no such model or alias: MLflow's own message says enough
-        return ""
-    reason = challenger.tags.get("gate.reason", "no gate decision recorded")
-    return (
-        f"; no version of {model_name} is champion: v{challenger.version}, the challenger, was not promoted "
-        f"({reason}); --model challenger loads it"
-    )
-
-
 @dataclass
 class RegisteredModel:
     uri: str

@@ -11,14 +11,13 @@ Run alone: `finetune run --config pipeline_config/offline.yaml --only train`.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from tasks.common.io import hash_path
 from tasks.common.models import gpu_resource, pick_device
 from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
 from tasks.common.templates import TEMPLATE_FILE
-from tasks.training.launch import train_in_processes
+from tasks.training.launch import accelerate_config_file, train_in_processes
 from tasks.training.merge import check_inputs, merge_adapter
 from tasks.training.recipe import train_model
 
@@ -54,12 +53,8 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
 
 def environment(cfg) -> dict:
     """An accelerate config file (FSDP, DeepSpeed) shapes the training: its content is part of the key."""
-    path = cfg.train.accelerate_config
-    if not path:
-        return {}
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"train.accelerate_config: no such file: {path}")
-    return {"accelerate_config": hash_path(path)}
+    path = accelerate_config_file(cfg.train)
+    return {"accelerate_config": hash_path(path)} if path else {}
 
 
 SPEC = StageSpec(

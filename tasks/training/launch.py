@@ -143,10 +143,18 @@ def train_in_processes(
         return json.loads(report_file.read_text())
 
 
+def accelerate_config_file(cfg: TrainConfig) -> Path | None:
+    """`train.accelerate_config`, checked: a missing file is an error that names the key."""
+    if not cfg.accelerate_config:
+        return None
+    if not Path(cfg.accelerate_config).is_file():
+        raise FileNotFoundError(f"train.accelerate_config: no such file: {cfg.accelerate_config}")
+    return Path(cfg.accelerate_config)
+
+
 def check_processes(cfg: TrainConfig) -> None:
     """Fail before starting N processes that could not all run."""
-    if cfg.accelerate_config and not Path(cfg.accelerate_config).is_file():
-        raise FileNotFoundError(f"train.accelerate_config: no such file: {cfg.accelerate_config}")
+    accelerate_config_file(cfg)
     if pick_device(cfg.device) == "cuda":
         import torch
 

@@ -367,12 +367,12 @@ def train_model(
         result = trainer.train(resume_from_checkpoint=checkpoint)
     except torch.OutOfMemoryError as error:
         raise torch.OutOfMemoryError(out_of_memory_advice(cfg, str(error))) from error
-    # on every rank: under FSDP or DeepSpeed ZeRO-3 gathering the full weights is a collective; rank 0 writes
+    # on every rank: under FSDP or DeepSpeed ZeRO-3 gathering the full weights is a collective; rank 0
+    # writes them and the tokenizer (the trainer's processing_class)
     trainer.save_model(str(out_dir / "model"))
     if not trainer.is_world_process_zero():
         return {}  # the other ranks of a multi-process run (tasks/training/launch.py)
     (out_dir / "model" / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config says it all
-    tokenizer.save_pretrained(out_dir / "model")
     shutil.copyfile(template_file, out_dir / "model" / TEMPLATE_FILE)
     trainer_state = trainer.state
     history = trainer_state.log_history

@@ -158,7 +158,7 @@ def test_champion_moves_only_on_paired_evidence(model_dir, tmp_path):
 
 def test_without_a_champion_generate_says_why_and_what_loads(model_dir, tmp_path):
     """`finetune generate` asks for the champion by default: the error gives the challenger's gate reason."""
-    from tasks.registration.serving import why_no_champion
+    from tasks.registration.registry import why_no_champion
 
     client = mlflow.MlflowClient()
     assert why_no_champion(client, "never-registered") == ""

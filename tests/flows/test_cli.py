@@ -88,8 +88,10 @@ def test_sigterm_records_failure_and_exits_promptly(tmp_path, tiny_profile):
     assert proc.poll() is None, proc.stdout.read()
     proc.send_signal(signal.SIGTERM)
     sent = time.time()
-    out, _ = proc.communicate(timeout=120)
-    assert time.time() - sent < 30, out  # not minutes waiting on a stopped server
+    out, _ = proc.communicate(timeout=240)
+    assert time.time() - sent < 60, (
+        out
+    )  # not minutes waiting on a stopped server (a loaded CI box needs ~30 s)
     assert proc.returncode == 128 + signal.SIGTERM, out
     assert "terminated (SIGTERM)" in out
     (summary,) = (tmp_path / "ws" / "runs").glob("*/summary.json")

@@ -209,8 +209,33 @@ def test_stop_leaves_no_process_behind(served):
     assert not servers.port_taken(served.ports["PREFECT_PORT"])
     assert not servers.port_taken(served.ports["MLFLOW_PORT"])
     assert "stopped" in served.make("status", timeout=60)
-    for log in (served.root / "serve" / "logs").glob("*.log"):  # the telemetry of several processes on sqlite
-        assert "database is locked" not in log.read_text(), log.name
+    for log in (served.root / "serve" / "logs").glob("*.log"):
+        assert not unexpected_sqlite_locks(log.read_text()), log.name
+
+
+# Prefect's server on sqlite can fail a worker's heartbeat upsert under load ("database is locked",
+# PrefectHQ/prefect#17566); it closes the worker's channel as retryable and the worker reconnects. Any other
+# statement locked out (the telemetry of several processes on one database, the scheduler, a flow run's state)
+# is ours to fix.
+HARMLESS_LOCKS = ("INSERT INTO worker ",)
+
+
+def unexpected_sqlite_locks(log: str) -> list[str]:
+    """The statements in `log` that sqlite refused with "database is locked", less the harmless ones; a lock
+    reported without its statement counts too."""
+    locked = log.count("(sqlite3.OperationalError) database is locked")
+    statements = re.findall(r"\(sqlite3\.OperationalError\) database is locked\n\[SQL: ([^\n]*)", log)
+    unexplained = ["(no statement)"] * (locked - len(statements))
+    return unexplained + [s for s in statements if not s.startswith(HARMLESS_LOCKS)]
+
+
+def test_only_a_workers_heartbeat_may_be_locked_out():
+    error = "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked\n[SQL: {}]\n"
+    heartbeat = error.format("INSERT INTO worker (work_pool_id, name) VALUES (:a, :b)")
+    telemetry = error.format("UPDATE configuration SET value=:value")
+    assert unexpected_sqlite_locks("started\n" + heartbeat * 2) == []
+    assert unexpected_sqlite_locks(heartbeat + telemetry) == ["UPDATE configuration SET value=:value]"]
+    assert unexpected_sqlite_locks("(sqlite3.OperationalError) database is locked\n") == ["(no statement)"]
 
 
 def test_terminate_stops_a_process_group_and_its_children():

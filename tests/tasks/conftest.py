@@ -29,3 +29,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if "model" not in _CACHE:
         _CACHE["model"] = build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
     return _CACHE["model"]
+
+
+@pytest.fixture(scope="session")
+def smollm2_stage(tmp_path_factory: pytest.TempPathFactory):
+    """The offline profile's base_model stage (SmolLM2-135M-Instruct dequantized from its GGUF file, ~25 s),
+    built once per session in a workspace of its own: (the config that built it, the stage output)."""
+    from pipeline_config import load_config
+    from tasks import base_model
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "pipeline_config" / "offline.yaml")
+    workspace = tmp_path_factory.mktemp("smollm2") / "ws"
+    cfg = cfg.model_copy(update={"workspace": str(workspace)})
+    return cfg, base_model.SPEC.build(cfg, {})

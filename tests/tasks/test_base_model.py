@@ -47,11 +47,11 @@ def test_gguf_file_missing_from_package_is_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_gguf_model_is_dequantized_once_into_a_loadable_folder(tmp_path):
+def test_default_gguf_model_is_dequantized_once_into_a_loadable_folder(smollm2_stage):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = build("offline.yaml", tmp_path)
+    cfg, out = smollm2_stage
     card = out.output("card")
     assert (card["name"], card["license"], card["parameters"]) == (
         "SmolLM2-135M-Instruct",
@@ -74,7 +74,7 @@ def test_default_gguf_model_is_dequantized_once_into_a_loadable_folder(tmp_path)
     with torch.inference_mode():
         new = model.generate(**ids, max_new_tokens=24, do_sample=False)[0, ids["input_ids"].shape[1] :]
     assert "def " in tokenizer.decode(new)  # a real instruct model, not random weights
-    again = build("offline.yaml", tmp_path)
+    again = base_model.SPEC.build(cfg, {})
     assert again.status == "cached" and again.path == out.path
 
 

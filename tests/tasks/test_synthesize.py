@@ -1093,12 +1093,10 @@ def test_stage_killed_midway_then_rerun_pays_only_the_rest(
 
 
 @pytest.mark.slow
-def test_local_smollm2_teacher_self_instruct(tmp_path: Path) -> None:
+def test_local_smollm2_teacher_self_instruct(tmp_path: Path, smollm2_stage) -> None:
     """The default local teacher for real: SmolLM2-135M-Instruct (the offline profile's base model, built
-    from its GGUF file as test_base_model.py builds it), asked through its chat template for 3 tasks."""
+    once per session from its GGUF file), asked through its chat template for 3 tasks."""
     import yaml
-
-    from tasks import base_model
 
     raw = yaml.safe_load((REPO / "pipeline_config" / "offline.yaml").read_text())
     raw["workspace"] = str(tmp_path / "ws")
@@ -1110,7 +1108,7 @@ def test_local_smollm2_teacher_self_instruct(tmp_path: Path) -> None:
     }
     (tmp_path / "offline.yaml").write_text(yaml.safe_dump(raw))
     cfg = load_config(tmp_path / "offline.yaml")
-    inputs = {"scrape": scrape_output(tmp_path), "base_model": base_model.SPEC.build(cfg, {})}
+    inputs = {"scrape": scrape_output(tmp_path), "base_model": smollm2_stage[1]}
     out = synthesize.SPEC.build(cfg, inputs)
     report = read_report(out)
 

@@ -66,6 +66,9 @@ def _evaluate(r: Report) -> str:
         f"rougeL {_num(_get(r, 'finetuned', 'rougeL'))} (base {_num(_get(r, 'base', 'rougeL'))}, "
         f"echo {_num(_get(r, 'echo_input', 'rougeL'))})"
     )
+    # held-out perplexity: the steadiest sign of what training did (a logged training loss is one noisy batch)
+    if (ppl := _get(r, "finetuned", "perplexity")) is not None:
+        line += f", perplexity {_num(ppl, 2)} (base {_num(_get(r, 'base', 'perplexity'), 2)})"
     if (p := _get(r, "humaneval", "finetuned", "pass_at_1")) is not None:
         line += f", HumanEval pass@1 {_num(p)} (base {_num(_get(r, 'humaneval', 'base', 'pass_at_1'))})"
     return line

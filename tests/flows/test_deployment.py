@@ -1,18 +1,14 @@
-"""deployment.yaml against a real (test) Prefect server: `prefect deploy` accepts it, and a process worker
-runs `prefect deployment run finetune/nightly` to completion."""
+"""deployment.yaml against a real (test) Prefect server: `prefect deploy` accepts it as written. A process
+worker running `prefect deployment run finetune/nightly` to completion is test_serve.py's README test."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
 import subprocess
 
 import pytest
-import yaml
 
-from flows.runner import STAGES
 from tests.conftest import REPO
 from tests.flows.helpers import PREFECT
 
@@ -51,46 +47,3 @@ def test_prefect_deploy_accepts_deployment_yaml(deployed):
     assert steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
     rerun = asyncio.run(read("finetune/rerun-stage"))
     assert rerun.parameters["force"] == ["train"] and not rerun.schedules
-
-
-def test_worker_runs_the_nightly_deployment(deployed, tmp_path):
-    raw = yaml.safe_load((REPO / "pipeline_config" / "tiny.yaml").read_text())
-    raw["workspace"] = str(tmp_path / "ws")
-    raw["register"]["model_name"] = "deployment-test"
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    env = {**os.environ, "PREFECT_API_URL": deployed}
-    worker = subprocess.Popen(
-        [PREFECT, "worker", "start", "--pool", "finetune-process"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        run = prefect_cli(
-            "deployment",
-            "run",
-            "finetune/nightly",
-            "-p",
-            f"config_path={config}",
-            "--watch",
-            "--watch-timeout",
-            "280",
-            api_url=deployed,
-        )
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)  # the worker and the flow-run processes it started
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # a busy machine: the result below is what this test is about
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=30)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    [summary] = (tmp_path / "ws" / "runs").glob("*/summary.json")
-    record = json.loads(summary.read_text())
-    assert record["status"] == "completed"
-    assert {n: s["status"] for n, s in record["stages"].items()} == dict.fromkeys(STAGES, "executed")
-    assert record["mlflow"]["model_name"] == "deployment-test" and "challenger" in record["mlflow"]["aliases"]
-    assert record["mlflow"]["gate_reason"]  # promoted or not, the reason is recorded

@@ -152,6 +152,9 @@ def test_readme_deployment_commands_run_on_the_worker(served):
     first = served.run_to_completion(readme_line(TINY))
     assert first["status"] == "completed" and first["profile"] == "tiny"
     assert {n: s["status"] for n, s in first["stages"].items()} == dict.fromkeys(STAGES, "executed")
+    assert (
+        "challenger" in first["mlflow"]["aliases"] and first["mlflow"]["gate_reason"]
+    )  # promoted or not: why
     # the worker logged through the MLflow server make serve started, into its store
     assert first["mlflow"]["tracking_uri"] == served.mlflow
     run = requests.get(

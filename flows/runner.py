@@ -122,17 +122,6 @@ class StageRunner:
         self.workspace = workspace_location(cfg)  # a folder, or an fsspec URL (tasks/common/io.py)
         for path in remove_stale(self.workspace):
             logger().info("removed what an earlier run left behind: %s", path)
-        ended, live = tracking.end_orphaned_runs()
-        for run_id in ended:
-            logger().warning("MLflow run %s was left RUNNING by a killed process: marked KILLED", run_id)
-        for other in live:
-            logger().warning(
-                "another finetune run is active on this machine (pid %s, profile %s): the two share %d "
-                "CPU cores and each will run much slower than alone",
-                other.get("pid"),
-                other.get("profile"),
-                len(os.sched_getaffinity(0)),
-            )
         self.flow_run_id = flow_run_id
         started = datetime.now(UTC)
         self.run_id = f"{started:%Y%m%dT%H%M%SZ}-{flow_run_id[:8]}"
@@ -152,11 +141,28 @@ class StageRunner:
             },
             experiment=tracking.experiment_name(cfg.name),
         )
+        self.warn_about_other_runs()
         # Cached stages are logged with their numbers once some stage executes; a run that executes
         # nothing is a no-op and records only tags (metrics copied from earlier runs would crowd the UI).
         self.executed_any = False
         self.unlogged: list[tuple] = []
         self.current: str | None = None  # the stage running now: the one that failed, on failure
+
+    @staticmethod
+    def warn_about_other_runs() -> None:
+        """After this run's MLflow run is open, so that of two runs started at the same instant the later to
+        look sees the other (looking before opening, neither would)."""
+        ended, live = tracking.end_orphaned_runs()
+        for run_id in ended:
+            logger().warning("MLflow run %s was left RUNNING by a killed process: marked KILLED", run_id)
+        for other in live:
+            logger().warning(
+                "another finetune run is active on this machine (pid %s, profile %s): the two share %d "
+                "CPU cores and each will run much slower than alone",
+                other.get("pid"),
+                other.get("profile"),
+                len(os.sched_getaffinity(0)),
+            )
 
     def __call__(self, module: ModuleType, needs: tuple[str, ...]) -> StageOutput | None:
         spec, task = module.SPEC, module.TASK

@@ -93,3 +93,7 @@ def test_two_runs_of_one_config_share_every_stage(prefect_server, tiny_profile, 
     )
     versions = client.search_model_versions("name = 'code-finetune-tiny'")
     assert [str(v.version) for v in versions] == ["1"]
+
+    # started at the same instant, the later of the two to look for other runs sees the earlier one
+    warned = [log for log in logs if "another finetune run is active on this machine" in log.read_text()]
+    assert warned, "neither run warned about the other"

@@ -20,7 +20,9 @@ eval_generation: generated tokens per second of the evaluation's batched, left-p
 HumanEval prompts, up to 96 new tokens each (goal: at least 3x on the CPU).
 
 humaneval_base: not a speed figure: greedy pass@1 of the base SmolLM2-135M-Instruct on all 164 HumanEval
-problems, through the evaluation's own generation and sandbox (the README quotes it).
+problems, through the evaluation's own generation and sandbox (the README quotes it), prompted as its kind
+expects (tasks/evaluation/prompting.py `base_style`: a chat turn, since its tokenizer has a chat template;
+the answer's first code block is the code). detail records the prompt style and the statuses (~15 minutes).
 
 minhash_dedup_100k: 100,000 planted records (benchmarks/planted_clean.py) through the whole clean stage
 in a fresh process, median of 3: seconds, peak RSS, and the recall on the planted near duplicates.
@@ -250,6 +252,7 @@ def humaneval_base(max_new_tokens: int = 256) -> dict:
     from tasks.common.benchmarks import benchmark_key, humaneval_problems, program
     from tasks.common.models import load_for_inference, load_tokenizer
     from tasks.evaluation.passk import Benchmark, run_passk
+    from tasks.evaluation.prompting import base_style
 
     problems = humaneval_problems()
     spec = PassAtKConfig(enabled=True, max_new_tokens=max_new_tokens)
@@ -257,8 +260,9 @@ def humaneval_base(max_new_tokens: int = 256) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         dequantize_gguf(load_config("pipeline_config/offline.yaml").model.source, Path(tmp))
         model, tokenizer = load_for_inference(tmp), load_tokenizer(tmp, for_generation=True)
+        style = base_style(tokenizer)
         start = time.perf_counter()
-        scores, rows = run_passk(model, tokenizer, bench, batch_size=8)
+        scores, rows = run_passk(model, tokenizer, bench, batch_size=8, style=style)
         seconds = time.perf_counter() - start
     statuses = [r["statuses"][0] for r in rows]
     return {
@@ -266,6 +270,7 @@ def humaneval_base(max_new_tokens: int = 256) -> dict:
         "unit": "pass@1",
         "detail": {
             "model": "SmolLM2-135M-Instruct (base, GGUF Q4_1 dequantized)",
+            "prompt_style": style.name,
             "problems": len(problems),
             "passed": statuses.count("passed"),
             "statuses": {s: statuses.count(s) for s in sorted(set(statuses))},

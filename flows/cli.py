@@ -1,6 +1,7 @@
 """`finetune` command line: `finetune run --config PATH [--only STAGE...] [--force STAGE...]`,
 `finetune runs` (recent runs and their stage statuses), `finetune show STAGE` (a stage's report and data
-path) and `finetune generate --config PATH [--model champion] "instruction"` with a registered model.
+path) and `finetune generate --config PATH [--model champion] "instruction"` with a registered model
+(`--infill "prefix<FILL>suffix"`: the middle, from a model trained with FIM).
 
 Bad input (missing or invalid config, an unusable workspace, an unknown stage, --only without cached
 inputs, --force outside --only, a base model that is not on this machine) exits with code 2 and one
@@ -61,7 +62,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     gen = sub.add_parser(
         "generate", help="answer an instruction with a registered model, formatted with its own template"
     )
-    gen.add_argument("instruction", nargs="+", help="one or more instructions")
+    gen.add_argument("instruction", nargs="*", help="one or more instructions")
+    gen.add_argument(
+        "--infill", metavar="CODE", help='fill in code: "prefix<FILL>suffix" (a model trained with FIM)'
+    )
     gen.add_argument("--config", default="pipeline_config/offline.yaml", help="names the registered model")
     gen.add_argument("--model", default="champion", help="champion, challenger, a version, or models:/...")
     gen.add_argument("--input", default="", help="the prompt's input block (a signature, some code)")
@@ -143,6 +147,15 @@ def generate(cfg, args: argparse.Namespace) -> int:
     from tasks.registration.registry import RegistryUnavailable, reachable_registry, why_no_champion
     from tasks.registration.serving import load_registered, model_uri
 
+    if bool(args.infill is not None) == bool(args.instruction):
+        return fail('generate takes instructions or --infill "prefix<FILL>suffix" (one of the two)')
+    if args.infill is not None:
+        from tasks.evaluation.completion import infill_case
+
+        try:
+            case = infill_case(args.infill)
+        except ValueError as exc:
+            return fail(str(exc))
     try:
         uri = model_uri(args.model, cfg.register.model_name)
         tracking.client()  # points MLflow at the project's store
@@ -155,9 +168,26 @@ def generate(cfg, args: argparse.Namespace) -> int:
         return fail(
             f"cannot load {args.model!r} from {tracking.tracking_uri()}: {str(exc).rstrip('.')}{hint}", 1
         )
+    if args.infill is not None:
+        return infill(model, case, args)
     prompts = [model.format(text, args.input) for text in args.instruction]
     for completion in model.complete(prompts, args.max_new_tokens):
         print(completion.text.strip())
+    return 0
+
+
+def infill(model, case: dict, args: argparse.Namespace) -> int:
+    """The PSM prompt as the tokenize stage trains FIM (no instruction template); prints the middle."""
+    from tasks.evaluation.completion import complete, supports_fim
+    from tasks.tokenization.fim import FIM_TOKENS
+
+    if not supports_fim(model.tokenizer):
+        return fail(
+            f"--infill: model {args.model!r} was not trained with FIM (its tokenizer lacks "
+            f"{', '.join(FIM_TOKENS)}); train one with tokenize.fim_rate > 0"
+        )
+    budget = args.max_new_tokens or model.generation["max_new_tokens"]
+    print(complete(model.model, model.tokenizer, [case], 1, budget)[0].text)
     return 0
 
 

@@ -61,17 +61,30 @@ def _train(r: Report) -> str:
     return f"{r.get('method')}, {r.get('steps')} steps, loss {_num(first)} -> {_num(last)}"
 
 
+EVALUATE_HEADLINE = (  # (metric, digits, shown as): the few numbers a person reads first
+    ("heldout.bits_per_byte", 3, "bits/byte"),
+    ("heldout.rougeL_written", 3, "rougeL written"),
+    ("completion.edit_similarity", 3, "next-line edit sim"),
+    ("humaneval.pass_at_1", 3, "HumanEval pass@1"),
+)
+
+
 def _evaluate(r: Report) -> str:
-    line = (
-        f"rougeL {_num(_get(r, 'finetuned', 'rougeL'))} (base {_num(_get(r, 'base', 'rougeL'))}, "
-        f"echo {_num(_get(r, 'echo_input', 'rougeL'))})"
-    )
-    # held-out perplexity: the steadiest sign of what training did (a logged training loss is one noisy batch)
-    if (ppl := _get(r, "finetuned", "perplexity")) is not None:
-        line += f", perplexity {_num(ppl, 2)} (base {_num(_get(r, 'base', 'perplexity'), 2)})"
-    if (p := _get(r, "humaneval", "finetuned", "pass_at_1")) is not None:
-        line += f", HumanEval pass@1 {_num(p)} (base {_num(_get(r, 'humaneval', 'base', 'pass_at_1'))})"
-    return line
+    """Each headline metric: the fine-tuned mean, and the paired difference to the base with its interval."""
+    parts = []
+    for name, digits, label in EVALUATE_HEADLINE:
+        suite, metric = name.split(".", 1)
+        entry = _get(r, "suites", suite, "metrics", metric)
+        if not entry:
+            continue
+        ours, diff = entry["systems"]["finetuned"]["mean"], _get(entry, "vs", "base")
+        base = _get(entry, "systems", "base", "mean")
+        text = f"{label} {_num(ours, digits)} (base {_num(base, digits)}"
+        if diff and not diff.get("undecidable"):
+            low, high = diff["ci"]
+            text += f", paired {diff['difference']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+        parts.append(text + ")")
+    return ", ".join(parts) or "no scores"
 
 
 def _register(r: Report) -> str:

@@ -14,6 +14,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline_config.metrics import BASELINES, PASS_K_SUITES, SUITES, pass_k_metrics, scores_baseline
+from pipeline_config.metrics import parse as parse_metric
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -640,6 +643,15 @@ class PassAtKConfig(Section):
         return self
 
 
+class CompletionConfig(Section):
+    """The codebase completion benchmark on held-out code (tasks/evaluation/completion.py): cases per kind
+    (0 turns a kind off); FIM runs for models whose tokenizer has the FIM tokens."""
+
+    next_line: int = Field(0, ge=0)
+    fim: int = Field(0, ge=0)
+    max_new_tokens: int = Field(32, gt=0)
+
+
 class EvaluateConfig(Section):
     max_samples: int = Field(64, gt=0)
     # "auto": the 95th percentile of the references' token lengths (plus end of sequence), at most
@@ -650,6 +662,7 @@ class EvaluateConfig(Section):
     humaneval: PassAtKConfig = PassAtKConfig()
     # functions of held-out scraped modules whose docstring examples check a written body
     sklearn_doctests: PassAtKConfig = PassAtKConfig()
+    completion: CompletionConfig = CompletionConfig()
 
     @field_validator("max_new_tokens")
     @classmethod
@@ -659,15 +672,44 @@ class EvaluateConfig(Section):
         return value
 
 
+class GuardConfig(Section):
+    """A metric the challenger must not lose on beyond `margin` against its base model (forgetting): the
+    lower bound of its paired 95% interval of (challenger - base), in the metric's better direction, must
+    be at least -margin."""
+
+    metric: str
+    margin: float
+
+    @field_validator("margin")
+    @classmethod
+    def _non_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(
+                "must be >= 0: it is how much worse than the base the challenger may be"
+            )
+        return value
+
+
 class RegisterConfig(Section):
     model_name: str = Field("code-finetune", min_length=1)
-    # a per-example metric: the gate pairs challenger and champion example by example
-    gate_metric: Literal["rougeL", "rouge1", "rouge2", "rougeLsum", "exact_match"] = "rougeL"
+    # `suite.metric` (pipeline_config/metrics.py): the metric promotion is decided on, per item and paired.
+    # bits per byte of the held-out references: what the training optimizes, measured on every held-out
+    # row, comparable across tokenizers (README "Evaluation")
+    primary_metric: str = "heldout.bits_per_byte"
     # the paired interval of (challenger - champion) must lie above this to promote
     min_improvement: float = Field(0.0, ge=0.0)
-    # baselines the challenger's mean gate metric must beat before it may be champion: its base model, and
-    # echo_input (the prompt's input repeated: on docstring pairs the signature, a strong lexical baseline)
-    must_beat: list[Literal["base", "echo_input"]] = ["base", "echo_input"]
+    # systems the primary metric's paired lower bound must beat besides the champion: its base model, and
+    # where the metric scores them echo_input (the prompt's input repeated) or previous_line
+    must_beat: list[str] = ["base"]
+    guards: list[GuardConfig] = []
+
+    @field_validator("must_beat")
+    @classmethod
+    def _known_baselines(cls, value: list[str]) -> list[str]:
+        unknown = [b for b in value if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {unknown}; known: {', '.join(BASELINES)}")
+        return value
 
 
 # `register` is the stage's name; it shadows only ABCMeta.register, a classmethod nobody calls on configs.
@@ -721,8 +763,43 @@ class PipelineConfig(Section):
                 f"model.miniature.max_position_embeddings ({mini.max_position_embeddings})"
             )
         _check_target_modules(self.model.architecture, self.train)
+        _check_gate(self.evaluate, self.register)
         # (a hub tokenizer's FIM tokens can only be checked once it is loaded: the tokenize stage does that)
         return self
+
+
+def evaluated_metrics(evaluate: EvaluateConfig) -> dict[str, dict[str, str]]:
+    """The suites and metrics this evaluation config computes (pipeline_config/metrics.py)."""
+    suites = {"heldout": SUITES["heldout"]}
+    if evaluate.completion.next_line:
+        suites["completion"] = SUITES["completion"]
+    if evaluate.completion.fim:
+        suites["fim"] = SUITES["fim"]
+    for name in PASS_K_SUITES:
+        spec = getattr(evaluate, name)
+        if spec.enabled:
+            suites[name] = pass_k_metrics(spec.k)
+    return suites
+
+
+def _check_gate(evaluate: EvaluateConfig, register: RegisterConfig) -> None:
+    """The gate's metrics are ones this evaluation computes, and its baselines are scored on the primary."""
+    suites = evaluated_metrics(evaluate)
+    try:
+        primary = parse_metric(register.primary_metric, suites)
+    except ValueError as error:
+        raise ValueError(f"register.primary_metric: {error}") from None
+    for i, guard in enumerate(register.guards):
+        try:
+            parse_metric(guard.metric, suites)
+        except ValueError as error:
+            raise ValueError(f"register.guards[{i}].metric: {error}") from None
+    for baseline in register.must_beat:
+        if not scores_baseline(baseline, primary):
+            raise ValueError(
+                f"register.must_beat: {baseline} is not scored on {primary} (register.primary_metric); "
+                f"it is scored on the suites {', '.join(BASELINES[baseline])}"
+            )
 
 
 def _check_target_modules(architecture: str | None, train: TrainConfig) -> None:

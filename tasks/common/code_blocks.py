@@ -40,6 +40,12 @@ def python_code(text: str) -> list[str]:
     return [b.code for b in blocks if b.is_python]
 
 
+def closes_a_block(text: str) -> bool:
+    """Whether a fenced block has opened and closed: an asked model's answer is complete for execution
+    there (what follows is prose), so generation may stop."""
+    return sum(line.lstrip().startswith("```") for line in text.split("\n")) >= 2
+
+
 def first_python_block(text: str) -> str:
     """The first Python block, else the whole text: what a model's answer to "write a function" holds."""
     return next(iter(python_code(text)), text)

@@ -1,5 +1,5 @@
-"""Batched generation with a decoder-only model: left padding, prompt budget, stop sequences, greedy or
-sampled.
+"""Batched generation with a decoder-only model: left padding, prompt budget, stop sequences (and an
+optional per-row stopping rule on the new text), greedy or sampled.
 
 The local teacher (sampled), the evaluation (greedy), pass@k and `finetune generate` all generate through
 `generate`, so all of them see prompts encoded exactly as the tokenize stage encoded them for training (no
@@ -8,7 +8,7 @@ added special tokens), and all cut a completion at the same stop sequences.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tasks.common.progress import Progress
@@ -58,12 +58,16 @@ def generate(
     batch_size: int = 8,
     temperature: float = 0.0,
     stop: Sequence[str] = (),
+    stop_when: Callable[[str], bool] | None = None,
 ) -> list[Completion]:
     """One completion per prompt, in order. `tokenizer` must pad on the left.
 
     A sequence that meets a stop sequence stops there (transformers' `stop_strings`), so a batch ends as
-    soon as each of its rows has finished rather than at the cap. Batches are formed from prompts of
-    similar length (results come back in the caller's order): padding is compute spent on nothing.
+    soon as each of its rows has finished rather than at the cap. `stop_when(new_text)`, when given, is
+    checked on each row's new text after every token and ends that row alone once it is true (a rule no
+    fixed string expresses: "a newline after some code"); its text is kept whole, cut only at `stop`.
+    Batches are formed from prompts of similar length (results come back in the caller's order): padding
+    is compute spent on nothing.
     """
     import torch
 
@@ -88,6 +92,7 @@ def generate(
             max_length=budget,
             add_special_tokens=False,
         ).to(model.device)
+        criteria = _rule(tokenizer, enc["input_ids"].shape[1], stop_when) if stop_when else None
         with torch.inference_mode():
             out = model.generate(
                 input_ids=enc["input_ids"],
@@ -95,13 +100,29 @@ def generate(
                 max_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
+                stopping_criteria=criteria,
                 **sampling,
             )
         # left padding puts every prompt's end at the same column, so one slice drops all the prompts
         for i, row in zip(indices, out[:, enc["input_ids"].shape[1] :].tolist(), strict=True):
             n = next((j for j, token in enumerate(row) if token in ends), len(row))
             text, stopped = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stop, prompts[i])
+            stopped = stopped or bool(stop_when and stop_when(text))
             completions[i] = Completion(text, n, n >= max_new_tokens and not stopped)
         progress.update(len(indices))
     progress.close()
     return [completions[i] for i in range(len(prompts))]
+
+
+def _rule(tokenizer, prompt_length: int, stop_when: Callable[[str], bool]):
+    """`stop_when` as transformers stopping criteria: one bool per row, so each row ends on its own (a
+    finished row is padded while the others go on)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class TextRule(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_length:], skip_special_tokens=True)
+            return torch.tensor([stop_when(t) for t in texts], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([TextRule()])

@@ -160,13 +160,18 @@ def numeric_metrics(prefix: str, report: Mapping[str, Any], sep: str = ".") -> d
 HEADLINE = {
     "train": {"train_loss": ("train_loss",)},
     "evaluate": {
-        "rougeL": ("finetuned", "rougeL"),
-        "rougeL_base": ("base", "rougeL"),
-        "rougeL_echo_input": ("echo_input", "rougeL"),
-        "perplexity": ("finetuned", "perplexity"),
-        "perplexity_base": ("base", "perplexity"),
-        "humaneval_pass_at_1": ("humaneval", "finetuned", "pass_at_1"),
-        "humaneval_pass_at_1_base": ("humaneval", "base", "pass_at_1"),
+        f"{name}{suffix}": ("means", system, name)
+        for name in (
+            "heldout.bits_per_byte",
+            "heldout.nll",
+            "heldout.rougeL",
+            "heldout.rougeL_written",
+            "completion.edit_similarity",
+            "fim.exact_match",
+            "humaneval.pass_at_1",
+            "sklearn_doctests.pass_at_1",
+        )
+        for system, suffix in (("finetuned", ""), ("base", "_base"))
     },
 }
 CURVES = {
@@ -194,6 +199,8 @@ ARTIFACTS = (
     "log_history.json",
     "loss.png",
     "predictions.jsonl",
+    "completion.jsonl",
+    "fim.jsonl",
     "humaneval.jsonl",
     "sklearn_doctests.jsonl",
     "report.md",
@@ -202,7 +209,14 @@ ARTIFACTS = (
     "rejected.jsonl",  # clean: every dropped row with its reason
 )
 # per-example files also logged as MLflow tables (the UI's artifact view shows them as sortable tables)
-TABLES = ("predictions.jsonl", "humaneval.jsonl", "sklearn_doctests.jsonl", "rejections.jsonl")
+TABLES = (
+    "predictions.jsonl",
+    "completion.jsonl",
+    "fim.jsonl",
+    "humaneval.jsonl",
+    "sklearn_doctests.jsonl",
+    "rejections.jsonl",
+)
 
 
 def table_rows(path: Path) -> list[dict[str, Any]]:

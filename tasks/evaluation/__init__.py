@@ -1,14 +1,17 @@
-"""Stage evaluate: the base model and the fine-tuned one on the held-out test split, and on benchmarks.
+"""Stage evaluate: every system scored per item on the same items, and every comparison a paired interval.
 
-Metrics per system: ROUGE-1/2/L/Lsum and exact match of greedy generations against the reference
-responses, each with a bootstrap interval (`ci`), and perplexity on the reference tokens; systems: the
-fine-tuned model, the base model and the "echo the prompt's input" baseline, on the same rows. pass@k in
-the sandbox on HumanEval and on the scikit-learn doctests of held-out modules, when enabled.
-Output: `predictions.jsonl` (prompt, reference, every system's output and scores), `humaneval.jsonl` /
-`sklearn_doctests.jsonl` (per problem), `report.md`, and report.json with `finetuned`, `base`, `echo_input`,
-`delta`, `delta_vs_echo`, `generation` (budget, stop sequences, cap hits) and the `eval_set_key`; manifest
-outputs `metrics` (the fine-tuned model's means, which the gate reads), `eval_set_key`, `generation`
-(how to score another model the same way) and `benchmark_keys`.
+Systems: the fine-tuned model, its base model and baselines that need no model (echo_input: the prompt's
+input as the answer; previous_line: the prefix's last line repeated). Suites (compare.py): the held-out rows
+(likelihood of the reference on every row; greedy generations' ROUGE, exact match and edit similarity, in
+full and beyond what the prompt gave), the next line and fill-in-the-middle of held-out code
+(completion.py), and pass@k in the sandbox on HumanEval and the scikit-learn doctests of held-out modules,
+each model prompted the way it expects (prompting.py).
+Output: one JSONL per suite (`predictions.jsonl` for the held-out rows, `<suite>.jsonl` for the others),
+each row an item with every system's output and scores; `report.md`; report.json with, per suite and
+metric, each system's mean and interval and the fine-tuned model's paired difference to each other system
+(its interval, half-width and the smallest difference it could detect). Manifest outputs: `suite_files`
+(what the gate pairs on), `metrics` (the fine-tuned model's means), `eval_set_key`, `benchmark_keys`
+(every other suite's content key) and `generation` (how to score another model the same way).
 
 Run alone: `finetune run --config pipeline_config/offline.yaml --only evaluate`.
 """
@@ -21,8 +24,8 @@ from tasks.common.models import gpu_resource
 from tasks.common.prefect import logger, stage_task
 from tasks.common.splits import group_of, is_held_out
 from tasks.common.stage import StageResult, StageSpec
-from tasks.evaluation import doctests
-from tasks.evaluation.compare import evaluate_models
+from tasks.evaluation import completion, doctests
+from tasks.evaluation.compare import evaluate_models, suite_file
 from tasks.evaluation.passk import Benchmark
 
 
@@ -54,6 +57,30 @@ def benchmarks(cfg, inputs) -> list[Benchmark]:
     return out
 
 
+def completion_cases(cfg, inputs) -> dict[str, tuple[list[dict], str]]:
+    """The next-line and FIM cases of held-out code, each with its content key; a kind that finds no
+    case is an error naming its setting (a benchmark of nothing would read as a tie)."""
+    spec, out = cfg.evaluate.completion, {}
+    if not (spec.next_line or spec.fim):
+        return out
+    records = list(iter_jsonl(inputs["scrape"].file("records")))
+    held_out = lambda r: is_held_out(group_of(r), cfg.split, cfg.seed)  # noqa: E731
+    for name, limit, build in (
+        ("completion", spec.next_line, completion.next_line_cases),
+        ("fim", spec.fim, completion.fim_cases),
+    ):
+        if limit:
+            cases = build(records, held_out, limit, cfg.seed)
+            if not cases:
+                key = "next_line" if name == "completion" else "fim"
+                raise ValueError(
+                    f"evaluate.completion.{key}: no held-out code gave a case; set it to 0 or hold out more "
+                    "(split.test_fraction)"
+                )
+            out[name] = (cases, completion.benchmark_key(cases))
+    return out
+
+
 def run(cfg, inputs, out_dir, context) -> StageResult:
     train = inputs["train"]
     report = evaluate_models(
@@ -66,25 +93,25 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         cfg.model.trust_remote_code,
         cfg.seed,
         benchmarks(cfg, inputs),
+        completion_cases(cfg, inputs),
     )
     report = {"eval_set_key": inputs["tokenize"].output("eval_set_key"), **report}
-    metrics = {k: v for k, v in report["finetuned"].items() if k != "ci"}
     outputs = {
-        "predictions": "predictions.jsonl",
-        "metrics": metrics,
+        "predictions": suite_file("heldout"),
+        "suite_files": {name: suite_file(name) for name in report["suites"]},
+        "metrics": report["means"]["finetuned"],
         "eval_set_key": report["eval_set_key"],
         "generation": {k: report["generation"][k] for k in ("max_new_tokens", "stop", "temperature")},
-        "benchmark_keys": {
-            name: value["key"] for name, value in report.items() if isinstance(value, dict) and "key" in value
-        },
+        "benchmark_keys": {name: s["key"] for name, s in report["suites"].items() if "key" in s},
     }
     return StageResult(report, outputs)
 
 
 def uses(cfg) -> tuple[str, ...]:
-    # the scraped records matter only for the doctest benchmark
+    # the scraped records matter only for the benchmarks built from held-out code
+    e = cfg.evaluate
     return ("tokenize", "train", "base_model") + (
-        ("scrape",) if cfg.evaluate.sklearn_doctests.enabled else ()
+        ("scrape",) if e.sklearn_doctests.enabled or e.completion.next_line or e.completion.fim else ()
     )
 
 

@@ -1,11 +1,13 @@
-"""Metrics of generations and of likelihood: ROUGE through `evaluate` (with the local metric module in
-rouge_local.py, since the hub is out of reach), exact match, perplexity on the label tokens, and a
-percentile bootstrap confidence interval for every per-example score.
+"""Per-item metrics: ROUGE through `evaluate` (with the local metric module in rouge_local.py, since the hub
+is out of reach), exact match, edit similarity, the same text metrics on what a system wrote beyond what
+the prompt gave, the likelihood of the reference (NLL per token and bits per byte), and a percentile
+bootstrap confidence interval of a mean.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 ROUGE_MODULE = Path(__file__).parent / "rouge_local.py"
@@ -22,12 +24,53 @@ def rouge(predictions: list[str], references: list[str], per_example: bool = Fal
     return metric.compute(predictions=predictions, references=references, use_aggregator=not per_example)
 
 
+def normalized(text: str) -> str:
+    return " ".join(text.split())
+
+
 def exact_match(predictions: list[str], references: list[str]) -> list[float]:
     """1.0 where the prediction equals the reference up to whitespace runs."""
+    return [float(normalized(p) == normalized(r)) for p, r in zip(predictions, references, strict=True)]
+
+
+def edit_similarity(predictions: list[str], references: list[str]) -> list[float]:
+    """1 - normalized Indel distance of the stripped texts (`fuzz.ratio`, CodeXGLUE's and RepoBench's edit
+    similarity), in [0, 1]; two empty texts are equal (1.0)."""
+    from rapidfuzz import fuzz
+
     return [
-        float(" ".join(p.split()) == " ".join(r.split()))
+        1.0 if not p.strip() and not r.strip() else fuzz.ratio(p.strip(), r.strip()) / 100
         for p, r in zip(predictions, references, strict=True)
     ]
+
+
+def beyond_given(text: str, given: str) -> str:
+    """`text` without the part the prompt already gave: when its words start with the words of `given`,
+    what follows them; otherwise all of it. A docstring pair's reference starts with the signature its
+    prompt holds, so an echo of the prompt scores 0 here instead of a precision of 1.0."""
+    want = given.split()
+    words = list(re.finditer(r"\S+", text))
+    if not want or [w.group() for w in words[: len(want)]] != want:
+        return text
+    return text[words[len(want) - 1].end() :]
+
+
+def per_example_scores(
+    predictions: list[str], references: list[str], given: list[str] | None = None
+) -> dict[str, list[float]]:
+    """ROUGE-1/2/L/Lsum, exact match and edit similarity of every prediction, and, with `given` (the
+    prompts' inputs), ROUGE-L and edit similarity of what was written beyond it."""
+    scores = {
+        **rouge(predictions, references, per_example=True),
+        "exact_match": exact_match(predictions, references),
+        "edit_similarity": edit_similarity(predictions, references),
+    }
+    if given is not None:
+        ours = [beyond_given(p, g) for p, g in zip(predictions, given, strict=True)]
+        theirs = [beyond_given(r, g) for r, g in zip(references, given, strict=True)]
+        scores["rougeL_written"] = rouge(ours, theirs, per_example=True)["rougeL"]
+        scores["edit_similarity_written"] = edit_similarity(ours, theirs)
+    return scores
 
 
 def bootstrap_ci(values: list[float], seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> list[float]:
@@ -43,26 +86,21 @@ def bootstrap_ci(values: list[float], seed: int = 0, resamples: int = BOOTSTRAP_
     return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
 
 
-def per_example_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
-    """ROUGE-1/2/L/Lsum and exact match of every prediction: what means, intervals and the paired
-    champion gate are computed from."""
-    return {
-        **rouge(predictions, references, per_example=True),
-        "exact_match": exact_match(predictions, references),
-    }
-
-
 def summarize(per_example: dict[str, list[float]], seed: int = 0) -> dict:
     """Means, with the bootstrap interval of each under `ci`."""
     means = {name: sum(v) / max(len(v), 1) for name, v in per_example.items()}
     return {**means, "ci": {name: bootstrap_ci(v, seed) for name, v in per_example.items()}}
 
 
-def perplexity(model, rows, batch_size: int, pad_id: int) -> float:
-    """exp of the mean token NLL over the label tokens (the responses, when prompts are masked)."""
+def likelihood(model, tokenizer, rows, batch_size: int) -> dict[str, list[float]]:
+    """Per row, over its label tokens (the response and end of sequence, when prompts are masked): the mean
+    negative log-likelihood in nats per token (`nll`) and the total in bits per UTF-8 byte of the text
+    those tokens spell (`bits_per_byte`; comparable across tokenizers, so across a champion with another
+    vocabulary). Rows are tokenized rows (input_ids, labels), right-padded here in batches."""
     import torch
 
-    total_nll, total_tokens = 0.0, 0
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    nll, bpb = [], []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         width = max(len(r["input_ids"]) for r in batch)
@@ -74,12 +112,13 @@ def perplexity(model, rows, batch_size: int, pad_id: int) -> float:
                 input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
             ).logits.float()
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(logits.device)
-        nll = torch.nn.functional.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.size(-1)),
-            shift_labels.reshape(-1),
-            ignore_index=-100,
-            reduction="sum",
+        token_nll = torch.nn.functional.cross_entropy(
+            shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="none"
         )
-        total_nll += nll.item()
-        total_tokens += int((shift_labels != -100).sum())
-    return math.exp(min(total_nll / max(total_tokens, 1), 50))
+        for row, row_nll, row_labels in zip(batch, token_nll, shift_labels, strict=True):
+            scored = row_labels != -100
+            total, count = float(row_nll[scored].sum()), int(scored.sum())
+            text = tokenizer.decode([t for t in row["labels"] if t != -100], skip_special_tokens=True)
+            nll.append(total / max(count, 1))
+            bpb.append(total / math.log(2) / max(len(text.encode()), 1))
+    return {"nll": nll, "bits_per_byte": bpb}

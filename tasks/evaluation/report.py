@@ -1,6 +1,8 @@
-"""The evaluation as markdown: the summary with intervals and baselines, pass@k, and example rows.
+"""The evaluation as markdown: one table of every paired comparison with its interval and power, the
+generation settings, and example rows.
 
-The same summary table goes into the registered model's card (tasks/registration/card.py).
+The same comparison table goes into the registered model's card (tasks/registration/card.py) and the
+Prefect artifact (the stage's report.md).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from pathlib import Path
 
 from tasks.common.io import iter_jsonl
 
-TEXT_METRICS = ("rougeL", "rouge1", "rouge2", "rougeLsum", "exact_match")
 EXAMPLES_SHOWN = 10
 CELL_CHARS = 160
+SHOWN_METRICS = {  # the metrics the summary table shows per suite (report.json has all of them)
+    "heldout": ("bits_per_byte", "nll", "rougeL", "rougeL_written", "edit_similarity_written", "exact_match"),
+}
 
 
 def cell(value) -> str:
@@ -27,41 +31,62 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows])
 
 
-def with_ci(result: Mapping, metric: str) -> str:
-    mean, ci = result[metric], result.get("ci", {}).get(metric)
-    return f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{mean:.3f}"
+def interval(mean: float, ci: list[float], signed: bool = False) -> str:
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"{f.format(mean)} [{f.format(ci[0])}, {f.format(ci[1])}]"
 
 
-def metrics_table(report: Mapping) -> str:
-    """Mean and 95% bootstrap interval per metric for the echo baseline, the base and the fine-tuned model."""
-    rows = [
-        [m, with_ci(report["echo_input"], m), with_ci(report["base"], m), with_ci(report["finetuned"], m)]
-        + [f"{report['delta'][m]:+.3f}"]
-        for m in TEXT_METRICS
-    ]
-    rows.append(
-        ["perplexity", "", f"{report['base']['perplexity']:.2f}", f"{report['finetuned']['perplexity']:.2f}"]
-        + [f"{report['delta']['perplexity']:+.2f}"]
-    )
-    return table(["metric", "echo input (baseline)", "base", "fine-tuned", "fine-tuned - base"], rows)
+def comparison_rows(report: Mapping) -> list[list]:
+    """One row per suite, metric and other system: n, both means with intervals, the paired difference
+    with its interval, the half-width and the smallest difference this n detects (80% power)."""
+    rows = []
+    for suite, entry in report["suites"].items():
+        metrics = entry["metrics"]
+        for metric in SHOWN_METRICS.get(suite, tuple(metrics)):
+            if metric not in metrics:
+                continue
+            m = metrics[metric]
+            ours = m["systems"]["finetuned"]
+            for other, diff in m["vs"].items():
+                theirs = m["systems"][other]
+                verdict = "undecidable" if diff["undecidable"] else _verdict(diff, m["direction"])
+                rows.append(
+                    [
+                        f"{suite}.{metric}",
+                        "lower" if m["direction"] == "lower" else "higher",
+                        m["n"],
+                        interval(ours["mean"], ours["ci"]),
+                        other,
+                        interval(theirs["mean"], theirs["ci"]),
+                        interval(diff["difference"], diff["ci"], signed=True),
+                        f"±{diff['half_width']:.3f} / {diff['detectable']:.3f}",
+                        verdict,
+                    ]
+                )
+    return rows
 
 
-def passk_table(report: Mapping) -> str | None:
-    benches = {k: v for k, v in report.items() if isinstance(v, Mapping) and "problems" in v}
-    if not benches:
-        return None
-    rows = [
+def _verdict(diff: Mapping, direction: str) -> str:
+    low, high = diff["ci"]
+    better, worse = (high < 0, low > 0) if direction == "lower" else (low > 0, high < 0)
+    return "fine-tuned better" if better else "fine-tuned worse" if worse else "no difference shown"
+
+
+def comparisons_table(report: Mapping) -> str:
+    return table(
         [
-            name,
-            b["problems"],
-            f"pass@{k.removeprefix('pass_at_')}",
-            f"{b['base'][k]:.3f}",
-            f"{b['finetuned'][k]:.3f}",
-        ]
-        for name, b in benches.items()
-        for k in b.get("finetuned", {})
-    ]
-    return table(["benchmark", "problems", "metric", "base", "fine-tuned"], rows)
+            "metric",
+            "better",
+            "n",
+            "fine-tuned",
+            "vs",
+            "other",
+            "fine-tuned - other (paired 95% CI)",
+            "half-width / detectable",
+            "verdict",
+        ],
+        comparison_rows(report),
+    )
 
 
 def generation_line(g: Mapping) -> str:
@@ -74,17 +99,29 @@ def generation_line(g: Mapping) -> str:
     )
 
 
+def suites_line(report: Mapping) -> str:
+    parts = []
+    for name, s in report["suites"].items():
+        styles = s.get("prompt_style")
+        how = f", prompted {', '.join(f'{k}: {v}' for k, v in styles.items())}" if styles else ""
+        skipped = s.get("not_scored")
+        skip = f", not scored: {', '.join(f'{k} ({v})' for k, v in skipped.items())}" if skipped else ""
+        parts.append(f"{name} {s['items']} items{how}{skip}")
+    return "Suites: " + "; ".join(parts) + "."
+
+
 def write_markdown(path: Path, report: Mapping, predictions: Path) -> None:
-    examples = list(iter_jsonl(predictions))[:EXAMPLES_SHOWN]
+    examples = [e for e in iter_jsonl(predictions) if "finetuned" in e.get("outputs", {})][:EXAMPLES_SHOWN]
     parts = [
-        "# Evaluation on the held-out set",
-        f"{report['rows_in']} held-out rows. {generation_line(report['generation'])}",
-        metrics_table(report),
-    ]
-    if passk := passk_table(report):
-        parts += ["## pass@k (sandboxed execution)", passk]
-    parts += [
-        f"## The first {len(examples)} examples",
+        "# Evaluation: every system on the same items, every comparison paired",
+        suites_line(report),
+        f"Held-out rows: likelihood on all {report['rows_in']}, generations on "
+        f"{report['suites']['heldout']['generated']}. {generation_line(report['generation'])}",
+        comparisons_table(report),
+        "`_written`: scored on what the system wrote beyond the prompt's input (the signature a reference "
+        "starts with), so repeating the prompt earns nothing. Half-width: of the paired interval; "
+        "detectable: the smallest true difference this n finds at 80% power.",
+        f"## The first {len(examples)} generated held-out rows",
         table(
             [
                 "id",
@@ -97,14 +134,8 @@ def write_markdown(path: Path, report: Mapping, predictions: Path) -> None:
                 "rougeL fine-tuned",
             ],
             [
-                [
-                    e["id"],
-                    e["prompt"][-CELL_CHARS:],
-                    e["reference"],
-                    e["echo_input"],
-                    e["base"],
-                    e["finetuned"],
-                ]
+                [e["id"], e["prompt"][-CELL_CHARS:], e["reference"]]
+                + [e["outputs"][s] for s in ("echo_input", "base", "finetuned")]
                 + [f"{e['scores'][s]['rougeL']:.3f}" for s in ("base", "finetuned")]
                 for e in examples
             ],

@@ -54,7 +54,7 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
     candidate = Candidate(
         model_dir=model_dir,
         base={**base.outputs, "model_dir": str(base.file("model_dir"))},
-        predictions=evaluated.file("predictions"),
+        suites={name: evaluated.folder() / f for name, f in evaluated.output("suite_files").items()},
         metrics=evaluated.output("metrics"),
         eval_set_key=evaluated.output("eval_set_key"),
         generation=evaluated.output("generation"),

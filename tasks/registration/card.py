@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import yaml
 
 from tasks.common.templates import PromptTemplate
-from tasks.evaluation.report import generation_line, metrics_table, passk_table, table
+from tasks.evaluation.report import comparisons_table, generation_line, suites_line, table
 
 DATA_STAGES = ("scrape", "synthesize", "clean", "tokenize")
 TRAIN_FACTS = ("method", "steps", "train_runtime_s", "first_logged_loss", "last_logged_loss")
@@ -64,11 +64,11 @@ def model_card(
         table(["result", "value"], [[k, train_report[k]] for k in TRAIN_FACTS if k in train_report]),
         "## Evaluation",
         f"On the held-out set (key `{evaluation['eval_set_key']}`), {evaluation['rows_in']} rows. "
+        + suites_line(evaluation)
+        + " "
         + generation_line(evaluation["generation"]),
-        metrics_table(evaluation),
+        comparisons_table(evaluation),
     ]
-    if passk := passk_table(evaluation):
-        parts.append(passk)
     parts += [
         "## Prompt template",
         "Prompts are formatted exactly as in training (`finetune generate` applies it):",

@@ -22,14 +22,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline_config.metrics import LIKELIHOOD
 from pipeline_config.schema import RegisterConfig
 from tasks.common import tracking
-from tasks.common.io import iter_jsonl, write_json, write_jsonl
+from tasks.common.io import iter_jsonl, write_json
 from tasks.common.templates import PromptTemplate
 from tasks.common.versions import library_versions
-from tasks.evaluation.metrics import per_example_scores
+from tasks.evaluation.metrics import likelihood, per_example_scores
 from tasks.evaluation.report import table
-from tasks.registration.gate import Decision, decide
+from tasks.registration.gate import Decision, decide, from_record
 from tasks.registration.serving import load_registered
 
 SERVING_LIBRARIES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "safetensors")
@@ -66,8 +67,8 @@ class Candidate:
 
     model_dir: Path  # full weights (an adapter already merged by train), tokenizer, prompt_template.json
     base: Mapping  # the base_model stage's outputs: model_dir, card, hub_id for hub models
-    predictions: Path  # the evaluate stage's per-example outputs and scores
-    metrics: Mapping  # the fine-tuned model's mean scores
+    suites: Mapping[str, Path]  # the evaluate stage's per-item outputs and scores, one file per suite
+    metrics: Mapping  # the fine-tuned model's mean scores ("suite.metric")
     eval_set_key: str
     generation: Mapping  # max_new_tokens, stop, temperature: how the evaluation generated
     lineage: Mapping  # stage_keys, benchmark_keys, git_commit, config_hash
@@ -186,38 +187,78 @@ def why_no_champion(client, model_name: str) -> str:
     )
 
 
-def scores_from_predictions(path: Path, system: str, metric: str) -> dict[str, float]:
-    return {r["id"]: r["scores"][system][metric] for r in iter_jsonl(path)}
+def scores_from(path: Path, system: str, metric: str) -> dict[str, float]:
+    """{item id: score} of one system on one metric, from an evaluation's per-item file."""
+    return {
+        r["id"]: r["scores"][system][metric]
+        for r in iter_jsonl(path)
+        if metric in r.get("scores", {}).get(system, {})
+    }
 
 
-def champion_scores(champion, rows: list[dict], metric: str, c: Candidate, cache: Path, batch_size: int):
-    """The champion's per-example scores on this evaluation set.
+def evidence(c: Candidate, metrics: list[str], systems: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """evidence[metric][system]: per-item scores read from the evaluation's suite files."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in metrics:
+        suite, metric = name.split(".", 1)
+        out[name] = {s: scores_from(c.suites[suite], s, metric) for s in systems} if suite in c.suites else {}
+    return out
 
-    Scored on this very set before: read from its run's predictions. Otherwise it is scored again here,
-    greedily as evaluation does, and its outputs are cached by model version and evaluation-set key.
+
+def suite_key(c: Candidate, suite: str) -> str | None:
+    return c.eval_set_key if suite == "heldout" else c.lineage.get("benchmark_keys", {}).get(suite)
+
+
+def champion_scores(champion, primary: str, c: Candidate, cache: Path, batch_size: int) -> dict | None:
+    """The champion's per-item scores on the primary metric, on this evaluation's items; None when it
+    cannot have them (another benchmark set that only the evaluate stage can score).
+
+    Scored on these very items before (same set key): read from its run's evaluation. Otherwise, on the
+    held-out suite, it is scored again here as the evaluation scores (its likelihood of the references,
+    or its greedy generations), cached by model version and evaluation-set key.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    if champion.tags.get("eval_set_key") == c.eval_set_key:
+    suite, metric = primary.split(".", 1)
+    theirs = champion.tags.get("eval_set_key" if suite == "heldout" else f"benchmark.{suite}.key")
+    if theirs is not None and theirs == suite_key(c, suite):
         try:
             path = mlflow.artifacts.download_artifacts(
-                run_id=champion.run_id, artifact_path="stages/evaluate/predictions.jsonl"
+                run_id=champion.run_id, artifact_path=f"stages/evaluate/{c.suites[suite].name}"
             )
-            return scores_from_predictions(Path(path), "finetuned", metric)
+            return scores_from(Path(path), "finetuned", metric)
         except (MlflowException, OSError, KeyError):
             pass  # its run or its artifacts are gone: score it again below
-    cached = cache / f"{champion.name}-v{champion.version}-{c.eval_set_key}.jsonl"
+    if suite != "heldout":
+        return None
+    rows = list(iter_jsonl(c.suites["heldout"]))
+    cached = cache / f"{champion.name}-v{champion.version}-{c.eval_set_key}-{metric}.json"
     if not cached.is_file():
         loaded = load_registered(f"models:/{champion.name}/{champion.version}")
-        outputs = loaded.complete([r["prompt"] for r in rows], c.generation["max_new_tokens"], batch_size)
         cached.parent.mkdir(parents=True, exist_ok=True)
-        write_jsonl(
-            cached, ({"id": r["id"], "output": o.text.strip()} for r, o in zip(rows, outputs, strict=True))
-        )
-    outputs = {r["id"]: r["output"] for r in iter_jsonl(cached)}
-    per = per_example_scores([outputs[r["id"]] for r in rows], [r["reference"] for r in rows])
+        write_json(cached, rescore_heldout(loaded, rows, metric, c, batch_size))
+    return json.loads(cached.read_text())
+
+
+def rescore_heldout(loaded, rows: list[dict], metric: str, c: Candidate, batch_size: int) -> dict[str, float]:
+    """A registered model's per-item `metric` on the held-out items, computed as the evaluation does."""
+    if metric in LIKELIHOOD:
+        encoded = [reference_row(loaded.tokenizer, r["prompt"], r["reference"]) for r in rows]
+        per = likelihood(loaded.model, loaded.tokenizer, encoded, batch_size)
+        return {r["id"]: per[metric][i] for i, r in enumerate(rows)}
+    rows = [r for r in rows if metric in r["scores"].get("finetuned", {})]  # the generated items
+    outputs = loaded.complete([r["prompt"] for r in rows], c.generation["max_new_tokens"], batch_size)
+    texts = [o.text.strip() for o in outputs]
+    per = per_example_scores(texts, [r["reference"] for r in rows], [r.get("input", "") for r in rows])
     return {r["id"]: per[metric][i] for i, r in enumerate(rows)}
+
+
+def reference_row(tokenizer, prompt: str, reference: str) -> dict:
+    """prompt + reference + end of sequence as the tokenize stage encodes them, the prompt masked."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer = tokenizer(reference, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return {"input_ids": prompt_ids + answer, "labels": [-100] * len(prompt_ids) + answer}
 
 
 def register_model(
@@ -242,24 +283,13 @@ def _register(c: Candidate, out_dir: Path, run_id: str, cfg: RegisterConfig, cac
     import mlflow
 
     client = tracking.client()
-    name, metric = cfg.model_name, cfg.gate_metric
+    name = cfg.model_name
     existing = find_version(client, name, c.stage_key)
     decision = None
     if existing and "gate.decision" in existing.tags:  # decided before a crash: keep that decision
-        decision = Decision(**json.loads(existing.tags["gate.decision"]))
+        decision = from_record(json.loads(existing.tags["gate.decision"]))
     if decision is None:
-        champion = version_by_alias(client, name)
-        rows = list(iter_jsonl(c.predictions))
-        their = champion_scores(champion, rows, metric, c, cache, batch_size) if champion else None
-        decision = decide(
-            scores_from_predictions(c.predictions, "finetuned", metric),
-            {b: scores_from_predictions(c.predictions, b, metric) for b in cfg.must_beat},
-            their,
-            metric,
-            cfg.min_improvement,
-            str(champion.version) if champion else None,
-            seed,
-        )
+        decision = gate(c, cfg, client, cache, batch_size, seed)
     tags = version_tags(c, run_id)
     if existing:
         version = str(existing.version)
@@ -267,7 +297,7 @@ def _register(c: Candidate, out_dir: Path, run_id: str, cfg: RegisterConfig, cac
         info = log_model(c, run_id)
         # created with its stage_key tag in one call: a retry after any later crash finds it
         version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)
-    client.update_model_version(name, version, description(c.base.get("card", {}), c.metrics, metric))
+    client.update_model_version(name, version, description(c.base.get("card", {}), c.metrics, decision))
     tags |= {
         "gate.promoted": str(decision.promote),
         "gate.reason": decision.reason,
@@ -294,18 +324,53 @@ def _register(c: Candidate, out_dir: Path, run_id: str, cfg: RegisterConfig, cac
     return {"rows_in": 1, "rows_out": 1, **record}
 
 
+def gate(c: Candidate, cfg: RegisterConfig, client, cache: Path, batch_size: int, seed: int) -> Decision:
+    champion = version_by_alias(client, cfg.model_name)
+    guards = [(g.metric, g.margin) for g in cfg.guards]
+    systems = ["finetuned", "base", *cfg.must_beat]
+    found = evidence(c, [cfg.primary_metric, *(m for m, _ in guards)], systems)
+    theirs = champion_scores(champion, cfg.primary_metric, c, cache, batch_size) if champion else None
+    if champion is not None and theirs is None:
+        reason = (
+            f"the champion v{champion.version} was scored on another {cfg.primary_metric.split('.')[0]} set, "
+            "which only the evaluate stage can score: no paired evidence against it"
+        )
+        return Decision(False, reason, cfg.primary_metric, champion_version=str(champion.version))
+    version = str(champion.version) if champion else None
+    return decide(
+        found, cfg.primary_metric, cfg.must_beat, cfg.min_improvement, guards, theirs, version, seed
+    )
+
+
 def decision_markdown(record: Mapping) -> str:
     gate = record["gate"]
     verdict = "promoted to champion" if record["promoted"] else "not promoted"
-    numbers = [[k, v] for k, v in gate.items() if k not in ("promote", "reason") and v is not None]
+    rows = [
+        [
+            c["role"],
+            c["against"],
+            c["metric"],
+            c["n"],
+            "" if c["difference"] is None else f"{c['difference']:+.4f}",
+            "" if c["ci"] is None else f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]",
+            c["required"],
+            ("passed" if c["passed"] else "failed") + (f" ({c['note']})" if c["note"] else ""),
+        ]
+        for c in gate["comparisons"]
+    ]
+    header = ["role", "against", "metric", "n", "challenger - other", "paired 95% CI", "gain bound", "result"]
     return (
         f"# {record['model_name']} v{record['version']}: {verdict}\n\n{gate['reason']}.\n\n"
         f"Aliases: {', '.join(record['aliases'])}. Model: `{record['model_uri']}`.\n\n"
-        + table(["gate", "value"], numbers)
+        + (table(header, rows) if rows else "")
         + "\n"
     )
 
 
-def description(card: Mapping, metrics: Mapping, gate_metric: str) -> str:
+def description(card: Mapping, metrics: Mapping, decision: Decision) -> str:
     facts = ", ".join(f"{k}: {card[k]}" for k in ("name", "license", "parameters", "origin") if card.get(k))
-    return f"Fine-tuned from {facts}. {gate_metric} = {metrics.get(gate_metric)}."
+    verdict = "Promoted" if decision.promote else "Not promoted"
+    return (
+        f"Fine-tuned from {facts}. {decision.metric} = {metrics.get(decision.metric)}. "
+        f"{verdict}: {decision.reason}."
+    )

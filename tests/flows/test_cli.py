@@ -100,3 +100,62 @@ def test_sigterm_records_failure_and_exits_promptly(tmp_path, tiny_profile):
     import mlflow
 
     assert mlflow.MlflowClient().get_run(record["mlflow"]["run_id"]).info.status == "FAILED"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--infill", "no marker"], "--infill needs exactly one <FILL> marker (found 0)"),
+        (["--infill", "a<FILL>b<FILL>"], "(found 2)"),
+        (["an instruction", "--infill", "a<FILL>b"], "instructions or --infill"),
+        ([], "instructions or --infill"),
+    ],
+)
+def test_generate_infill_checks_its_marker_before_loading_a_model(
+    tiny_profile, capsys, monkeypatch, argv, message
+):
+    from tasks.registration import serving
+
+    monkeypatch.setattr(serving, "load_registered", lambda uri: pytest.fail("loaded a model"))
+    assert main(["generate", "--config", str(tiny_profile()), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def _registered(monkeypatch, vocab: dict):
+    """A registered model whose tokenizer holds `vocab`, with the tracking store bypassed."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from tasks.common import tracking
+    from tasks.registration import registry, serving
+
+    tokenizer = SimpleNamespace(get_vocab=lambda: vocab)
+    model = SimpleNamespace(model=None, tokenizer=tokenizer, generation={"max_new_tokens": 7})
+    monkeypatch.setattr(serving, "load_registered", lambda uri: model)
+    monkeypatch.setattr(tracking, "client", lambda: None)
+    monkeypatch.setattr(registry, "reachable_registry", lambda uri: contextlib.nullcontext())
+
+
+def test_generate_infill_refuses_a_model_trained_without_fim(tiny_profile, capsys, monkeypatch):
+    _registered(monkeypatch, {"<fim_prefix>": 1, "x": 2})  # no <fim_middle>, <fim_suffix>
+    assert main(["generate", "--config", str(tiny_profile()), "--infill", "x = <FILL>\n"]) == 2
+    err = capsys.readouterr().err
+    assert "was not trained with FIM" in err and "tokenize.fim_rate" in err and err.count("\n") == 1
+
+
+def test_generate_infill_prints_the_middle_of_a_psm_prompt(tiny_profile, capsys, monkeypatch):
+    from tasks.common.generation import Completion
+    from tasks.evaluation import completion
+
+    _registered(monkeypatch, {"<fim_prefix>": 1, "<fim_middle>": 2, "<fim_suffix>": 3})
+    seen = []
+    monkeypatch.setattr(
+        completion,
+        "complete",
+        lambda m, t, cases, b, n: seen.append((cases, n)) or [Completion("1 + 2", 3, False)],
+    )
+    assert main(["generate", "--config", str(tiny_profile()), "--infill", "x = <FILL>\nprint(x)\n"]) == 0
+    assert capsys.readouterr().out == "1 + 2\n"
+    ((case,), budget) = seen[0]
+    assert completion.prompt(case) == "<fim_prefix>x = <fim_suffix>\nprint(x)\n<fim_middle>" and budget == 7

@@ -44,14 +44,14 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
         assert Path(s["path"]).parent.name == name
     record = cold["mlflow"]
     assert record["model_name"] == "e2e-model" and record["version"] == "1"
-    # no champion before: the first version wins exactly when it beats its base model and the echo
-    # baseline (register.must_beat's default) on the same rows
+    # no champion before: the first version wins exactly when the paired interval of its bits per byte
+    # against its base model's (register.primary_metric's default, all held-out rows) is below 0
     scores = json.loads((Path(stages["evaluate"]["path"]) / "report.json").read_text())
-    ours, base, echo = (scores[s]["rougeL"] for s in ("finetuned", "base", "echo_input"))
-    wins = ours > base and ours > echo
+    vs_base = scores["suites"]["heldout"]["metrics"]["bits_per_byte"]["vs"]["base"]
+    wins = vs_base["improvement_low"] > 0 and not vs_base["undecidable"]
     assert record["promoted"] is wins
     assert record["aliases"] == (["challenger", "champion"] if wins else ["challenger"])
-    expected = "no champion yet" if wins else ("its base model" if ours <= base else "the echo baseline")
+    expected = "no champion yet" if wins else "does not beat its base model: heldout.bits_per_byte vs base"
     assert expected in record["gate_reason"]
     on_disk = json.loads(Path(cold["summary_path"]).read_text())
     assert on_disk["stages"] == cold["stages"] and on_disk["config_path"] == str(tiny_config)
@@ -60,11 +60,21 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
     version = mlflow.MlflowClient().get_model_version("e2e-model", "1")
     eval_report = json.loads((Path(stages["evaluate"]["path"]) / "report.json").read_text())
     assert version.tags["eval_set_key"] == eval_report["eval_set_key"]  # scores name the set they came from
-    assert eval_report["echo_input"]["ci"]["rougeL"][0] <= eval_report["echo_input"]["rougeL"]
-    # tiny.yaml runs 2 HumanEval problems per model through the sandbox
-    assert eval_report["humaneval"]["problems"] == 2
-    humaneval = (Path(stages["evaluate"]["path"]) / "humaneval.jsonl").read_text().splitlines()
-    assert sorted(json.loads(r)["system"] for r in humaneval) == ["base", "base", "finetuned", "finetuned"]
+    echo = eval_report["suites"]["heldout"]["metrics"]["rougeL"]["systems"]["echo_input"]
+    assert echo["ci"][0] <= echo["mean"] <= echo["ci"][1]
+    # tiny.yaml runs 2 HumanEval problems and 4 next-line cases per model, each a per-item row
+    evaluated_dir = Path(stages["evaluate"]["path"])
+    assert eval_report["suites"]["humaneval"]["problems"] == 2
+    assert eval_report["suites"]["humaneval"]["prompt_style"] == {
+        "base": "raw",
+        "finetuned": "template:alpaca",
+    }
+    humaneval = [json.loads(r) for r in (evaluated_dir / "humaneval.jsonl").read_text().splitlines()]
+    assert len(humaneval) == 2 and all(set(r["scores"]) == {"base", "finetuned"} for r in humaneval)
+    completion = [json.loads(r) for r in (evaluated_dir / "completion.jsonl").read_text().splitlines()]
+    assert len(completion) == 4 and all(
+        set(r["scores"]) == {"base", "finetuned", "previous_line"} for r in completion
+    )
     run = mlflow.MlflowClient().get_run(record["run_id"])
     assert run.data.params["train.lora.r"] == "4"
     assert run.data.tags["stage.train.key"] == stages["train"]["key"] and run.data.tags["noop"] == "false"
@@ -74,18 +84,18 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
         stages["register"]["key"][:8]
     )
     # headline numbers un-prefixed (the UI's first chart section), the rest under their stage
-    assert run.data.metrics["rougeL"] == eval_report["finetuned"]["rougeL"]
-    assert run.data.metrics["rougeL_echo_input"] == eval_report["echo_input"]["rougeL"]
-    assert run.data.metrics["evaluate/finetuned.rougeL"] == eval_report["finetuned"]["rougeL"]
-    assert run.data.metrics["train/steps"] == 6.0
+    means = eval_report["means"]
+    assert run.data.metrics["heldout.bits_per_byte"] == means["finetuned"]["heldout.bits_per_byte"]
+    assert run.data.metrics["heldout.bits_per_byte_base"] == means["base"]["heldout.bits_per_byte"]
+    assert run.data.metrics["humaneval.pass_at_1"] == means["finetuned"]["humaneval.pass_at_1"]
     assert (
-        run.data.metrics["humaneval_pass_at_1"]
-        == run.data.metrics["evaluate/humaneval.finetuned.pass_at_1"]
-        == eval_report["humaneval"]["finetuned"]["pass_at_1"]
+        run.data.metrics["evaluate/means.echo_input.heldout.rougeL"] == means["echo_input"]["heldout.rougeL"]
     )
+    assert run.data.metrics["train/steps"] == 6.0
     curve = mlflow.MlflowClient().get_metric_history(record["run_id"], "loss")
     assert [m.step for m in curve] == [2, 4, 6]  # tiny.yaml: logging_steps 2, max_steps 6
-    assert stages["evaluate"]["headline"].startswith(f"rougeL {eval_report['finetuned']['rougeL']:.3f} (base")
+    bpb = means["finetuned"]["heldout.bits_per_byte"]
+    assert stages["evaluate"]["headline"].startswith(f"bits/byte {bpb:.3f} (base ")
     assert stages["train"]["headline"].startswith("lora, 6 steps, loss ")
     scraped = json.loads((Path(stages["scrape"]["path"]) / "report.json").read_text())
     assert stages["scrape"]["headline"].endswith(f", {scraped['definitions']['with_doctests']} with doctests")
@@ -116,7 +126,7 @@ def test_registered_version_carries_its_lineage_and_card(cold, tiny_config):
     )
     card = (Path(stages["register"]["path"]) / "README.md").read_text()
     assert card.startswith("---\nbase_model: scratch-llama\n")  # Hugging Face card metadata
-    assert "echo input (baseline)" in card and stages["tokenize"]["key"] in card
+    assert "| heldout.bits_per_byte | lower |" in card and stages["tokenize"]["key"] in card
     # MLflow stores the card's text and its metadata apart
     logged = Path(mlflow.artifacts.download_artifacts("models:/e2e-model/1"))
     assert card.endswith((logged / "model_card.md").read_text())
@@ -132,7 +142,7 @@ def test_registered_model_reproduces_the_evaluation(cold, tiny_config, capsys):
     rows = [json.loads(line) for line in predictions.read_text().splitlines()][:3]
     model = load_registered("models:/e2e-model/1")
     assert [c.text.strip() for c in model.complete([r["prompt"] for r in rows])] == [
-        r["finetuned"] for r in rows
+        r["outputs"]["finetuned"] for r in rows
     ]
     instruction = "Write a Python function `add`."
     assert main(["generate", "--config", str(tiny_config), "--model", "1", instruction]) == 0
@@ -166,10 +176,11 @@ def test_evaluation_is_published_as_prefect_artifacts(cold):
     links = artifacts["mlflow-run"].data  # from the flow run to its MLflow run and registered version
     assert cold["mlflow"]["run_id"] in links and "models:/e2e-model/1" in links
     assert cold["mlflow"]["gate_reason"] in artifacts["register-report"].data  # the gate's decision
-    assert "echo input (baseline)" in artifacts["evaluate-report"].data
+    assert "| heldout.rougeL | higher |" in artifacts["evaluate-report"].data  # the comparisons table
     table = artifacts["evaluate-predictions"].data
     table = json.loads(table) if isinstance(table, str) else table
-    assert len(table) == 4 and "scores.finetuned.rougeL" in table[0]  # tiny.yaml: max_samples 4
+    generated = [row for row in table if "scores.finetuned.rougeL" in row]
+    assert len(generated) == 4 and "scores.base.bits_per_byte" in table[-1]  # tiny.yaml: max_samples 4
 
 
 def prefect_task_states(flow_run_id: str) -> dict[str, str]:
@@ -261,8 +272,9 @@ def test_register_is_redone_when_the_registry_lost_the_version(cold, tiny_config
 def test_only_reads_cached_inputs(cold, tiny_config):
     only = finetune(config_path=str(tiny_config), only=["evaluate"])
     assert only["stages"]["evaluate"]["status"] == "cached"
-    # the inputs evaluate reads come from cache; nothing else is touched, register does not run
-    assert list(only["stages"]) == ["base_model", "tokenize", "train", "evaluate"]
+    # the inputs evaluate reads come from cache (scrape: the held-out code of the completion benchmark);
+    # nothing else is touched, register does not run
+    assert list(only["stages"]) == ["scrape", "base_model", "tokenize", "train", "evaluate"]
 
 
 def test_runs_and_show_read_the_workspace(cold, tiny_config, capsys):

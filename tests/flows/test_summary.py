@@ -5,19 +5,24 @@ from __future__ import annotations
 from flows.summary import HEADLINES
 
 
+def metric(ours: float, base: float, diff: float, ci: list[float], undecidable=None) -> dict:
+    return {
+        "systems": {"finetuned": {"mean": ours}, "base": {"mean": base}},
+        "vs": {"base": {"difference": diff, "ci": ci, "undecidable": undecidable}},
+    }
+
+
 def test_evaluate_headline_gives_scores_beside_their_baselines():
     report = {
-        "finetuned": {"rougeL": 0.3969, "perplexity": 4.6125},
-        "base": {"rougeL": 0.1771, "perplexity": 6.4717},
-        "echo_input": {"rougeL": 0.4091},
-        "humaneval": {"finetuned": {"pass_at_1": 0.125}, "base": {"pass_at_1": 0.0}},
+        "suites": {
+            "heldout": {"metrics": {"bits_per_byte": metric(0.61, 0.83, -0.22, [-0.25, -0.19])}},
+            "humaneval": {"metrics": {"pass_at_1": metric(0.0, 0.0, 0.0, [0.0, 0.0], "both 0")}},
+        }
     }
     assert HEADLINES["evaluate"](report) == (
-        "rougeL 0.397 (base 0.177, echo 0.409), perplexity 4.61 (base 6.47), "
-        "HumanEval pass@1 0.125 (base 0.000)"
+        "bits/byte 0.610 (base 0.830, paired -0.220 [-0.250, -0.190]), HumanEval pass@1 0.000 (base 0.000)"
     )
 
 
-def test_evaluate_headline_without_perplexity_or_humaneval_shows_what_it_has():
-    report = {"finetuned": {"rougeL": 0.5}, "base": {"rougeL": 0.25}}
-    assert HEADLINES["evaluate"](report) == "rougeL 0.500 (base 0.250, echo -)"
+def test_evaluate_headline_without_the_suites_shows_what_it_has():
+    assert HEADLINES["evaluate"]({"suites": {}}) == "no scores"

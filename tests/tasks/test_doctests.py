@@ -106,6 +106,23 @@ def test_program_passes_the_real_body_and_fails_wrong_ones():
 
 
 @needs_sandbox
+def test_a_restated_function_replaces_the_original_too():
+    """A chat answer that restates the whole function (prose around a fenced block): to_completion puts
+    it after the prompt as a redefinition, which must be what the examples call (the docstring-only stub
+    returns None and fails them)."""
+    from sklearn.utils import gen_batches
+
+    from tasks.evaluation.prompting import PromptStyle, to_completion
+
+    (problem,) = candidates([sklearn_record(gen_batches, "good")], held_out=lambda r: True)
+    answer = f"Here it is:\n\n```python\n{problem['canonical']}```\n\nIt yields slices."
+    completion = to_completion(problem, answer, PromptStyle("chat"))
+    assert completion == "\n" + problem["canonical"]
+    (result,) = run_many([program(problem, completion)], SANDBOX, workers=1)
+    assert result.passed, result.stdout + result.stderr
+
+
+@needs_sandbox
 def test_verify_keeps_only_problems_that_discriminate():
     from sklearn.utils import gen_batches, gen_even_slices
 

@@ -1,5 +1,6 @@
-"""Tests for tasks.evaluation: ROUGE through the local metric module, perplexity against an independent
-computation, and evaluate_models end to end on a tiny model and a tiny LoRA adapter."""
+"""Tests for tasks.evaluation: ROUGE through the local metric module, per-row likelihood against an
+independent computation, text metrics beyond what the prompt gave, and evaluate_models end to end on a
+tiny model and a tiny LoRA adapter."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from builders import tokenized_dataset
 from pipeline_config.schema import EvaluateConfig, TokenizeConfig
 from tasks.common.templates import ALPACA
 from tasks.evaluation.compare import evaluate_models
-from tasks.evaluation.metrics import perplexity, rouge
+from tasks.evaluation.metrics import beyond_given, edit_similarity, likelihood, per_example_scores, rouge
 
 ROUGE_KEYS = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
 
@@ -53,7 +54,7 @@ def test_rouge_lsum_uses_lines() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# perplexity
+# likelihood and written-text metrics
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -80,37 +81,53 @@ def _rows(tokenizer, masked: bool) -> list[dict]:
     return rows
 
 
-def independent_perplexity(model, rows: list[dict]) -> float:
-    """One unpadded row at a time: -log p(token | prefix) summed over label tokens, divided by their count."""
+def independent_nll(model, row: dict) -> tuple[float, int]:
+    """One unpadded row: -log p(token | prefix) summed over its label tokens, and their count."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([row["input_ids"]])).logits[0].double(), dim=-1)
     nll, count = 0.0, 0
-    for row in rows:
-        with torch.no_grad():
-            logp = torch.log_softmax(model(torch.tensor([row["input_ids"]])).logits[0].double(), dim=-1)
-        for t in range(1, len(row["input_ids"])):
-            if row["labels"][t] != -100:
-                nll -= float(logp[t - 1, row["labels"][t]])
-                count += 1
-    return math.exp(nll / count)
+    for t in range(1, len(row["input_ids"])):
+        if row["labels"][t] != -100:
+            nll -= float(logp[t - 1, row["labels"][t]])
+            count += 1
+    return nll, count
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3])
-def test_perplexity_matches_independent_computation(tiny, batch_size: int) -> None:
+def test_likelihood_per_row_matches_independent_computation(tiny, batch_size: int) -> None:
     model, tokenizer = tiny
     rows = _rows(tokenizer, masked=True)
     assert len({len(r["input_ids"]) for r in rows}) == 3  # batches need right padding
-    expected = independent_perplexity(model, rows)
-    got = perplexity(model, rows, batch_size, tokenizer.pad_token_id)
-    assert got == pytest.approx(expected, rel=1e-4)
-    assert 50 < got < 2000  # an untrained 400-token model sits near uniform (400)
+    got = likelihood(model, tokenizer, rows, batch_size)
+    for row, nll, bpb in zip(rows, got["nll"], got["bits_per_byte"], strict=True):
+        total, count = independent_nll(model, row)
+        assert nll == pytest.approx(total / count, rel=1e-4)
+        # bits per byte: the same total in bits over the bytes the label tokens spell (eos spells none)
+        text = tokenizer.decode([t for t in row["labels"] if t != -100], skip_special_tokens=True)
+        assert bpb == pytest.approx(total / math.log(2) / len(text.encode()), rel=1e-4)
+    assert 4 < sum(got["nll"]) / 3 < 8  # an untrained 512-token model sits near uniform (ln 512 = 6.2)
 
 
-def test_perplexity_prompt_masking_changes_it(tiny) -> None:
+def test_likelihood_prompt_masking_changes_it(tiny) -> None:
     model, tokenizer = tiny
-    masked, unmasked = _rows(tokenizer, masked=True), _rows(tokenizer, masked=False)
-    got_masked = perplexity(model, masked, 2, tokenizer.pad_token_id)
-    got_unmasked = perplexity(model, unmasked, 2, tokenizer.pad_token_id)
-    assert got_unmasked == pytest.approx(independent_perplexity(model, unmasked), rel=1e-4)
-    assert abs(got_masked - got_unmasked) > 1e-3 * got_masked
+    masked = likelihood(model, tokenizer, _rows(tokenizer, masked=True), 2)["nll"]
+    unmasked = likelihood(model, tokenizer, _rows(tokenizer, masked=False), 2)["nll"]
+    assert all(abs(a - b) > 1e-4 for a, b in zip(masked, unmasked, strict=True))
+
+
+def test_written_text_metrics_give_nothing_for_echoing_the_prompt() -> None:
+    """A reference starting with the signature the prompt gave: the echo matches it in full-text ROUGE-L
+    with precision 1 but wrote nothing beyond it; a system that wrote the body is credited for it."""
+    reference = "def add(a, b):\n    return a + b"
+    given = "def add(a, b):"
+    got = per_example_scores([given, reference, "return a + b"], [reference] * 3, [given] * 3)
+    assert got["rougeL"][0] > 0.6 and got["rougeL_written"][0] == 0.0  # the echo
+    assert got["edit_similarity_written"][0] == 0.0
+    assert got["rougeL_written"][1] == pytest.approx(1.0) and got["edit_similarity_written"][1] == 1.0
+    assert got["rougeL_written"][2] == pytest.approx(1.0)  # only the body: what was asked for
+    assert beyond_given("def  add(a,\n b): pass", "def add(a, b):") == " pass"  # whitespace runs differ
+    assert beyond_given("x = 1", "def add(a, b):") == "x = 1"  # no prefix: all of it counts
+    assert edit_similarity(["abcd", ""], ["abce", ""]) == [pytest.approx(0.75), 1.0]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -205,14 +222,19 @@ def test_evaluate_models_end_to_end(
     cfg = EvaluateConfig(max_samples=4, max_new_tokens=6, batch_size=3)  # 4 rows: a full and a ragged batch
     report = evaluate_models(tokenized / "dataset", adapter_dir, tmp_path, str(tiny_model_dir), True, cfg)
 
-    assert (report["rows_in"], report["rows_out"]) == (4, 4)
+    assert (report["rows_in"], report["rows_out"]) == (len(test_rows), len(test_rows))
     preds = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
-    assert len(preds) == 4
-    for pred, row in zip(preds, test_rows[:4], strict=True):
-        assert set(pred) == {"id", "prompt", "reference", "echo_input", "base", "finetuned", "scores"}
-        assert pred["echo_input"] == row["input"]  # the baseline answers with the prompt's own input
+    assert len(preds) == len(test_rows)  # every held-out row: its likelihood; the first 4: generations too
+    generated = [p for p in preds if "outputs" in p]
+    assert len(generated) == 4 and all("outputs" not in p for p in preds[4:])
+    for pred, row in zip(preds, test_rows, strict=True):
         assert (pred["id"], pred["prompt"], pred["reference"]) == (row["id"], row["prompt"], row["response"])
-        assert isinstance(pred["base"], str) and isinstance(pred["finetuned"], str)
+        for system in ("base", "finetuned"):
+            assert set(pred["scores"][system]) >= {"nll", "bits_per_byte"}
+    for pred, row in zip(generated, test_rows[:4], strict=True):
+        assert set(pred["outputs"]) == {"echo_input", "base", "finetuned"}
+        assert pred["outputs"]["echo_input"] == row["input"]  # the baseline answers with the prompt's input
+        assert "nll" not in pred["scores"]["echo_input"]  # a baseline that is not a model has no likelihood
 
     # both columns are the models' own greedy continuations of each prompt on its own (no padding): the
     # batched, left-padded generation must not change them
@@ -222,58 +244,47 @@ def test_evaluate_models_end_to_end(
     model, tokenizer = tiny
     fresh_base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)  # PeftModel edits its base in place
     finetuned = PeftModel.from_pretrained(fresh_base, adapter_dir).eval()
-    assert len({len(p["prompt"]) for p in preds}) > 1  # prompts of several lengths: padding is exercised
-    for pred in preds:
-        assert pred["base"] == greedy(model, tokenizer, pred["prompt"], 6)
+    assert len({len(p["prompt"]) for p in generated}) > 1  # prompts of several lengths: padding is exercised
+    for pred in generated:
+        assert pred["outputs"]["base"] == greedy(model, tokenizer, pred["prompt"], 6)
         with finetuned.disable_adapter():
-            assert pred["base"] == greedy(finetuned, tokenizer, pred["prompt"], 6)
-        assert pred["finetuned"] == greedy(finetuned, tokenizer, pred["prompt"], 6)
+            assert pred["outputs"]["base"] == greedy(finetuned, tokenizer, pred["prompt"], 6)
+        assert pred["outputs"]["finetuned"] == greedy(finetuned, tokenizer, pred["prompt"], 6)
 
-    assert set(report) == {
-        "rows_in",
-        "rows_out",
-        "base",
-        "finetuned",
-        "echo_input",
-        "delta",
-        "delta_vs_echo",
-        "generation",
-    }
+    assert set(report) == {"rows_in", "rows_out", "suites", "means", "generation"}
     assert report["generation"]["max_new_tokens"] == 6 and report["generation"]["stop"] == list(ALPACA.stop)
     for name in ("base", "finetuned"):  # a random model never ends on its own within 6 tokens
         assert report["generation"][name]["hit_cap"] + report["generation"][name]["empty"] >= 1
-    markdown = (tmp_path / "report.md").read_text()
-    assert "| rougeL | " in markdown and "echo input (baseline)" in markdown
-    assert f"{report['finetuned']['rougeL']:.3f} [" in markdown
-    metrics = ROUGE_KEYS | {"exact_match", "perplexity"}
-    assert (
-        set(report["base"]) == set(report["finetuned"]) == metrics | {"ci"} == set(report["delta"]) | {"ci"}
-    )
-    assert (
-        set(report["echo_input"])
-        == metrics - {"perplexity"} | {"ci"}
-        == set(report["delta_vs_echo"]) | {"ci"}
-    )
-    for name in ("base", "finetuned", "echo_input"):  # every score has its interval, around the mean
-        for k, (low, high) in report[name]["ci"].items():
-            assert low <= report[name][k] <= high, (name, k)
-    for k in metrics:
-        assert report["delta"][k] == pytest.approx(report["finetuned"][k] - report["base"][k], abs=1e-12)
-    # the report's numbers are those of the predictions written beside it
-    refs = [p["reference"] for p in preds]
+    heldout = report["suites"]["heldout"]
+    assert (heldout["items"], heldout["generated"]) == (len(test_rows), 4)
+    nll, rouge_l = heldout["metrics"]["nll"], heldout["metrics"]["rougeL"]
+    assert nll["n"] == len(test_rows) and set(nll["vs"]) == {"base"} and nll["direction"] == "lower"
+    assert rouge_l["n"] == 4 and set(rouge_l["vs"]) == {"base", "echo_input"}
+    # every comparison is the paired difference of the per-item scores written beside the report
+    for metric, entry in heldout["metrics"].items():
+        items = [p for p in preds if metric in p["scores"]["finetuned"]]
+        for other, diff in entry["vs"].items():
+            per_item = [p["scores"]["finetuned"][metric] - p["scores"][other][metric] for p in items]
+            assert diff["difference"] == pytest.approx(sum(per_item) / len(per_item), abs=1e-12)
+            low, high = diff["ci"]
+            assert low - 1e-12 <= diff["difference"] <= high + 1e-12, (metric, other)
+        for system, summary in entry["systems"].items():
+            assert summary["mean"] == pytest.approx(report["means"][system][f"heldout.{metric}"])
+    # the per-item scores are those of the outputs and the model: ROUGE recomputed, likelihood recomputed
+    refs = [p["reference"] for p in generated]
     for name in ("echo_input", "base", "finetuned"):
-        recomputed = rouge([p[name] for p in preds], refs)
-        assert [p["scores"][name]["rougeL"] for p in preds] == pytest.approx(
-            rouge([p[name] for p in preds], refs, per_example=True)["rougeL"]
-        )  # the per-example evidence the champion gate pairs on
-        for k in ROUGE_KEYS:
-            assert report[name][k] == pytest.approx(recomputed[k], abs=1e-9)
-    assert report["base"]["perplexity"] == pytest.approx(
-        perplexity(model, test_rows[:4], 3, tokenizer.pad_token_id), rel=1e-5
-    )
-    # the adapter was applied: a different model, so a different perplexity
-    assert report["delta"]["perplexity"] != 0.0
-    assert all(math.isfinite(report[n]["perplexity"]) for n in ("base", "finetuned"))
+        assert [p["scores"][name]["rougeL"] for p in generated] == pytest.approx(
+            rouge([p["outputs"][name] for p in generated], refs, per_example=True)["rougeL"]
+        )
+    for row, pred in zip(test_rows, preds, strict=True):
+        total, count = independent_nll(model, row)
+        assert pred["scores"]["base"]["nll"] == pytest.approx(total / count, rel=1e-4)
+    # the adapter was applied: a different model, so a different likelihood on every row
+    assert all(p["scores"]["base"]["nll"] != p["scores"]["finetuned"]["nll"] for p in preds)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| heldout.bits_per_byte | lower | " in markdown and "| echo_input |" in markdown
+    diff = heldout["metrics"]["rougeL"]["vs"]["echo_input"]
+    assert f"{diff['difference']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]" in markdown
 
 
 def test_evaluate_models_full_weights(
@@ -298,16 +309,15 @@ def test_evaluate_models_full_weights(
     out_dir = tmp_path / "out_dir"
     out_dir.mkdir()
     report = evaluate_models(tokenized / "dataset", other, out_dir, str(tiny_model_dir), False, cfg)
-    assert report["rows_out"] == 2
-    rows = load_from_disk(str(tokenized / "dataset"))["test"].select(range(2)).to_list()
+    rows = load_from_disk(str(tokenized / "dataset"))["test"].to_list()
+    assert report["rows_out"] == len(rows) and report["suites"]["heldout"]["generated"] == 2
     for name, path in (("base", tiny_model_dir), ("finetuned", other)):
         model = AutoModelForCausalLM.from_pretrained(path).eval()
-        assert report[name]["perplexity"] == pytest.approx(independent_perplexity(model, rows), rel=1e-4)
-    assert report["finetuned"]["perplexity"] != report["base"]["perplexity"]
-    assert report["delta"]["perplexity"] == pytest.approx(
-        report["finetuned"]["perplexity"] - report["base"]["perplexity"]
-    )
-    assert len((out_dir / "predictions.jsonl").read_text().splitlines()) == 2
+        totals = [independent_nll(model, row) for row in rows]
+        expected = sum(n / c for n, c in totals) / len(totals)
+        assert report["means"][name]["heldout.nll"] == pytest.approx(expected, rel=1e-4)
+    assert report["means"]["finetuned"]["heldout.nll"] != report["means"]["base"]["heldout.nll"]
+    assert len((out_dir / "predictions.jsonl").read_text().splitlines()) == len(rows)
 
 
 def test_bootstrap_interval_narrows_with_more_examples_and_is_seeded():
@@ -383,8 +393,11 @@ def test_a_model_that_writes_nothing_scores_zero_and_is_counted(
     )
     cfg = EvaluateConfig(max_samples=3, max_new_tokens=6, batch_size=3)
     report = evaluate_models(tokenized / "dataset", adapter_dir, tmp_path, str(tiny_model_dir), True, cfg)
+    rouge_l = report["suites"]["heldout"]["metrics"]["rougeL"]["systems"]
     for name in ("base", "finetuned"):
         assert report["generation"][name] == {"hit_cap": 0, "empty": 3, "mean_new_tokens": 1.0}
-        assert report[name]["rougeL"] == 0.0 and report[name]["ci"]["rougeL"] == [0.0, 0.0]
-    assert report["echo_input"]["rougeL"] > 0.0
+        assert rouge_l[name]["mean"] == 0.0 and rouge_l[name]["ci"] == [0.0, 0.0]
+    assert rouge_l["echo_input"]["mean"] > 0.0
+    undecided = report["suites"]["heldout"]["metrics"]["rougeL"]["vs"]["base"]["undecidable"]
+    assert undecided == "both systems score 0 on all 3 items: no evidence either way"
     assert "base: 0 hit the cap, 3 empty" in (tmp_path / "report.md").read_text()

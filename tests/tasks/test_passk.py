@@ -65,7 +65,7 @@ def test_run_passk_scores_what_the_model_wrote(monkeypatch):
     problems = humaneval_problems(4, seed=0)
     answers = {p["prompt"]: p["canonical_solution"] for p in problems[:2]}
 
-    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, stop):
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, stop, stop_when):
         assert temperature == 0.0 and stop == STOP_SEQUENCES  # one sample per problem: greedy
         return [Completion(answers.get(p, "    return None\n"), 5, False) for p in prompts]
 

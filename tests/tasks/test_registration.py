@@ -12,7 +12,7 @@ import pytest
 from pipeline_config.schema import RegisterConfig
 from tasks.common import tracking
 from tasks.common.templates import ALPACA
-from tasks.registration.gate import decide, mean
+from tasks.registration.gate import decide
 from tasks.registration.registry import Candidate, register_model
 
 IDS = [f"ex{i}" for i in range(30)]
@@ -23,49 +23,90 @@ def scores(level: float, noise: float = 1.0) -> dict[str, float]:
     return {i: level + noise * w for i, w in zip(IDS, WIGGLE, strict=True)}
 
 
+def gate(challenger, base, champion=None, margin=0.0, metric="heldout.rougeL", **kw):
+    evidence = {metric: {"finetuned": challenger, "base": base}} | kw.pop("evidence", {})
+    return decide(evidence, metric, min_improvement=margin, champion=champion, champion_version="1", **kw)
+
+
 @pytest.mark.parametrize(
     ("challenger", "base", "champion", "margin", "promote", "reason"),
     [
         (scores(0.3), scores(0.1), None, 0.0, True, "no champion yet"),
         (scores(0.1), scores(0.3), None, 0.0, False, "does not beat its base model"),
-        (
-            scores(0.4),
-            scores(0.1),
-            scores(0.3, noise=0.5),
-            0.0,
-            True,
-            "is above the margin",
-        ),  # clearly better
-        (scores(0.4), scores(0.1), scores(0.3), 0.2, False, "not above the margin 0.2"),  # not by enough
-        (scores(0.3), scores(0.1), scores(0.3, noise=-1.0), 0.0, False, "not above"),  # noise around a tie
-        (scores(0.2), scores(0.1), scores(0.3), 0.0, False, "not above"),  # worse
-        ({}, scores(0.1), scores(0.3), 0.0, False, "no per-example"),  # missing metrics never win
-        (scores(0.4), scores(0.1), {"other": 0.1}, 0.0, False, "no examples scored for both"),
+        (scores(0.4), scores(0.1), scores(0.3, noise=0.5), 0.0, True, "beats the champion v1"),  # clearly
+        (scores(0.4), scores(0.1), scores(0.3), 0.2, False, "by register.min_improvement"),  # not by enough
+        (scores(0.3), scores(0.1), scores(0.3, noise=-1.0), 0.0, False, "does not beat champion v1"),  # noise
+        (scores(0.2), scores(0.1), scores(0.3), 0.0, False, "does not beat champion v1"),  # worse
+        ({}, scores(0.1), scores(0.3), 0.0, False, "no per-item"),  # missing metrics never win
+        (scores(0.4), scores(0.1), {"other": 0.1}, 0.0, False, "no items scored for both"),
     ],
 )
 def test_gate_decision(challenger, base, champion, margin, promote, reason):
-    decision = decide(challenger, {"base": base}, champion, "rougeL", margin, champion_version="1")
-    assert decision.base_mean == pytest.approx(sum(base.values()) / len(base)) or not challenger
+    decision = gate(challenger, base, champion, margin)
     assert decision.promote is promote and reason in decision.reason
-    if decision.difference_ci:
-        low, high = decision.difference_ci
-        assert low - 1e-9 <= decision.difference_mean <= high + 1e-9 and decision.paired_n == 30
+    for c in decision.comparisons:
+        if c["ci"]:
+            low, high = c["ci"]
+            assert low - 1e-9 <= c["difference"] <= high + 1e-9 and c["n"] == 30
+
+
+def test_the_same_model_twice_is_not_an_improvement():
+    """Identical per-item scores: a zero-width interval at 0, which is not above the margin 0."""
+    decision = gate(scores(0.3), scores(0.1), champion=scores(0.3))
+    champion = next(c for c in decision.comparisons if c["role"] == "champion")
+    assert not decision.promote and champion["ci"] == [0.0, 0.0] and champion["required"] == "> 0"
+    assert "paired 95% interval [+0.0000, +0.0000] on 30 items" in decision.reason
+
+
+def test_lower_is_better_metrics_are_oriented():
+    """bits per byte: the challenger with fewer bits beats the base; with more it does not."""
+    fewer = {i: 0.8 + w for i, w in zip(IDS, WIGGLE, strict=True)}
+    more = {i: 1.2 + w for i, w in zip(IDS, WIGGLE, strict=True)}
+    assert gate(fewer, more, metric="heldout.bits_per_byte").promote
+    refused = gate(more, fewer, metric="heldout.bits_per_byte")
+    assert not refused.promote and "lower is better" in refused.reason
 
 
 @pytest.mark.parametrize(
     ("echo", "champion", "promote", "reason"),
     [
-        (scores(0.35), None, False, "does not beat the echo baseline (rougeL 0.3007 <= 0.3507)"),
+        (scores(0.35), None, False, "does not beat the echo baseline: heldout.rougeL vs echo_input"),
         (scores(0.35), scores(0.1), False, "does not beat the echo baseline"),  # even over a weak champion
-        (scores(0.2), None, True, "no champion yet, and it beats its base model and the echo baseline"),
+        (scores(0.2), None, True, "no champion yet; it beats its base model and the echo baseline"),
     ],
 )
 def test_gate_requires_beating_every_baseline(echo, champion, promote, reason):
-    """register.must_beat: [base, echo_input]: a model that loses to repeating the prompt is not served."""
-    baselines = {"base": scores(0.1), "echo_input": echo}
-    decision = decide(scores(0.3), baselines, champion, "rougeL", 0.0, champion_version="1")
+    """register.must_beat: [echo_input]: a model that loses to repeating the prompt is not served."""
+    evidence = {"heldout.rougeL": {"finetuned": scores(0.3), "base": scores(0.1), "echo_input": echo}}
+    decision = decide(
+        evidence, "heldout.rougeL", ["echo_input"], 0.0, champion=champion, champion_version="1"
+    )
     assert decision.promote is promote and reason in decision.reason
-    assert decision.baseline_means == pytest.approx({"base": 0.1, "echo_input": mean(echo)}, abs=1e-3)
+    assert [c["against"] for c in decision.comparisons][:2] == ["base", "echo_input"]
+
+
+def test_a_guard_regression_beyond_its_margin_refuses_a_better_model():
+    """Better on the primary metric, but HumanEval fell from 6 of 30 problems passed to 0: refused."""
+    passed_base = {i: float(n < 6) for n, i in enumerate(IDS)}
+    none = dict.fromkeys(IDS, 0.0)
+    guard = {"humaneval.pass_at_1": {"finetuned": none, "base": passed_base}}
+    refused = gate(scores(0.4), scores(0.1), evidence=guard, guards=[("humaneval.pass_at_1", 0.05)])
+    assert not refused.promote and refused.reason.startswith("a guard regressed beyond its margin")
+    assert "humaneval.pass_at_1 vs base" in refused.reason and ">= -0.05" in refused.reason
+    # a margin as wide as the loss lets it through; and a guard both systems fail everywhere is not a tie
+    assert gate(scores(0.4), scores(0.1), evidence=guard, guards=[("humaneval.pass_at_1", 0.5)]).promote
+    floor = {"humaneval.pass_at_1": {"finetuned": none, "base": none}}
+    unchecked = gate(scores(0.4), scores(0.1), evidence=floor, guards=[("humaneval.pass_at_1", 0.05)])
+    note = unchecked.comparisons[-1]["note"]
+    assert (
+        unchecked.promote and note.startswith("undecidable: both systems score 0") and "not checked" in note
+    )
+
+
+def test_an_undecidable_primary_metric_refuses():
+    zeros = dict.fromkeys(IDS, 0.0)
+    decision = gate(zeros, zeros, metric="humaneval.pass_at_1")
+    assert not decision.promote and "undecidable: both systems score 0 on all 30 items" in decision.reason
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +132,8 @@ def candidate(model_dir: Path, predictions: Path, level: float, eval_set: str, s
     return Candidate(
         model_dir=model_dir / "model",
         base={"model_dir": str(model_dir / "model"), "card": {"name": "tiny", "license": "apache-2.0"}},
-        predictions=predictions,
-        metrics={"rougeL": level, "perplexity": 3.0},
+        suites={"heldout": predictions},
+        metrics={"heldout.rougeL": level, "heldout.bits_per_byte": 1.0},
         eval_set_key=eval_set,
         generation=GENERATION,
         lineage=lineage,
@@ -103,21 +144,27 @@ def candidate(model_dir: Path, predictions: Path, level: float, eval_set: str, s
 
 
 def register(
-    model_dir: Path, tmp_path: Path, level: float, name: str, eval_set: str = "set-a", stage_key: str = ""
+    model_dir: Path,
+    tmp_path: Path,
+    level: float,
+    name: str,
+    eval_set: str = "set-a",
+    stage_key: str = "",
+    metric: str = "heldout.rougeL",
 ) -> dict:
     """Register the tiny model as a run whose evaluation scored `level` (+ noise) on every example of
-    `eval_set`, its base 0.05, the echo baseline 0.04; the evaluate stage's predictions are logged to the
-    run as the runner does."""
+    `eval_set` (rougeL; bits per byte 2 - level, lower being better), its base 0.05 (bits 3.0), the echo
+    baseline 0.04; the evaluate stage's predictions are logged to the run as the runner does."""
     run_id = tracking.start_run({"x": 1}, "test", {})
     out = tmp_path / f"reg-{level}-{eval_set}-{run_id[:6]}"
     out.mkdir()
     predictions = out / "predictions.jsonl"
     rows = [
-        {"id": i, "prompt": "def add(a, b):", "reference": "    return a + b", "finetuned": "", "base": ""}
+        {"id": i, "prompt": "def add(a, b):", "reference": "    return a + b", "input": "def add(a, b):"}
         | {
             "scores": {
-                "finetuned": {"rougeL": level + w},
-                "base": {"rougeL": 0.05},
+                "finetuned": {"rougeL": level + w, "bits_per_byte": 2 - level + w},
+                "base": {"rougeL": 0.05, "bits_per_byte": 3.0},
                 "echo_input": {"rougeL": 0.04},
             }
         }
@@ -126,11 +173,18 @@ def register(
     predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     mlflow.MlflowClient().log_artifact(run_id, str(predictions), artifact_path="stages/evaluate")
     c = candidate(model_dir, predictions, level, eval_set, stage_key or run_id)
-    result = register_model(c, out, run_id, RegisterConfig(model_name=name), tmp_path / "cache")
+    cfg = RegisterConfig(model_name=name, primary_metric=metric, must_beat=["base", "echo_input"])
+    if metric.endswith("bits_per_byte"):
+        cfg = RegisterConfig(model_name=name, primary_metric=metric)
+    result = register_model(c, out, run_id, cfg, tmp_path / "cache")
     assert json.loads((out / "registration.json").read_text())["version"] == result["version"]
     assert (out / "README.md").read_text() == c.card
     assert result["gate"]["reason"] in (out / "report.md").read_text()  # the decision, for Prefect's UI
     return result
+
+
+def champion_comparison(result: dict) -> dict:
+    return next(c for c in result["gate"]["comparisons"] if c["role"] == "champion")
 
 
 def test_champion_moves_only_on_paired_evidence(model_dir, tmp_path):
@@ -139,21 +193,20 @@ def test_champion_moves_only_on_paired_evidence(model_dir, tmp_path):
     assert (first["version"], first["aliases"], first["promoted"]) == ("1", ["challenger", "champion"], True)
     worse = register(model_dir, tmp_path, 0.20, name)
     assert (worse["version"], worse["aliases"], worse["promoted"]) == ("2", ["challenger"], False)
-    assert worse["gate"]["champion_version"] == "1" and worse["gate"]["champion_mean"] == pytest.approx(
-        0.30, abs=0.01
-    )
+    assert worse["gate"]["champion_version"] == "1"
+    assert champion_comparison(worse)["difference"] == pytest.approx(-0.10, abs=1e-9)
     tie = register(model_dir, tmp_path, 0.30, name)
-    assert not tie["promoted"] and "not above the margin" in tie["gate"]["reason"]  # noise does not promote
+    assert not tie["promoted"] and "does not beat champion v1" in tie["gate"]["reason"]  # noise: no promotion
     better = register(model_dir, tmp_path, 0.40, name)
-    assert better["aliases"] == ["challenger", "champion"] and better["gate"]["paired_n"] == 30
+    assert better["aliases"] == ["challenger", "champion"] and champion_comparison(better)["n"] == 30
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias(name, "champion").version) == "4"
     assert client.get_model_version(name, "1").aliases == []  # champion and challenger both moved on
-    tags = client.get_model_version(name, "4").tags
-    assert (
-        tags["metric.rougeL"] == "0.4" and tags["eval_set_key"] == "set-a" and tags["gate.promoted"] == "True"
-    )
-    assert "is above the margin" in tags["gate.reason"]
+    version = client.get_model_version(name, "4")
+    tags = version.tags
+    assert tags["metric.heldout.rougeL"] == "0.4" and tags["eval_set_key"] == "set-a"
+    assert tags["gate.promoted"] == "True" and "beats the champion v1" in tags["gate.reason"]
+    assert "Promoted: beats the champion v1" in version.description  # the reason on the version itself
 
 
 def test_without_a_champion_generate_says_why_and_what_loads(model_dir, tmp_path):
@@ -165,7 +218,9 @@ def test_without_a_champion_generate_says_why_and_what_loads(model_dir, tmp_path
     lost = register(model_dir, tmp_path, 0.03, "no-champion-test")  # below its base (0.05)
     assert not lost["promoted"]
     hint = why_no_champion(client, "no-champion-test")
-    assert "v1, the challenger, was not promoted (does not beat its base model (rougeL 0.0" in hint
+    assert (
+        "v1, the challenger, was not promoted (does not beat its base model: heldout.rougeL vs base" in hint
+    )
     assert hint.endswith("--model challenger loads it")
 
 
@@ -174,9 +229,22 @@ def test_champion_from_another_eval_set_is_scored_again_on_this_one(model_dir, t
     register(model_dir, tmp_path, 0.30, name, eval_set="old-set")
     new = register(model_dir, tmp_path, 0.50, name, eval_set="new-set")
     # the champion (the tiny random model) was generated and scored on the new set's prompts: it scores ~0
-    cached = tmp_path / "cache" / f"{name}-v1-new-set.jsonl"
-    assert cached.is_file() and len(cached.read_text().splitlines()) == 30
-    assert new["gate"]["paired_n"] == 30 and new["gate"]["champion_mean"] < 0.2 and new["promoted"]
+    cached = tmp_path / "cache" / f"{name}-v1-new-set-rougeL.json"
+    assert cached.is_file() and len(json.loads(cached.read_text())) == 30
+    assert champion_comparison(new)["n"] == 30 and champion_comparison(new)["difference"] > 0.3
+    assert new["promoted"]
+
+
+def test_champion_rescored_by_likelihood_on_a_new_set(model_dir, tmp_path):
+    """bits per byte of the references under the registered champion, computed again on the new set's
+    rows: the untrained tiny model is near uniform over 512 tokens, far more bits than 2 - level."""
+    name = "rescore-likelihood"
+    metric = "heldout.bits_per_byte"
+    register(model_dir, tmp_path, 0.30, name, eval_set="old-set", metric=metric)
+    new = register(model_dir, tmp_path, 0.50, name, eval_set="new-set", metric=metric)
+    rescored = json.loads((tmp_path / "cache" / f"{name}-v1-new-set-bits_per_byte.json").read_text())
+    assert len(rescored) == 30 and min(rescored.values()) > 2.0
+    assert new["promoted"] and champion_comparison(new)["difference"] < -0.5
 
 
 def test_registered_model_loads_on_its_own(model_dir, tmp_path):

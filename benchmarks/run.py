@@ -50,6 +50,10 @@ schedule and clipping, median of 4 alternating-order repeats (ratio = ours / pla
 packed_layout (benchmarks/train_bench.py): tokens/s of a training step on the same packed blocks, one
 flattened row vs per-row block-diagonal masks on CPU sdpa (ratio = flat / rows).
 
+eval_power (benchmarks/eval_power.py): per metric of the default evaluation, the paired interval of
+fine-tuned - base: n, half-width and the smallest difference it detects (80% power); value: the primary
+metric's half-width. Runs the default profile in the project's workspace (seconds after `make run`).
+
 scrape_web_rate: a crawl with the default politeness (1 request/s per host) of a loopback site (robots.txt,
 an index and 6 modules); value = the most requests the server saw in any 1-second window (must be <= 1).
 """
@@ -464,6 +468,7 @@ def main(names: list[str]) -> None:
         "packing_efficiency": lambda: import_module("benchmarks.packing_bench").packing_efficiency(),
         "train_throughput": lambda: import_module("benchmarks.train_bench").train_throughput(),
         "packed_layout": lambda: import_module("benchmarks.train_bench").packed_layout(),
+        "eval_power": lambda: import_module("benchmarks.eval_power").eval_power(),
     }
     if unknown := set(names) - set(benchmarks):
         sys.exit(f"unknown benchmark(s) {sorted(unknown)}; known: {', '.join(benchmarks)}")

@@ -198,6 +198,7 @@ ARTIFACTS = (
     "report.json",
     "log_history.json",
     "loss.png",
+    "comparisons.jsonl",
     "predictions.jsonl",
     "completion.jsonl",
     "fim.jsonl",
@@ -210,6 +211,7 @@ ARTIFACTS = (
 )
 # per-example files also logged as MLflow tables (the UI's artifact view shows them as sortable tables)
 TABLES = (
+    "comparisons.jsonl",
     "predictions.jsonl",
     "completion.jsonl",
     "fim.jsonl",

@@ -30,7 +30,7 @@ from tasks.evaluation.metrics import likelihood, per_example_scores
 from tasks.evaluation.paired import comparisons
 from tasks.evaluation.passk import Benchmark, run_passk
 from tasks.evaluation.prompting import base_style, template_style
-from tasks.evaluation.report import write_markdown
+from tasks.evaluation.report import comparison_records, write_markdown
 
 SYSTEMS = ("base", "finetuned")
 CHALLENGER = "finetuned"
@@ -208,6 +208,7 @@ def evaluate_models(
         "means": means(reports),
         "generation": generation,
     }
+    write_jsonl(out_dir / "comparisons.jsonl", comparison_records(report))
     write_markdown(out_dir / "report.md", report, out_dir / suite_file("heldout"))
     return report
 

@@ -36,10 +36,11 @@ def interval(mean: float, ci: list[float], signed: bool = False) -> str:
     return f"{f.format(mean)} [{f.format(ci[0])}, {f.format(ci[1])}]"
 
 
-def comparison_rows(report: Mapping) -> list[list]:
-    """One row per suite, metric and other system: n, both means with intervals, the paired difference
-    with its interval, the half-width and the smallest difference this n detects (80% power)."""
-    rows = []
+def comparison_records(report: Mapping) -> list[dict]:
+    """One record per suite, metric and other system: n, both means with intervals, the paired difference
+    with its interval, the half-width and the smallest difference this n detects (80% power). The rows of
+    the markdown table, and `comparisons.jsonl` (an MLflow table)."""
+    records = []
     for suite, entry in report["suites"].items():
         metrics = entry["metrics"]
         for metric in SHOWN_METRICS.get(suite, tuple(metrics)):
@@ -49,21 +50,20 @@ def comparison_rows(report: Mapping) -> list[list]:
             ours = m["systems"]["finetuned"]
             for other, diff in m["vs"].items():
                 theirs = m["systems"][other]
-                verdict = "undecidable" if diff["undecidable"] else _verdict(diff, m["direction"])
-                rows.append(
-                    [
-                        f"{suite}.{metric}",
-                        "lower" if m["direction"] == "lower" else "higher",
-                        m["n"],
-                        interval(ours["mean"], ours["ci"]),
-                        other,
-                        interval(theirs["mean"], theirs["ci"]),
-                        interval(diff["difference"], diff["ci"], signed=True),
-                        f"±{diff['half_width']:.3f} / {diff['detectable']:.3f}",
-                        verdict,
-                    ]
+                records.append(
+                    {
+                        "metric": f"{suite}.{metric}",
+                        "better": m["direction"],
+                        "n": m["n"],
+                        "finetuned": interval(ours["mean"], ours["ci"]),
+                        "vs": other,
+                        "other": interval(theirs["mean"], theirs["ci"]),
+                        "difference": interval(diff["difference"], diff["ci"], signed=True),
+                        "half_width / detectable": f"±{diff['half_width']:.3f} / {diff['detectable']:.3f}",
+                        "verdict": "undecidable" if diff["undecidable"] else _verdict(diff, m["direction"]),
+                    }
                 )
-    return rows
+    return records
 
 
 def _verdict(diff: Mapping, direction: str) -> str:
@@ -72,21 +72,21 @@ def _verdict(diff: Mapping, direction: str) -> str:
     return "fine-tuned better" if better else "fine-tuned worse" if worse else "no difference shown"
 
 
+COMPARISON_HEADER = [
+    "metric",
+    "better",
+    "n",
+    "fine-tuned",
+    "vs",
+    "other",
+    "fine-tuned - other (paired 95% CI)",
+    "half-width / detectable",
+    "verdict",
+]
+
+
 def comparisons_table(report: Mapping) -> str:
-    return table(
-        [
-            "metric",
-            "better",
-            "n",
-            "fine-tuned",
-            "vs",
-            "other",
-            "fine-tuned - other (paired 95% CI)",
-            "half-width / detectable",
-            "verdict",
-        ],
-        comparison_rows(report),
-    )
+    return table(COMPARISON_HEADER, [list(r.values()) for r in comparison_records(report)])
 
 
 def generation_line(g: Mapping) -> str:

@@ -166,7 +166,9 @@ def test_evaluation_is_published_as_prefect_artifacts(cold):
     artifacts = {a.key: a for a in asyncio.run(read())}
     expected = {
         "evaluate-report",
+        "evaluate-comparisons",  # one row per paired comparison, in the UI's table view
         "evaluate-predictions",
+        "evaluate-completion",
         "evaluate-humaneval",
         "register-report",
         "clean-report",

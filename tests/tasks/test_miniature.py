@@ -265,6 +265,7 @@ def load_miniature_profile(profile: str, workspace: Path):
         "humaneval": {"enabled": False},
         "sklearn_doctests": {"enabled": False},
     }
+    raw.get("register", {}).pop("guards", None)  # their benchmarks are off here: held-out likelihood only
     path = workspace.parent / f"mini-{profile}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw))
@@ -352,8 +353,8 @@ def test_seed_recipe_runs_in_miniature(profile, tmp_path):
 
     evaluated = evaluation.SPEC.build(cfg, {"tokenize": tokenized, "train": trained, "base_model": base})
     ev = read_report(evaluated)
-    before, after = math.log(ev["base"]["perplexity"]), math.log(ev["finetuned"]["perplexity"])
+    before, after = (ev["means"][s]["heldout.nll"] for s in ("base", "finetuned"))
     seconds = {o.stage: round(read_report(o)["seconds"], 1) for o in (base, tokenized, trained, evaluated)}
     print(f"{profile}: held-out loss {before:.3f} -> {after:.3f}; seconds {seconds}")  # pytest -s
     assert after < before - 0.05  # the recipe learned, measured on held-out rows
-    assert 0.0 <= ev["finetuned"]["rougeL"] <= 1.0
+    assert 0.0 <= ev["means"]["finetuned"]["heldout.rougeL"] <= 1.0

@@ -684,9 +684,7 @@ class GuardConfig(Section):
     @classmethod
     def _non_negative(cls, value: float) -> float:
         if value < 0:
-            raise ValueError(
-                "must be >= 0: it is how much worse than the base the challenger may be"
-            )
+            raise ValueError("must be >= 0: it is how much worse than the base the challenger may be")
         return value
 
 

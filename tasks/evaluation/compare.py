@@ -15,7 +15,9 @@ Suites (pipeline_config/metrics.py names their metrics):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +77,14 @@ class Suite:
             **self.info,
             "metrics": comparisons(self.per_metric(), self.directions, CHALLENGER, seed),
         }
+
+
+@contextmanager
+def timed(suite: Suite, system: str) -> Iterator[None]:
+    """Seconds a system spent on a suite, in the report: where the evaluation's minutes go."""
+    start = time.perf_counter()
+    yield
+    suite.info.setdefault("seconds", {})[system] = round(time.perf_counter() - start, 1)
 
 
 def new_token_budget(cfg: EvaluateConfig, references: list[str], tokenizer) -> dict:
@@ -176,24 +186,29 @@ def evaluate_models(
             base_path, None if system == "base" else model_dir, is_adapter, trust_remote_code
         )
         own = base_tokenizer if system == "base" else tokenizer
-        suites["heldout"].add(system, None, likelihood(model, tokenizer, rows, cfg.batch_size))
-        outputs = generate(
-            model, tokenizer, prompts, budget["max_new_tokens"], cfg.batch_size, stop=template.stop
-        )
-        texts = [o.text.strip() for o in outputs]
-        generation[system] = generation_stats(outputs)
-        suites["heldout"].add(system, texts, per_example_scores(texts, references, given), range(generated))
+        with timed(suites["heldout"], system):
+            suites["heldout"].add(system, None, likelihood(model, tokenizer, rows, cfg.batch_size))
+            outputs = generate(
+                model, tokenizer, prompts, budget["max_new_tokens"], cfg.batch_size, stop=template.stop
+            )
+            texts = [o.text.strip() for o in outputs]
+            generation[system] = generation_stats(outputs)
+            suites["heldout"].add(
+                system, texts, per_example_scores(texts, references, given), range(generated)
+            )
         for name, (cases, _) in (completion_cases or {}).items():
             if name == "fim" and not completion.supports_fim(own):
                 suites[name].info.setdefault("not_scored", {})[system] = "its tokenizer has no FIM tokens"
                 continue
-            done = completion.complete(model, own, cases, cfg.batch_size, cfg.completion.max_new_tokens)
-            texts = [c.text for c in done]
-            suites[name].add(system, texts, _completion_scores(cases, texts))
+            with timed(suites[name], system):
+                done = completion.complete(model, own, cases, cfg.batch_size, cfg.completion.max_new_tokens)
+                texts = [c.text for c in done]
+                suites[name].add(system, texts, _completion_scores(cases, texts))
         for bench in benchmarks:
             style = template_style(template) if system == CHALLENGER else base_style(own)
-            _, per_problem = run_passk(model, own, bench, cfg.batch_size, style)
             suite = suites[bench.name]
+            with timed(suite, system):
+                _, per_problem = run_passk(model, own, bench, cfg.batch_size, style)
             suite.info["prompt_style"][system] = style.name
             shown = [{k: r[k] for k in ("generations", "completions", "statuses")} for r in per_problem]
             suite.add(system, shown, {m: [r["scores"][m] for r in per_problem] for m in suite.directions})

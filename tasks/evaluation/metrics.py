@@ -7,7 +7,6 @@ bootstrap confidence interval of a mean.
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 ROUGE_MODULE = Path(__file__).parent / "rouge_local.py"
@@ -45,14 +44,22 @@ def edit_similarity(predictions: list[str], references: list[str]) -> list[float
 
 
 def beyond_given(text: str, given: str) -> str:
-    """`text` without the part the prompt already gave: when its words start with the words of `given`,
-    what follows them; otherwise all of it. A docstring pair's reference starts with the signature its
-    prompt holds, so an echo of the prompt scores 0 here instead of a precision of 1.0."""
-    want = given.split()
-    words = list(re.finditer(r"\S+", text))
-    if not want or [w.group() for w in words[: len(want)]] != want:
-        return text
-    return text[words[len(want) - 1].end() :]
+    """`text` without the part the prompt already gave: when it starts with `given` (whitespace runs
+    compared as one space), what follows; otherwise all of it. A docstring pair's reference starts with the
+    signature its prompt holds (`def f(x)` before the reference's `def f(x):`), so an echo of the prompt
+    scores 0 here instead of a precision of 1.0, and a model is scored on what it added."""
+    want, i = normalized(given), len(text) - len(text.lstrip())
+    for char in want:
+        if char == " ":
+            if i >= len(text) or not text[i].isspace():
+                return text
+            while i < len(text) and text[i].isspace():
+                i += 1
+        elif i < len(text) and text[i] == char:
+            i += 1
+        else:
+            return text
+    return text[i:] if want else text
 
 
 def per_example_scores(

@@ -106,7 +106,9 @@ def suites_line(report: Mapping) -> str:
         how = f", prompted {', '.join(f'{k}: {v}' for k, v in styles.items())}" if styles else ""
         skipped = s.get("not_scored")
         skip = f", not scored: {', '.join(f'{k} ({v})' for k, v in skipped.items())}" if skipped else ""
-        parts.append(f"{name} {s['items']} items{how}{skip}")
+        took = s.get("seconds")
+        took = f" ({', '.join(f'{k} {v:.0f} s' for k, v in took.items())})" if took else ""
+        parts.append(f"{name} {s['items']} items{took}{how}{skip}")
     return "Suites: " + "; ".join(parts) + "."
 
 

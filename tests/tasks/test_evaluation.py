@@ -127,6 +127,10 @@ def test_written_text_metrics_give_nothing_for_echoing_the_prompt() -> None:
     assert got["rougeL_written"][2] == pytest.approx(1.0)  # only the body: what was asked for
     assert beyond_given("def  add(a,\n b): pass", "def add(a, b):") == " pass"  # whitespace runs differ
     assert beyond_given("x = 1", "def add(a, b):") == "x = 1"  # no prefix: all of it counts
+    # the input is the signature without its colon: the rest of the line is what was written
+    assert beyond_given("def add(a, b):\n    return a", "def add(a, b)") == ":\n    return a"
+    assert beyond_given("def add(a,b):", "def add(a, b)") == "def add(a,b):"  # a space it lacks: no match
+    assert beyond_given("def add", "def add(a, b)") == "def add"  # shorter than the input
     assert edit_similarity(["abcd", ""], ["abce", ""]) == [pytest.approx(0.75), 1.0]
 
 

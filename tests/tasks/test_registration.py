@@ -93,6 +93,8 @@ def test_a_guard_regression_beyond_its_margin_refuses_a_better_model():
     refused = gate(scores(0.4), scores(0.1), evidence=guard, guards=[("humaneval.pass_at_1", 0.05)])
     assert not refused.promote and refused.reason.startswith("a guard regressed beyond its margin")
     assert "humaneval.pass_at_1 vs base" in refused.reason and ">= -0.05" in refused.reason
+    # a margin narrower than the interval's half-width is said to be (an equal model would fail it)
+    assert "margin 0.05 is below the interval's half-width" in refused.comparisons[-1]["note"]
     # a margin as wide as the loss lets it through; and a guard both systems fail everywhere is not a tie
     assert gate(scores(0.4), scores(0.1), evidence=guard, guards=[("humaneval.pass_at_1", 0.5)]).promote
     floor = {"humaneval.pass_at_1": {"finetuned": none, "base": none}}

@@ -193,32 +193,28 @@ def headline_metrics(stage: str, report: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-# small files worth seeing next to the run in the MLflow UI (the data itself stays in the workspace)
-ARTIFACTS = (
-    "report.json",
-    "log_history.json",
-    "loss.png",
+# the evaluation's per-item files (one per suite) and its comparisons
+EVALUATION_TABLES = (
     "comparisons.jsonl",
     "predictions.jsonl",
     "completion.jsonl",
     "fim.jsonl",
     "humaneval.jsonl",
     "sklearn_doctests.jsonl",
+)
+# small files worth seeing next to the run in the MLflow UI (the data itself stays in the workspace)
+ARTIFACTS = (
+    "report.json",
+    "log_history.json",
+    "loss.png",
+    *EVALUATION_TABLES,
     "report.md",
     "registration.json",
     "README.md",
     "rejected.jsonl",  # clean: every dropped row with its reason
 )
 # per-example files also logged as MLflow tables (the UI's artifact view shows them as sortable tables)
-TABLES = (
-    "comparisons.jsonl",
-    "predictions.jsonl",
-    "completion.jsonl",
-    "fim.jsonl",
-    "humaneval.jsonl",
-    "sklearn_doctests.jsonl",
-    "rejections.jsonl",
-)
+TABLES = (*EVALUATION_TABLES, "rejections.jsonl")
 
 
 def table_rows(path: Path) -> list[dict[str, Any]]:

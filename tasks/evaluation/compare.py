@@ -120,10 +120,9 @@ def heldout_suite(rows: list[dict], generated: int) -> Suite:
         for r in rows
     ]
     suite = Suite("heldout", items, dict(SUITES["heldout"]), {"generated": generated})
-    echo = [it["input"] for it in items[:generated]]
-    given = [it["input"] for it in items[:generated]]
+    echo = [it["input"] for it in items[:generated]]  # the answer, and the part the prompt gave
     references = [it["reference"] for it in items[:generated]]
-    suite.add("echo_input", echo, per_example_scores(echo, references, given), range(generated))
+    suite.add("echo_input", echo, per_example_scores(echo, references, echo), range(generated))
     return suite
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from flows.summary import headline
 from pipeline_config import PipelineConfig, load_config
 from pipeline_config.redact import public_dump
-from tasks.common import tracking
+from tasks.common import sandbox, tracking
 from tasks.common.io import glob, hash_json, join, read_json, workspace_location, write_json
 from tasks.common.prefect import logger, publish_artifacts, publish_mlflow_links
 from tasks.common.stage import (
@@ -81,6 +81,7 @@ def plan(cfg: PipelineConfig, dag: Dag, only=None, force=None, config_path: str 
     first_forced = min((STAGES.index(f) for f in force), default=len(STAGES))
     forced = {s for s in STAGES[first_forced:] if not only or s in only}
     if not only:
+        check_sandbox(cfg, specs, keys, tuple(specs), forced)
         return Plan(keys, tuple(specs), (), frozenset(forced))
 
     workspace = workspace_location(cfg)
@@ -104,7 +105,28 @@ def plan(cfg: PipelineConfig, dag: Dag, only=None, force=None, config_path: str 
             f"never built with this config; build them all at once with:\n"
             f"  finetune run --config {config_path} --only {' '.join(build)}"
         )
+    check_sandbox(cfg, specs, keys, run, forced)
     return Plan(keys, run, tuple(s for s in STAGES if s in reuse), frozenset(forced))
+
+
+def check_sandbox(cfg: PipelineConfig, specs: Mapping[str, StageSpec], keys, run, forced) -> None:
+    """Before anything runs: a stage that will execute generated code needs a sandbox this machine has, so
+    a machine without one fails now, not after minutes of training. A stage found in the cache runs
+    nothing; on Dask, synthesis verification runs (and checks) on the workers."""
+    workspace = workspace_location(cfg)
+    needing = [
+        name
+        for name in run
+        if specs[name].resources
+        and "sandbox" in specs[name].resources(cfg)
+        and not (name == "synthesize" and cfg.executor.backend == "dask")
+        and (name in forced or not usable(specs[name], workspace, keys[name]))
+    ]
+    if needing:
+        try:
+            sandbox.resolve(cfg.sandbox.backend)
+        except sandbox.SandboxUnavailable as error:
+            raise UsageError(f"{' and '.join(needing)} will run generated code, but {error}") from None
 
 
 class StageRunner:

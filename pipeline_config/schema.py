@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from pipeline_config.metrics import BASELINES, PASS_K_SUITES, SUITES, pass_k_metrics, scores_baseline
 from pipeline_config.metrics import parse as parse_metric
+from tasks.common.sandbox import CHOICES as SANDBOX_CHOICES
 
 
 class Section(BaseModel):
@@ -373,8 +374,16 @@ class VerifyConfig(Section):
     cpu_s: int = Field(10, gt=0)
     memory_mb: int = Field(1024, gt=0)  # address space (importing scikit-learn needs ~700 MB)
     workers: int = Field(2, ge=1)  # tasks run at once
-    # without root and namespaces the sandbox cannot isolate; true runs the tasks with rlimits only
-    allow_unisolated: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_setting(cls, data):
+        if isinstance(data, dict) and "allow_unisolated" in data:
+            raise ValueError(
+                "synthesize.verify.allow_unisolated is gone: the sandbox now isolates without root where the "
+                "machine allows user namespaces; to run generated code unisolated set `sandbox.backend: none`"
+            )
+        return data
 
 
 class SynthesizeConfig(Section):
@@ -731,6 +740,15 @@ class ExecutorConfig(Section):
         return self
 
 
+class SandboxConfig(Section):
+    """How generated code is contained when synthesize verifies it and evaluate runs pass@k
+    (tasks/common/sandbox.py): auto takes the first of root, userns this machine can run; none runs it
+    unisolated, logged loudly and named in the reports and on the registered model. In no stage key: the
+    backends give code that does not attack them the same verdicts, and the reports say which one ran."""
+
+    backend: Literal[SANDBOX_CHOICES] = "auto"
+
+
 class PipelineConfig(Section):
     name: str
     workspace: str | None = None  # default: $FINETUNE_WORKSPACE, else <repo>/workspace (tasks.common.io)
@@ -745,6 +763,7 @@ class PipelineConfig(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     register: RegisterConfig = RegisterConfig()
     executor: ExecutorConfig = ExecutorConfig()  # how, not what: in no stage key
+    sandbox: SandboxConfig = SandboxConfig()  # how, not what: in no stage key
 
     @model_validator(mode="after")
     def _cross_section(self) -> PipelineConfig:

@@ -36,9 +36,10 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -131,13 +132,13 @@ class Result:
         return self.backend != "none"
 
 
-def run_python(code: str, limits: Limits = Limits(), backend: str = "auto") -> Result:
+def run_python(code: str, limits: Limits = Limits(), backend: str | None = None) -> Result:
     """Run `code` as a script in the sandbox; raises SandboxUnavailable if `backend` cannot run here."""
     return _run(code, limits, resolve(backend))
 
 
 def run_many(
-    codes: Sequence[str], limits: Limits = Limits(), workers: int = 4, backend: str = "auto"
+    codes: Sequence[str], limits: Limits = Limits(), workers: int = 4, backend: str | None = None
 ) -> list[Result]:
     """`run_python` over `codes` with `workers` samples at a time (threads waiting on processes); in order."""
     chosen = resolve(backend)
@@ -145,8 +146,39 @@ def run_many(
         return list(pool.map(lambda code: _run(code, limits, chosen), codes))
 
 
-def resolve(requested: str = "auto") -> Backend:
-    """The backend that will run samples for `requested` (one of CHOICES), or SandboxUnavailable."""
+# The backend the running stage's config asks for (sandbox.backend): set by a stage whose samples run deep
+# below it (verification inside the generators' filters, pass@k inside the evaluation), so the config need
+# not be threaded through every signature on the way. An explicit backend wins.
+_STAGE_BACKEND: ContextVar[str] = ContextVar("sandbox_backend", default="auto")
+
+
+@contextmanager
+def stage_backend(requested: str) -> Iterator[None]:
+    token = _STAGE_BACKEND.set(requested)
+    try:
+        yield
+    finally:
+        _STAGE_BACKEND.reset(token)
+
+
+def can_isolate() -> bool:
+    """Whether some backend isolates here (what tests that need one skip on)."""
+    try:
+        resolve("auto")
+    except SandboxUnavailable:
+        return False
+    return True
+
+
+def requested_backend() -> str:
+    """What the running stage asks for (auto outside a stage)."""
+    return _STAGE_BACKEND.get()
+
+
+def resolve(requested: str | None = None) -> Backend:
+    """The backend that will run samples for `requested` (one of CHOICES; None: the stage's, else auto), or
+    SandboxUnavailable saying why none can and what to do."""
+    requested = requested or _STAGE_BACKEND.get()
     if requested not in CHOICES:
         raise ValueError(f"unknown sandbox backend {requested!r}; choose one of {', '.join(CHOICES)}")
     if requested == "none":

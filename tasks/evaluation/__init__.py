@@ -18,6 +18,7 @@ Run alone: `finetune run --config pipeline_config/offline.yaml --only evaluate`.
 
 from __future__ import annotations
 
+from tasks.common import sandbox
 from tasks.common.benchmarks import benchmark_key, humaneval_problems, program
 from tasks.common.io import iter_jsonl
 from tasks.common.models import gpu_resource
@@ -83,18 +84,21 @@ def completion_cases(cfg, inputs) -> dict[str, tuple[list[dict], str]]:
 
 def run(cfg, inputs, out_dir, context) -> StageResult:
     train = inputs["train"]
-    report = evaluate_models(
-        inputs["tokenize"].file("dataset_dir"),
-        train.file("model_dir"),
-        out_dir,
-        inputs["base_model"].file("model_dir"),
-        train.output("adapter"),
-        cfg.evaluate,
-        cfg.model.trust_remote_code,
-        cfg.seed,
-        benchmarks(cfg, inputs),
-        completion_cases(cfg, inputs),
-    )
+    runs_code = "sandbox" in resources(cfg)
+    backend = sandbox.resolve(cfg.sandbox.backend) if runs_code else None  # before any model loads
+    with sandbox.stage_backend(backend or cfg.sandbox.backend):
+        report = evaluate_models(
+            inputs["tokenize"].file("dataset_dir"),
+            train.file("model_dir"),
+            out_dir,
+            inputs["base_model"].file("model_dir"),
+            train.output("adapter"),
+            cfg.evaluate,
+            cfg.model.trust_remote_code,
+            cfg.seed,
+            benchmarks(cfg, inputs),
+            completion_cases(cfg, inputs),
+        )
     report = {"eval_set_key": inputs["tokenize"].output("eval_set_key"), **report}
     outputs = {
         "predictions": suite_file("heldout"),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pipeline_config.metrics import SUITES, pass_k_metrics
 from pipeline_config.schema import EvaluateConfig
+from tasks.common import sandbox
 from tasks.common.generation import Completion, generate
 from tasks.common.io import write_jsonl
 from tasks.common.models import load_for_inference, load_tokenizer
@@ -222,6 +223,9 @@ def evaluate_models(
         "means": means(reports),
         "generation": generation,
     }
+    if benchmarks:  # generated code ran: in which sandbox
+        backend = sandbox.resolve()
+        report["sandbox"] = {"backend": backend, "isolation": sandbox.describe(backend)}
     write_jsonl(out_dir / "comparisons.jsonl", comparison_records(report))
     write_markdown(out_dir / "report.md", report, out_dir / suite_file("heldout"))
     return report

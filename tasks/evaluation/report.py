@@ -113,6 +113,7 @@ def suites_line(report: Mapping) -> str:
 
 
 def write_markdown(path: Path, report: Mapping, predictions: Path) -> None:
+    box = report.get("sandbox")
     examples = [e for e in iter_jsonl(predictions) if "finetuned" in e.get("outputs", {})][:EXAMPLES_SHOWN]
     parts = [
         "# Evaluation: every system on the same items, every comparison paired",
@@ -122,7 +123,8 @@ def write_markdown(path: Path, report: Mapping, predictions: Path) -> None:
         comparisons_table(report),
         "`_written`: scored on what the system wrote beyond the prompt's input (the signature a reference "
         "starts with), so repeating the prompt earns nothing. Half-width: of the paired interval; "
-        "detectable: the smallest true difference this n finds at 80% power.",
+        "detectable: the smallest true difference this n finds at 80% power."
+        + (f" Generated code ran in the sandbox `{box['backend']}`: {box['isolation']}." if box else ""),
         f"## The first {len(examples)} generated held-out rows",
         table(
             [

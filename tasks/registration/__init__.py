@@ -50,6 +50,10 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         "train": read_report(train),
         "evaluate": read_report(evaluated),
     }
+    # which sandbox ran generated code for this model's data and scores: "none" must be visible here
+    lineage["sandbox"] = {
+        name: r["sandbox"]["backend"] for name, r in reports.items() if r and "sandbox" in r
+    }
     model_dir = train.file("model_dir")
     candidate = Candidate(
         model_dir=model_dir,

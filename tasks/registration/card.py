@@ -78,7 +78,8 @@ def model_card(
             ["what", "value"],
             [["git commit", lineage["git_commit"]], ["config hash", lineage["config_hash"]]]
             + [[f"stage {k}", v] for k, v in lineage["stage_keys"].items()]
-            + [[f"benchmark {k}", v] for k, v in lineage.get("benchmark_keys", {}).items()],
+            + [[f"benchmark {k}", v] for k, v in lineage.get("benchmark_keys", {}).items()]
+            + [[f"sandbox of {k}", v] for k, v in lineage.get("sandbox", {}).items()],
         ),
     ]
     return "\n\n".join(parts) + "\n"

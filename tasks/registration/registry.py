@@ -139,6 +139,7 @@ def version_tags(c: Candidate, run_id: str) -> dict[str, str]:
     tags = {f"metric.{name}": value for name, value in c.metrics.items()}
     tags |= {f"stage.{name}.key": key for name, key in c.lineage["stage_keys"].items()}
     tags |= {f"benchmark.{name}.key": key for name, key in c.lineage.get("benchmark_keys", {}).items()}
+    tags |= {f"sandbox.{stage}": backend for stage, backend in c.lineage.get("sandbox", {}).items()}
     tags |= {
         "stage_key": c.stage_key,
         "pipeline_run_id": run_id,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tasks.common import sandbox
 from tasks.common.io import hash_path, workspace_path
 from tasks.common.models import gpu_resource
 from tasks.common.parallel import stage_executor
@@ -36,7 +37,9 @@ def teacher_is_base(cfg) -> bool:
 
 
 def run(cfg, inputs, out_dir, context) -> StageResult:
-    teacher = None
+    teacher, backend = None, None
+    if teacher_modes(cfg.synthesize) and cfg.synthesize.verify.enabled and cfg.executor.backend == "local":
+        backend = sandbox.resolve(cfg.sandbox.backend)  # before the teacher's minutes, not after them
     if teacher_modes(cfg.synthesize):
         base = str(inputs["base_model"].file("model_dir")) if teacher_is_base(cfg) else None
         # outside the stage folders, so that a killed attempt, a forced re-run or a new key (another seed
@@ -44,13 +47,18 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         cache_dir = workspace_path(cfg) / TEACHER_CACHE
         teacher = make_teacher(cfg.synthesize.teacher, base, cfg.seed, cache_dir=cache_dir)
     try:
-        with stage_executor(cfg.executor):  # where verification runs the teacher's code
+        # where verification runs the teacher's code, and in which sandbox
+        with stage_executor(cfg.executor), sandbox.stage_backend(cfg.sandbox.backend):
             report = synthesize_pairs(
                 inputs["scrape"].file("records"), out_dir, cfg.synthesize, teacher, cfg.seed
             )
     finally:
         if teacher is not None:
             teacher.close()
+    if backend is not None:
+        report["sandbox"] = {"backend": backend, "isolation": sandbox.describe(backend)}
+    elif teacher_modes(cfg.synthesize) and cfg.synthesize.verify.enabled:  # on Dask: each worker's own
+        report["sandbox"] = {"backend": cfg.sandbox.backend, "isolation": "resolved by each Dask worker"}
     write_report_md(out_dir, report)  # for people: a Prefect artifact and an MLflow file
     return StageResult(report, {"pairs": "pairs.jsonl", "rejected": "rejected.jsonl"})
 

@@ -51,6 +51,8 @@ def write_report_md(out_dir: Path, report: dict) -> Path:
     }
     if failures:
         lines += ["", "Sandbox failures: " + ", ".join(f"{k} {v}" for k, v in failures.items()) + "."]
+    if box := report.get("sandbox"):
+        lines += ["", f"Sandbox `{box['backend']}`: {box['isolation']}."]
     if teacher := report.get("teacher"):
         shown = ", ".join(f"{k} {teacher[k]}" for k in TEACHER_FIELDS if teacher.get(k) is not None)
         lines += ["", f"Teacher `{teacher.get('backend')}` / `{teacher.get('model')}`: {shown}."]

@@ -1,6 +1,6 @@
 """Execution verification of synthetic tasks: the solution and the teacher's own tests (asserts) run together
-in the sandbox (tasks/common/sandbox.py: no network, own uid, CPU, memory, process and wall limits, a
-private /tmp, a scrubbed environment), many at a time.
+in the sandbox (tasks/common/sandbox.py: no network, a read-only host, CPU, memory, process and wall limits,
+a private /tmp, a scrubbed environment; the backend `sandbox.backend` names), many at a time.
 
 A task passes when the script exits 0. A failure gets one kind: `no_tests` (no assert, or asserts that
 never name anything the solution defines: `assert True` checks nothing), `syntax_error` (either part does
@@ -11,8 +11,9 @@ kept and says `metadata.verified` true or false, and `metadata.verification` its
 
 Where the samples run follows the config's `executor` (tasks/common/parallel.py): here, `verify.workers` at
 a time; on a Dask cluster, chunks of samples go to the workers, each running `verify.workers` at a time in
-its own sandbox, so every Dask worker needs what the sandbox needs (root, util-linux's unshare and setpriv)
-or `allow_unisolated`; a worker that cannot isolate fails the stage with the sandbox's message.
+its own sandbox, so every Dask worker needs what the sandbox needs (util-linux's unshare, and root or
+unprivileged user namespaces) or `sandbox.backend: none`; a worker that cannot isolate fails the stage with
+the sandbox's message, which names what to change.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pipeline_config.schema import ExecutorConfig, VerifyConfig
 from tasks.common.code_blocks import parse
 from tasks.common.filtering import Filter
 from tasks.common.parallel import Executor, current_stage_executor
-from tasks.common.sandbox import Limits, Result, describe_isolation, isolation_available, run_many
+from tasks.common.sandbox import Limits, Result, requested_backend, resolve, run_many
 
 FAILURE_KINDS = ("no_tests", "syntax_error", "timeout", "assertion", "crash")
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
@@ -101,14 +102,14 @@ class SandboxRun:
 
     limits: Limits
     workers: int
-    allow_unisolated: bool
+    backend: str  # as the config asks (auto, root, userns, none): each Dask worker resolves it for itself
 
     def prepare(self) -> None:
         """Nothing to build: run_many checks isolation in the process that runs the samples."""
 
 
 def run_chunk(codes: list[str], run: SandboxRun) -> list[Result]:
-    return run_many(codes, run.limits, run.workers, run.allow_unisolated)
+    return run_many(codes, run.limits, run.workers, run.backend)
 
 
 def verify(
@@ -119,15 +120,12 @@ def verify(
     todo = [i for i, v in enumerate(verdicts) if v is None]
     executor = executor or current_stage_executor()
     on_cluster = executor is not None and executor.backend == "dask"  # there, each worker checks itself
-    if todo and not on_cluster and not cfg.allow_unisolated and not isolation_available():
-        raise RuntimeError(
-            f"synthesize.verify cannot isolate the teacher's code here ({describe_isolation()}): run as root "
-            "with util-linux's unshare and setpriv, or set synthesize.verify.allow_unisolated: true (rlimits "
-            "only) or synthesize.verify.enabled: false"
-        )
+    requested = requested_backend()  # the stage's sandbox.backend, carried to Dask workers by value
+    if todo and not on_cluster:
+        resolve(requested)  # here, before anything runs: SandboxUnavailable names the machine's limit
     limits = Limits(wall_s=cfg.timeout_s, cpu_s=cfg.cpu_s, memory_mb=cfg.memory_mb)
     codes = [program(*tasks[i]) for i in todo]
-    run = SandboxRun(limits, cfg.workers, cfg.allow_unisolated)
+    run = SandboxRun(limits, cfg.workers, requested)
     with Executor(executor) as runner:  # local: one chunk, here, as many at a time as verify.workers
         parts = runner.map_chunks(run_chunk, codes, run, chunk=max(1, len(codes)))
         results = [result for part in parts for result in part]

@@ -115,7 +115,7 @@ def test_teacher_key_and_url_password_appear_in_no_output(
                 "prompts_per_round": 3,
                 "examples_per_prompt": 2,
             }
-            raw["synthesize"]["verify"] = {"allow_unisolated": True, "timeout_s": 20}
+            raw["synthesize"]["verify"] = {"timeout_s": 20}
             raw["synthesize"]["teacher"] = {
                 "backend": "openai",
                 "model": "served-model",

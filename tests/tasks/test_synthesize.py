@@ -18,6 +18,7 @@ import pytest
 from pipeline_config import PipelineConfig, load_config
 from pipeline_config.schema import (
     OssInstructConfig,
+    SandboxConfig,
     SelfInstructConfig,
     SynthesizeConfig,
     TeacherConfig,
@@ -1051,6 +1052,34 @@ def test_stage_report_holds_the_teacher_accounting(
     assert f"| self_instruct | 4 | 3 | {si['unparseable']} | {si['truncated']} | {si['parsed']} |" in text
     assert "prompts 4, cache_hits 0, requests 6, retries 2, failed 1, skipped 0" in text
     assert "| oss_instruct | off |" in text
+
+
+def test_stage_report_names_the_sandbox_that_ran_the_teachers_code(
+    tmp_path: Path, chat_server: ChatServer, tiny_profile
+) -> None:
+    # userns forced: what an ordinary user's machine (or a container's root) runs; auto here picks root
+    cfg = stage_config(tiny_profile, chat_server).model_copy(
+        update={"sandbox": SandboxConfig(backend="userns")}
+    )
+    out = synthesize.SPEC.build(cfg, {"scrape": scrape_output(tmp_path)})
+    report = read_report(out)
+    assert report["sandbox"]["backend"] == "userns" and report["self_instruct"]["verification"]["checked"] > 0
+    assert (
+        "Sandbox `userns`: userns: an unprivileged user namespace"
+        in (Path(out.path) / "report.md").read_text()
+    )
+
+
+def test_stage_without_a_sandbox_fails_before_asking_the_teacher(
+    tmp_path: Path, chat_server: ChatServer, tiny_profile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.common import sandbox
+
+    monkeypatch.setattr(sandbox, "_probe", lambda backend: f"no {backend} in this test")
+    cfg = stage_config(tiny_profile, chat_server)
+    with pytest.raises(sandbox.SandboxUnavailable, match="sandbox.backend: none"):
+        synthesize.SPEC.build(cfg, {"scrape": scrape_output(tmp_path)})
+    assert chat_server.requests == []
 
 
 def test_stage_stopped_by_a_budget_cap_then_rerun_pays_only_the_rest(

@@ -32,6 +32,13 @@ from tasks.common.sandbox import Limits, run_python
 code, limits, backend = json.loads(sys.argv[2])
 print(json.dumps(dataclasses.asdict(run_python(code, Limits(**limits), backend=backend))))
 """
+# The same for many samples at once, read from stdin (164 programs exceed what argv may carry).
+MANY_DRIVER = """import json, sys
+sys.path.insert(0, sys.argv[1])
+from tasks.common.sandbox import Limits, run_many
+codes = json.load(sys.stdin)
+print(json.dumps([r.status for r in run_many(codes, Limits(), workers=2, backend="userns")]))
+"""
 Run = Callable[..., Result]
 
 
@@ -365,6 +372,29 @@ def test_root_can_force_the_userns_backend():
     result = run_python(code, FAST, backend="userns")
     assert (result.status, result.stdout, result.backend) == ("failed", "0\n", "userns")
     assert "Read-only file system" in result.stderr and not Path("/etc/sandbox-test").exists()
+
+
+@pytest.mark.parametrize("backend", ["root", "userns"])
+def test_humaneval_canonical_solutions_pass_and_a_wrong_one_fails(backend: str):
+    # what pass@k and synthesis verification rely on: an honest program passes, a wrong one fails
+    from tasks.common.benchmarks import humaneval_problems, program
+
+    problems = humaneval_problems()
+    codes = [program(p, p["canonical_solution"]) for p in problems]
+    codes.append(program(problems[0], "    return None\n"))
+    if backend == "root" and os.geteuid() != 0:
+        pytest.skip("the root backend needs root")
+    if backend == "userns" and can_drive_nobody():  # as an ordinary user
+        cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", SYSTEM_PYTHON, "-c"]
+        proc = subprocess.run(
+            [*cmd, MANY_DRIVER, str(REPO)], input=json.dumps(codes), cwd="/", capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        statuses = json.loads(proc.stdout)
+    else:
+        statuses = [r.status for r in run_many(codes, Limits(), workers=2, backend=backend)]
+    assert statuses[:-1] == ["passed"] * len(problems) and statuses[-1] == "failed"
 
 
 def test_refuses_to_run_unisolated_unless_asked(monkeypatch: pytest.MonkeyPatch):

@@ -75,3 +75,32 @@ def test_the_docs_name_only_variables_it_has() -> None:
     }
     assert {"image", "workspace_claim", "gpus"} <= passed <= set(VARIABLES)
     assert {"image", "gpus", "prefect_api_url", "mlflow_tracking_uri", "env"} <= tabled <= set(VARIABLES)
+
+
+def test_the_pod_runs_as_the_images_ordinary_user_with_only_what_the_sandbox_needs() -> None:
+    # the userns sandbox backend needs user namespaces and mount inside them: seccomp and AppArmor off the
+    # runtime defaults; it needs no root, no privileged container, no capability
+    dockerfile = (REPO / "Dockerfile").read_text()
+    uid, gid = map(int, re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M).groups())
+    assert uid != 0 and f"--uid {uid}" in dockerfile and "util-linux" in dockerfile
+    pod = render({}).job_manifest["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    context = container["securityContext"]
+    assert (context["runAsUser"], context["runAsGroup"], context["runAsNonRoot"]) == (uid, gid, True)
+    assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+    assert "privileged" not in context and "add" not in context["capabilities"]
+    assert context["seccompProfile"] == {"type": "Unconfined"}
+    assert context["appArmorProfile"] == {"type": "Unconfined"}
+    assert pod["securityContext"] == {"fsGroup": gid}  # the workspace volume is writable by that user
+    strict = render({"sandbox_seccomp": "RuntimeDefault"}).job_manifest["spec"]["template"]["spec"]
+    assert strict["containers"][0]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    # the image keeps everything it writes under /data (the volume), owned by that user
+    assert f"chown -R {uid}:{gid} /data" in dockerfile
+    assert "MLFLOW_TRACKING_URI=sqlite:////data/" in dockerfile and "FINETUNE_WORKSPACE=/data/" in dockerfile
+
+
+def test_the_docs_give_docker_the_same_relaxations_and_no_broader_ones() -> None:
+    section = (REPO / "docs" / "scaling.md").read_text().split("\n## Docker\n", 1)[1].split("\n## ", 1)[0]
+    for flag in ("seccomp=unconfined", "apparmor=unconfined"):
+        assert section.count(flag) == 2  # the work pool's job variable and the docker run line
+    assert "--privileged" not in section and "--cap-add" not in section

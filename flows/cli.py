@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def generate(cfg, args: argparse.Namespace) -> int:
     """Load the model from the project's tracking store (MLFLOW_TRACKING_URI, else mlflow/mlflow.db)."""
-    from tasks.common import tracking
+    from flows import tracking
     from tasks.registration.registry import RegistryUnavailable, reachable_registry, why_no_champion
     from tasks.registration.serving import load_registered, model_uri
 

@@ -16,12 +16,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from flows import tracking
+from flows.stage_tasks import publish_artifacts, publish_mlflow_links, stage_task
 from flows.summary import headline
 from pipeline_config import PipelineConfig, load_config
 from pipeline_config.redact import public_dump
-from tasks.common import sandbox, tracking
+from tasks.common import sandbox
 from tasks.common.io import glob, hash_json, join, read_json, workspace_location, write_json
-from tasks.common.prefect import logger, publish_artifacts, publish_mlflow_links
+from tasks.common.runtime import logger
 from tasks.common.stage import (
     MissingInputError,
     StageOutput,
@@ -187,7 +189,8 @@ class StageRunner:
             )
 
     def __call__(self, module: ModuleType, needs: tuple[str, ...]) -> StageOutput | None:
-        spec, task = module.SPEC, module.TASK
+        spec = module.SPEC
+        task = stage_task(spec)
         self.current = spec.name
         inputs = {n: self.outputs[n] for n in needs if n in self.outputs}
         if spec.name in self.plan.reuse:

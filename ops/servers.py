@@ -322,7 +322,7 @@ def start_servers(setup: Setup, pool: str, started: list[str]) -> None:
         wait(setup, service, pids[service], healthy)
 
 
-# Prefect global concurrency limits that stages hold while they use a scarce resource (tasks/common/prefect):
+# Prefect global concurrency limits that stages hold while they use a scarce resource (flows/stage_tasks.py):
 # deployments sharing this work pool queue for the one GPU and the sandbox instead of oversubscribing them.
 RESOURCE_LIMITS = {"gpu": 1, "teacher": 8, "sandbox": 2}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
+from flows import tracking
 from pipeline_config import load_config
 from pipeline_config.redact import public_dump, redact_url, redact_value
-from tasks.common import tracking
 
 PASSWORD = "pw-planted-5e1d"
 

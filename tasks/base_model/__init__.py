@@ -21,7 +21,6 @@ from pipeline_config.schema import FolderSource, GGUFSource, HubSource, ScratchS
 from tasks.base_model.miniature import build_miniature
 from tasks.base_model.scratch import build_scratch_model, training_texts
 from tasks.base_model.sources import dequantize_gguf, describe_pretrained, hub_snapshot, identity
-from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
 
 
@@ -89,4 +88,3 @@ SPEC = StageSpec(
     environment=environment,
     uses=uses,
 )
-TASK = stage_task(SPEC)

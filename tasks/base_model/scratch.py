@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline_config.schema import ScratchSource, SplitConfig
 from tasks.common.io import iter_jsonl
-from tasks.common.prefect import logger
+from tasks.common.runtime import logger
 from tasks.common.splits import group_of, is_held_out
 from tasks.tokenization.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 

@@ -57,14 +57,3 @@ SPEC = StageSpec(
     environment=environment,
     uses=uses,
 )
-
-
-def __getattr__(name: str):
-    """`TASK`, the Prefect task, is built on first use: the worker processes of the per-row phase import
-    this package and would otherwise import Prefect (over a second each) for nothing."""
-    if name == "TASK":
-        from tasks.common.prefect import stage_task
-
-        globals()["TASK"] = stage_task(SPEC)
-        return globals()["TASK"]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,7 @@ def pick_device(preference: str = "auto") -> str:
 
 
 def gpu_resource(preference: str = "auto") -> tuple[str, ...]:
-    """("gpu",) when work on this device should hold the "gpu" concurrency slot (tasks/common/prefect)."""
+    """("gpu",) when work on this device should hold the "gpu" concurrency slot (flows/stage_tasks.py)."""
     return ("gpu",) if pick_device(preference) == "cuda" else ()
 
 

@@ -11,7 +11,7 @@ stage key):
   process pool of `workers` (spawn, not fork: the flow's process runs Prefect's and MLflow's threads,
   whose locks a fork copies).
 - `dask`: a distributed Client. With `executor.address`, that scheduler; without one, the cluster of the
-  running flow's prefect-dask DaskTaskRunner if it has one (tasks/common/prefect.py), else a LocalCluster
+  running flow's prefect-dask DaskTaskRunner if it has one (tasks/common/runtime.py), else a LocalCluster
   of `executor.n_workers` processes (one thread each) that lives as long as the `Executor`. Every input
   goes to the cluster (no `parallel_from`), in at least TASKS_PER_THREAD chunks per worker thread. The
   context is scattered to every worker once; each worker prepares it on first use and keeps it (keyed by
@@ -193,7 +193,7 @@ def dask_client(cfg: ExecutorConfig):
         with Client(cfg.address) as client:
             yield client
         return
-    from tasks.common.prefect import flow_dask_client
+    from tasks.common.runtime import flow_dask_client
 
     with flow_dask_client() as client:
         if client is not None:

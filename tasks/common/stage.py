@@ -224,7 +224,7 @@ def build_stage(
         return _build_remote(workspace, stage, key, input_keys, work, force)
 
     def waiting() -> None:
-        from tasks.common.prefect import logger  # lazily: worker processes import this module Prefect-free
+        from tasks.common.runtime import logger  # lazily: worker processes import this module Prefect-free
 
         # on the screen and in the UI: a run queued behind another's long training must not look hung
         logger().warning("stage %s: another run is building key %s; waiting to reuse its output", stage, key)

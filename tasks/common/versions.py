@@ -3,7 +3,8 @@
 `code_version("tasks.training")` hashes every file of the stage's package (data files included) plus every
 project module it imports, followed transitively through `import` statements read with `ast` (nothing is
 imported to find them). An edit to `tasks/common/models.py` therefore changes the key of every stage that
-loads a model, and of no other. `pipeline_config` is not followed: a schema change reaches a key through
+loads a model, and of no other; an edit to the orchestration (flows/: Prefect tasks, MLflow bookkeeping) or
+to where logs go (OUTSIDE_KEYS) changes none. `pipeline_config` is not followed: a schema change reaches a key through
 the resolved config values the key already holds (a new default is a new value).
 
 `library_versions(...)` gives the installed versions of the distributions a stage's output depends on, so
@@ -21,6 +22,10 @@ from pathlib import Path
 from tasks.common.io import REPO_ROOT
 
 FOLLOWED = "tasks"  # the top-level project package whose imports are followed
+# Leaf modules that cannot change what a stage writes: where its log lines and progress bars go. Left out of
+# every key, so a change to logging re-runs nothing; tests/test_layers.py keeps them leaves (they import no
+# project module, so nothing that does shape outputs can hide behind them).
+OUTSIDE_KEYS = frozenset({"tasks.common.runtime", "tasks.common.progress"})
 
 
 def module_file(module: str) -> Path | None:
@@ -48,7 +53,8 @@ def imported_modules(path: Path, module: str) -> set[str]:
             found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
     # importing a.b.c runs a/__init__.py and a/b/__init__.py too
     with_parents = {".".join(m.split(".")[:i]) for m in found for i in range(1, m.count(".") + 2)}
-    return {m for m in with_parents if m == FOLLOWED or m.startswith(FOLLOWED + ".")}
+    followed = {m for m in with_parents if m == FOLLOWED or m.startswith(FOLLOWED + ".")}
+    return followed - OUTSIDE_KEYS
 
 
 def package_files(package: str) -> set[Path]:

@@ -22,7 +22,7 @@ from tasks.common import sandbox
 from tasks.common.benchmarks import benchmark_key, humaneval_problems, program
 from tasks.common.io import iter_jsonl
 from tasks.common.models import gpu_resource
-from tasks.common.prefect import logger, stage_task
+from tasks.common.runtime import logger
 from tasks.common.splits import group_of, is_held_out
 from tasks.common.stage import StageResult, StageSpec
 from tasks.evaluation import completion, doctests
@@ -144,4 +144,3 @@ SPEC = StageSpec(
     uses=uses,
     resources=resources,
 )
-TASK = stage_task(SPEC)

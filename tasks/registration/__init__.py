@@ -11,9 +11,8 @@ Run alone: `finetune run --config pipeline_config/offline.yaml --only register`.
 from __future__ import annotations
 
 from pipeline_config.redact import public_dump
-from tasks.common import tracking
+from tasks.common import mlflow_store
 from tasks.common.io import hash_json, workspace_location, workspace_path
-from tasks.common.prefect import stage_task
 from tasks.common.stage import StageOutput, StageResult, StageSpec, cached_output, read_report
 from tasks.common.templates import PromptTemplate
 from tasks.common.versions import git_commit
@@ -88,7 +87,7 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
 
 
 def still_registered(output: StageOutput) -> bool:
-    return tracking.version_exists(output.outputs.get("model_name"), output.outputs.get("version"))
+    return mlflow_store.version_exists(output.outputs.get("model_name"), output.outputs.get("version"))
 
 
 SPEC = StageSpec(
@@ -98,8 +97,7 @@ SPEC = StageSpec(
     sections=("register", "evaluate", "seed"),  # evaluate: how a champion from another set is re-scored
     libraries=("mlflow",),
     # a different tracking store has not seen this model: registering there is new work
-    environment=lambda cfg: {"tracking_uri": tracking.tracking_uri()},
+    environment=lambda cfg: {"tracking_uri": mlflow_store.tracking_uri()},
     is_valid=still_registered,
     retries=2,  # an unreachable registry (RegistryUnavailable) is worth another attempt
 )
-TASK = stage_task(SPEC)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pipeline_config.metrics import LIKELIHOOD
 from pipeline_config.schema import RegisterConfig
-from tasks.common import tracking
+from tasks.common import mlflow_store
 from tasks.common.io import iter_jsonl, write_json
 from tasks.common.templates import PromptTemplate
 from tasks.common.versions import library_versions
@@ -276,14 +276,14 @@ def register_model(
     `cache`: where re-scored champions' outputs are kept.
     """
     (out_dir / "README.md").write_text(c.card)  # the card beside the model in the workspace
-    with reachable_registry(tracking.tracking_uri()):
+    with reachable_registry(mlflow_store.tracking_uri()):
         return _register(c, out_dir, run_id, cfg, cache, batch_size, seed)
 
 
 def _register(c: Candidate, out_dir: Path, run_id: str, cfg: RegisterConfig, cache, batch_size, seed) -> dict:
     import mlflow
 
-    client = tracking.client()
+    client = mlflow_store.client()
     name = cfg.model_name
     existing = find_version(client, name, c.stage_key)
     decision = None
@@ -310,7 +310,7 @@ def _register(c: Candidate, out_dir: Path, run_id: str, cfg: RegisterConfig, cac
     if decision.promote:
         client.set_registered_model_alias(name, "champion", version)
     record = {
-        "tracking_uri": tracking.tracking_uri(),
+        "tracking_uri": mlflow_store.tracking_uri(),
         "run_id": run_id,
         "model_name": name,
         "version": version,

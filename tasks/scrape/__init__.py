@@ -49,14 +49,3 @@ SPEC = StageSpec(
     libraries=("python",),  # ast's view of the source is the interpreter's
     environment=environment,
 )
-
-
-def __getattr__(name: str):
-    """`TASK`, the Prefect task, is built on first use: the processes that parse files for this stage
-    (tasks/common/parallel.py) import this package and would otherwise import Prefect for nothing."""
-    if name == "TASK":
-        from tasks.common.prefect import stage_task
-
-        globals()["TASK"] = stage_task(SPEC)
-        return globals()["TASK"]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,6 @@ from tasks.common import sandbox
 from tasks.common.io import hash_path, workspace_path
 from tasks.common.models import gpu_resource
 from tasks.common.parallel import stage_executor
-from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
 from tasks.common.teacher import make_teacher
 from tasks.synthesize.pairs import synthesize_pairs, teacher_modes
@@ -98,4 +97,3 @@ SPEC = StageSpec(
     retries=2,  # only transient failures (a dropped connection, a teacher that stayed busy) are retried
     resources=resources,
 )
-TASK = stage_task(SPEC)

@@ -1,6 +1,6 @@
 """The synthesize stage's report.md: what each generator asked, what survived each filter and the sandbox,
 and what the teacher cost. Published as a Prefect markdown artifact and logged to MLflow like every stage's
-report.md (tasks/common/prefect.publish_artifacts, tasks/common/tracking.ARTIFACTS)."""
+report.md (flows/stage_tasks.publish_artifacts, flows/tracking.ARTIFACTS)."""
 
 from __future__ import annotations
 

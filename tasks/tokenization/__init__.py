@@ -12,7 +12,6 @@ Run alone: `finetune run --config pipeline_config/offline.yaml --only tokenize`.
 
 from __future__ import annotations
 
-from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
 from tasks.common.templates import TEMPLATE_FILE
 from tasks.tokenization.encode import tokenize_pairs
@@ -37,4 +36,3 @@ SPEC = StageSpec(
     sections=("tokenize", "split", "seed"),
     libraries=("transformers", "tokenizers", "datasets"),
 )
-TASK = stage_task(SPEC)

@@ -14,7 +14,6 @@ import shutil
 
 from tasks.common.io import hash_path
 from tasks.common.models import gpu_resource, pick_device
-from tasks.common.prefect import stage_task
 from tasks.common.stage import StageResult, StageSpec
 from tasks.common.templates import TEMPLATE_FILE
 from tasks.training.launch import accelerate_config_file, train_in_processes
@@ -75,4 +74,3 @@ SPEC = StageSpec(
     environment=environment,
     resources=lambda cfg: gpu_resource(cfg.train.device),
 )
-TASK = stage_task(SPEC)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from pipeline_config.schema import TrainConfig
 from tasks.common.models import pick_device
-from tasks.common.prefect import logger
+from tasks.common.runtime import logger
 from tasks.training.recipe import train_model
 
 # of the processes' output, in the error when they fail: the launcher's own traceback alone takes ~35

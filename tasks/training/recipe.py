@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pipeline_config.schema import TrainConfig
 from tasks.common.models import load_causal_lm, load_tokenizer, pick_device
-from tasks.common.prefect import logger
 from tasks.common.progress import Progress
+from tasks.common.runtime import logger
 from tasks.common.templates import TEMPLATE_FILE
 from tasks.tokenization.encode import TOKENIZER_DIR
 from tasks.training.collate import PackedCollator, needs_flat_batches

@@ -147,7 +147,7 @@ def _registered(monkeypatch, vocab: dict):
     import contextlib
     from types import SimpleNamespace
 
-    from tasks.common import tracking
+    from flows import tracking
     from tasks.registration import registry, serving
 
     tokenizer = SimpleNamespace(get_vocab=lambda: vocab)

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from tasks.common import tracking
+from flows import tracking
 from tests.conftest import REPO
 from tests.flows.helpers import free_port
 

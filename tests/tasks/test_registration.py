@@ -9,8 +9,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from flows import tracking
 from pipeline_config.schema import RegisterConfig
-from tasks.common import tracking
 from tasks.common.templates import ALPACA
 from tasks.registration.gate import decide
 from tasks.registration.registry import Candidate, register_model
@@ -330,7 +330,7 @@ def test_an_unreachable_registry_is_a_clear_retryable_error(model_dir, tmp_path,
     registers from them."""
     import socket
 
-    from tasks.common.prefect import is_transient
+    from flows.stage_tasks import is_transient
     from tasks.registration.registry import RegistryUnavailable
 
     with socket.socket() as s:  # a port nothing listens on

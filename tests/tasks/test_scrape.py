@@ -153,7 +153,7 @@ def assert_valid_metric_names(report: dict) -> None:
     """The runner logs a report's numbers as MLflow metrics: a reason MLflow rejects would fail the stage."""
     from mlflow.utils.validation import _validate_metric_name
 
-    from tasks.common.tracking import numeric_metrics
+    from flows.tracking import numeric_metrics
 
     names = numeric_metrics("scrape", report)
     assert names

@@ -71,7 +71,7 @@ def assert_valid_metric_names(report: dict) -> None:
     """The runner logs a report's numbers as MLflow metrics: a name MLflow rejects would fail the stage."""
     from mlflow.utils.validation import _validate_metric_name
 
-    from tasks.common.tracking import numeric_metrics
+    from flows.tracking import numeric_metrics
 
     for name in numeric_metrics("scrape", report):
         _validate_metric_name(name)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import requests
 
+from flows.stage_tasks import is_transient, stage_task
 from pipeline_config import load_config
-from tasks.common.prefect import is_transient, stage_task
 from tasks.common.stage import StageResult, StageSpec
 from tasks.common.teacher import TeacherError
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tasks.common import tracking
+from flows import tracking
 
 
 def test_orphaned_mlflow_runs_are_marked_killed():
-    from tasks.common import tracking
+    from flows import tracking
 
     c = tracking.client()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

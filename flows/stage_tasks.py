@@ -1,5 +1,6 @@
-"""The only Prefect import under tasks/: the run logger, the task that wraps a stage, and the cluster of
-a flow run on prefect-dask's DaskTaskRunner (`flow_dask_client`, for tasks/common/parallel.py).
+"""The Prefect side of a stage: the task that wraps it, its retries and concurrency slots, and the
+artifacts a flow run publishes. Orchestration, not stage code: no stage imports this module, so an edit
+here re-keys no stage.
 
 A stage's Prefect cache key is its stage key, so the Prefect UI and the workspace agree about what is
 cached. A stage that needs a scarce resource (the GPU, the teacher endpoint, the sandbox) holds a slot of
@@ -13,28 +14,17 @@ a bad request or a bad config fails at once.
 from __future__ import annotations
 
 import contextlib
-import logging
-import sys
+from functools import cache
 from pathlib import Path
 
 import requests
 
+from flows.tracking import TABLES, table_rows
 from tasks.common.io import hash_json, workspace_location
 from tasks.common.stage import StageOutput, StageSpec
 
 # what a retry can fix; anything else (a 401, a config error, a bug) would fail the same way again
 TRANSIENT = (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)
-
-
-def logger() -> logging.Logger:
-    """Prefect's run logger inside a task or flow (shows in the UI), a plain logger elsewhere (tests)."""
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("finetune")
 
 
 def is_transient(error: BaseException | None) -> bool:
@@ -45,6 +35,7 @@ def retry_condition(_task, _task_run, state) -> bool:
     return is_transient(state.data)  # a Failed state's data is the exception the task raised
 
 
+@cache
 def stage_task(spec: StageSpec, retry_delay_seconds: float = 10):
     """The Prefect task for a stage; its cache key is the stage key.
 
@@ -102,31 +93,10 @@ def existing_limits(names) -> list[str]:
     return found
 
 
-@contextlib.contextmanager
-def flow_dask_client():
-    """A Dask client of the running flow's prefect-dask DaskTaskRunner cluster, or None outside such a flow:
-    a stage with `executor.backend: dask` and no address runs its chunks there (tasks/common/parallel.py)
-    instead of starting a cluster of its own."""
-    if "prefect_dask" not in sys.modules:  # no flow in this process was given a DaskTaskRunner
-        yield None
-        return
-    from prefect.context import FlowRunContext
-    from prefect_dask import DaskTaskRunner, get_dask_client
-
-    context = FlowRunContext.get()
-    if context is None or not isinstance(context.task_runner, DaskTaskRunner):
-        yield None
-        return
-    with get_dask_client() as client:
-        yield client
-
-
 def publish_artifacts(stage: str, folder: Path) -> None:
     """A stage's `report.md` and per-example tables as Prefect artifacts of the running flow (the UI's
     Artifacts tab). Keys are per stage, so each run adds a version and the UI shows the history."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    from tasks.common.tracking import TABLES, table_rows
 
     slug = stage.replace("_", "-")
     if (folder / "report.md").is_file():

@@ -15,7 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pipeline_config.schema import TeacherConfig
-from tasks.common.teacher.openai import OpenAITeacher
+from tasks.common.teacher.remote import RemoteTeacher
 
 
 def _server(latency_s: float) -> ThreadingHTTPServer:
@@ -57,7 +57,7 @@ def teacher_concurrency(
 
     def throughput(concurrency: int) -> float:
         cfg = TeacherConfig(backend="openai", model="bench", base_url=url, max_concurrency=concurrency)
-        teacher = OpenAITeacher(cfg)  # no cache: every prompt is a request
+        teacher = RemoteTeacher(cfg)  # no cache: every prompt is a request
         try:
             start = time.perf_counter()
             out = teacher.generate(texts)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pipeline_config.metrics import BASELINES, PASS_K_SUITES, SUITES, pass_k_metrics, scores_baseline
 from pipeline_config.metrics import parse as parse_metric
 from tasks.common.sandbox import CHOICES as SANDBOX_CHOICES
+from tasks.common.teacher import BACKENDS as TEACHER_BACKENDS
 
 
 class Section(BaseModel):
@@ -287,13 +288,16 @@ class ScrapeConfig(Section):
 
 
 class TeacherConfig(Section):
-    """Where Self-Instruct gets its generations: an OpenAI-compatible server or a local transformers model."""
+    """Where Self-Instruct gets its generations: a local transformers model, or a server in one of the
+    dialects of tasks/common/teacher/dialects/ (openai: any OpenAI-compatible server; anthropic)."""
 
-    backend: Literal["local", "openai"] = "local"
-    # local: "base" (the pipeline's own base model), a folder or a hub id; openai: the served model's name
+    backend: Literal[TEACHER_BACKENDS] = "local"
+    # local: "base" (the pipeline's own base model), a folder or a hub id; a server: the served model's name
     model: str = "base"
     base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"  # the key itself never goes in YAML
+    # the environment variable holding the key (never the key: not in YAML); None: the dialect's own
+    # (OPENAI_API_KEY, ANTHROPIC_API_KEY)
+    api_key_env: str | None = None
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_new_tokens: int = Field(256, gt=0)
     timeout_s: float = Field(60.0, gt=0)  # per request
@@ -310,9 +314,9 @@ class TeacherConfig(Section):
     chat_template: bool = True
 
     @model_validator(mode="after")
-    def _openai_needs_url(self) -> TeacherConfig:
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("teacher.backend 'openai' needs teacher.base_url")
+    def _server_needs_url(self) -> TeacherConfig:
+        if self.backend != "local" and not self.base_url:
+            raise ValueError(f"teacher.backend {self.backend!r} needs teacher.base_url")
         return self
 
 

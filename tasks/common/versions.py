@@ -4,8 +4,8 @@
 project module it imports, followed transitively through `import` statements read with `ast` (nothing is
 imported to find them). An edit to `tasks/common/models.py` therefore changes the key of every stage that
 loads a model, and of no other; an edit to the orchestration (flows/: Prefect tasks, MLflow bookkeeping) or
-to where logs go (OUTSIDE_KEYS) changes none. `pipeline_config` is not followed: a schema change reaches a key through
-the resolved config values the key already holds (a new default is a new value).
+to where logs go (OUTSIDE_KEYS) changes none. `pipeline_config` is not followed: a schema change reaches a
+key through the resolved config values the key already holds (a new default is a new value).
 
 `library_versions(...)` gives the installed versions of the distributions a stage's output depends on, so
 that upgrading transformers rebuilds tokenize, train and evaluate, and leaves scrape alone.

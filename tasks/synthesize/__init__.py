@@ -23,7 +23,7 @@ from tasks.common.io import hash_path, workspace_path
 from tasks.common.models import gpu_resource
 from tasks.common.parallel import stage_executor
 from tasks.common.stage import StageResult, StageSpec
-from tasks.common.teacher import make_teacher
+from tasks.common.teacher import is_remote, make_teacher
 from tasks.synthesize.pairs import synthesize_pairs, teacher_modes
 from tasks.synthesize.report import write_report_md
 
@@ -82,7 +82,7 @@ def resources(cfg) -> tuple[str, ...]:
     s = cfg.synthesize
     if not teacher_modes(s):
         return ()
-    held = ("teacher",) if s.teacher.backend == "openai" else gpu_resource()
+    held = ("teacher",) if is_remote(s.teacher.backend) else gpu_resource()
     return held + (("sandbox",) if s.verify.enabled else ())
 
 

@@ -31,7 +31,7 @@ from tasks.common.sandbox import Result
 from tasks.common.stage import StageOutput, cached_output, read_report
 from tasks.common.teacher import TeacherError, make_teacher
 from tasks.common.teacher.cache import CallCache
-from tasks.common.teacher.openai import OpenAITeacher
+from tasks.common.teacher.remote import RemoteTeacher
 from tasks.synthesize.docstring_pairs import SUMMARY_MAX_CHARS, docstring_pairs, docstring_summary, pair
 from tasks.synthesize.filters import instruction_filters
 from tasks.synthesize.oss_instruct import oss_instruct, oss_instruct_prompt, snippet
@@ -832,7 +832,7 @@ def test_synthesize_pairs_with_openai_teacher(
         verify=VERIFY,
         teacher=teacher_cfg,
     )
-    teacher = OpenAITeacher(teacher_cfg)
+    teacher = RemoteTeacher(teacher_cfg)
     try:
         report = synthesize_pairs(records, out, cfg, teacher, seed=0)
     finally:

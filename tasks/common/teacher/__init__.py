@@ -1,10 +1,11 @@
 """The teacher that synthesis asks for new instructions and responses.
 
-Two backends share one tiny interface, `Teacher.generate(prompts) -> completions` (None where a completion
+The backends share one tiny interface, `Teacher.generate(prompts) -> completions` (None where a completion
 was not produced: the budget ran out, or the call failed after its retries), `Teacher.stats()`, the
-accounting for the stage report, and `Teacher.close()`. `OpenAITeacher` (openai.py) talks to any
-OpenAI-compatible `/chat/completions` server; `LocalTeacher` (local.py) runs a transformers model from a
-local folder, by default the pipeline's own base model, so the offline profile needs no server. Both keep
+accounting for the stage report, and `Teacher.close()`. `RemoteTeacher` (remote.py) talks to a server in
+one of the dialects of dialects/ (`teacher.backend`: openai, anthropic, ...); `LocalTeacher` (local.py) runs
+a transformers model from a local folder, by default the pipeline's own base model, so the offline profile
+needs no server. Both keep
 every finished call in an on-disk cache (cache.py) when given a folder, and share the counters and budget
 caps (accounting.py).
 `make_teacher` picks one from the `synthesize.teacher` config section.
@@ -13,9 +14,15 @@ caps (accounting.py).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from pipeline_config.schema import TeacherConfig
+from tasks.common.teacher import dialects
+
+if TYPE_CHECKING:  # the schema reads dialects.names(): no import of it here at run time
+    from pipeline_config.schema import TeacherConfig
+
+LOCAL = "local"
+BACKENDS = (LOCAL, *dialects.names())  # teacher.backend
 
 
 class TeacherError(RuntimeError):
@@ -46,6 +53,11 @@ class Teacher(Protocol):
         ...
 
 
+def is_remote(backend: str) -> bool:
+    """A server answers (it holds the `teacher` concurrency slot); else a model runs here (the GPU's)."""
+    return backend != LOCAL
+
+
 def make_teacher(
     cfg: TeacherConfig, base_model_dir: str | None, seed: int, cache_dir: str | Path | None = None
 ) -> Teacher:
@@ -57,10 +69,10 @@ def make_teacher(
     from tasks.common.teacher.cache import CallCache
 
     cache = CallCache(cache_dir) if cache_dir is not None and cfg.cache else None
-    if cfg.backend == "openai":
-        from tasks.common.teacher.openai import OpenAITeacher
+    if is_remote(cfg.backend):
+        from tasks.common.teacher.remote import RemoteTeacher
 
-        return OpenAITeacher(cfg, cache=cache)
+        return RemoteTeacher(cfg, cache=cache)
     from tasks.common.teacher.local import LocalTeacher
 
     if cfg.model == "base":

@@ -25,7 +25,7 @@ from pipeline_config.schema import TeacherConfig
 from tasks.common.teacher import Teacher, TeacherError, make_teacher
 from tasks.common.teacher.cache import CallCache
 from tasks.common.teacher.local import LocalTeacher
-from tasks.common.teacher.openai import OpenAITeacher, redact_url
+from tasks.common.teacher.remote import RemoteTeacher, redact_url
 
 # --------------------------------------------------------------------------------------------------------
 # A fake OpenAI-compatible server
@@ -187,8 +187,8 @@ def openai_teacher(
     cache: CallCache | None = None,
     clock: Callable[[], float] = time.monotonic,
     **overrides: object,
-) -> OpenAITeacher:
-    return OpenAITeacher(openai_cfg(base_url, **overrides), cache=cache, sleep=sleeps.append, clock=clock)
+) -> RemoteTeacher:
+    return RemoteTeacher(openai_cfg(base_url, **overrides), cache=cache, sleep=sleeps.append, clock=clock)
 
 
 def free_port() -> int:
@@ -203,7 +203,7 @@ def balanced(stats: dict) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------------
-# OpenAITeacher: requests, order, key
+# RemoteTeacher: requests, order, key
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -529,7 +529,7 @@ def test_openai_no_backoff_past_max_seconds(server: FakeServer) -> None:
         clock.advance(seconds)
 
     cfg = openai_cfg(server.url, max_seconds=10, max_concurrency=1)
-    teacher = OpenAITeacher(cfg, sleep=sleep, clock=clock)
+    teacher = RemoteTeacher(cfg, sleep=sleep, clock=clock)
     assert teacher.generate(["a", "b"]) == [None, None]
     # waited 8 s once; the second 8 s wait would end past 10 s, so a gives up and b is never asked
     assert waits == [8.0] and len(server.requests) == 2
@@ -858,7 +858,7 @@ def test_make_teacher_base_without_path_raises() -> None:
 
 def test_make_teacher_openai() -> None:
     teacher = make_teacher(openai_cfg("http://127.0.0.1:9/v1"), None, seed=0)
-    assert isinstance(teacher, OpenAITeacher) and isinstance(teacher, Teacher) and teacher.cache is None
+    assert isinstance(teacher, RemoteTeacher) and isinstance(teacher, Teacher) and teacher.cache is None
 
 
 def test_make_teacher_local_base_and_folder(tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811

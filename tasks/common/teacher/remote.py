@@ -1,4 +1,5 @@
-"""OpenAI-compatible `/chat/completions` teacher (vLLM, Ollama, TGI, llama.cpp server, the OpenAI API).
+"""A teacher behind an HTTP API: the transport, written once for every dialect (tasks/common/teacher/
+dialects/: OpenAI-compatible `/chat/completions`, Anthropic's Messages), which says what goes on the wire.
 
 - `teacher.max_concurrency` requests in flight from a thread pool. Each worker borrows a keep-alive
   requests.Session from a small pool, so no Session is shared by two threads at once; completions come
@@ -10,7 +11,8 @@
   connection, bad_response); a budget cap (accounting.py) stops the teacher cleanly, the prompts left come
   back as None.
 - Each finished call goes into the on-disk CallCache as it completes: a re-run sends only what is missing.
-- The API key comes from the environment variable the config names. Neither it nor a password embedded in
+- The API key comes from the environment variable the config names (`teacher.api_key_env`, else the
+  dialect's own: OPENAI_API_KEY, ANTHROPIC_API_KEY). Neither it nor a password embedded in
   base_url reaches a log line, an error message or repr: URLs are shown redacted (pipeline_config.redact,
   which also redacts the config MLflow and the run summary see) and every message is scrubbed of both.
 """
@@ -44,6 +46,7 @@ from tasks.common.http import TRANSIENT, retry_after_s
 from tasks.common.teacher import TeacherError
 from tasks.common.teacher.accounting import Accounting
 from tasks.common.teacher.cache import CallCache, call_key
+from tasks.common.teacher.dialects import BadResponse, Dialect, Request, load
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +66,6 @@ class _RetryableStatus(Exception):
         self.status, self.retry_after = status, retry_after
 
 
-class _BadResponse(Exception):
-    """A 2xx whose body is not a chat completion (garbage JSON, another API's shape)."""
-
-
 class _BudgetExhausted(Exception):
     pass
 
@@ -77,47 +76,41 @@ _RETRYABLE = (*TRANSIENT, _RetryableStatus)
 def _failure_kind(exc: BaseException) -> str:
     if isinstance(exc, _RetryableStatus):
         return f"http_{exc.status}"
-    if isinstance(exc, _BadResponse):
+    if isinstance(exc, BadResponse):
         return "bad_response"
     if isinstance(exc, requests.Timeout):  # before ConnectionError: ConnectTimeout is both
         return "timeout"
     return "connection"
 
 
-def _error_text(resp: requests.Response) -> str:
-    """The server's own explanation: OpenAI's {"error": {"message": ...}} when present, else the raw body."""
+def _json(resp: requests.Response):
     try:
-        data = resp.json()
+        return resp.json()
     except ValueError:
-        data = None
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:MAX_ERROR_CHARS]
-        if isinstance(err, str) and err:
-            return err[:MAX_ERROR_CHARS]
-    return (resp.text or resp.reason or "").strip()[:MAX_ERROR_CHARS]
+        return None
 
 
-def _completion(resp: requests.Response) -> tuple[str, dict]:
-    """(text, usage) of a chat completion; usage holds prompt_tokens / completion_tokens, 0 when absent."""
+def _error_text(resp: requests.Response, dialect: Dialect) -> str:
+    """The server's own explanation in the dialect's error shape when it has one, else the raw body."""
+    message = dialect.error_message(_json(resp))
+    return str(message if message else (resp.text or resp.reason or "").strip())[:MAX_ERROR_CHARS]
+
+
+def _completion(resp: requests.Response, dialect: Dialect) -> tuple[str, dict]:
+    """(text, usage) of a 2xx; usage holds prompt_tokens / completion_tokens, 0 when absent."""
+    data = _json(resp)
     try:
-        data = resp.json()
-        content = data["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise _BadResponse(f"unexpected response ({exc!r}): {resp.text[:MAX_ERROR_CHARS]}") from None
-    if content is not None and not isinstance(content, str):
-        raise _BadResponse(f"content is {type(content).__name__}, not text")
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    tokens = {
-        k: usage.get(k) if isinstance(usage.get(k), int) else 0
-        for k in ("prompt_tokens", "completion_tokens")
-    }
-    return content or "", tokens  # some servers send null content for an empty completion
+        if data is None:
+            raise BadResponse("not JSON")
+        text, prompt_tokens, completion_tokens = dialect.completion(data)
+    except BadResponse as exc:
+        raise BadResponse(f"unexpected response ({exc}): {resp.text[:MAX_ERROR_CHARS]}") from None
+    return text, {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
 
 
-class OpenAITeacher:
-    """Chat completions from an OpenAI-compatible server: one request per prompt, N in flight, retried."""
+class RemoteTeacher:
+    """Completions from a server speaking `teacher.backend`'s dialect: one request per prompt, N in flight,
+    retried."""
 
     def __init__(
         self,
@@ -127,9 +120,9 @@ class OpenAITeacher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not cfg.base_url:
-            raise ValueError("OpenAITeacher needs teacher.base_url")
-        self.cfg, self.cache = cfg, cache
-        self._url = cfg.base_url.rstrip("/") + "/chat/completions"  # may hold user:password: never shown
+            raise ValueError(f"teacher.backend {cfg.backend!r} needs teacher.base_url")
+        self.cfg, self.cache, self.dialect = cfg, cache, load(cfg.backend)
+        self._url = cfg.base_url.rstrip("/") + self.dialect.path  # may hold user:password: never shown
         self.url = redact_url(self._url)
         self.accounting = Accounting(cfg, clock)
         self._sleep = sleep
@@ -138,14 +131,15 @@ class OpenAITeacher:
         self._all_sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
         # held only in the sessions' headers and here, for scrubbing; never logged or put in a message
-        self._api_key = os.environ.get(cfg.api_key_env) or None
+        key_env = cfg.api_key_env or self.dialect.key_env
+        self._api_key = os.environ.get(key_env) or None
         self._secrets = [self._api_key] if self._api_key else []
         parts = urlsplit(cfg.base_url)
         if parts.password and self._api_key:
             # one Authorization header per request: requests would send the URL's Basic auth and drop the key
             raise ValueError(
                 f"teacher.base_url ({redact_url(cfg.base_url)}) carries a user:password and "
-                f"${cfg.api_key_env} (teacher.api_key_env) holds an API key, but a request has one "
+                f"${key_env} (teacher.api_key_env) holds an API key, but a request has one "
                 "Authorization header: remove the credentials from the URL, or name an unset variable in "
                 "teacher.api_key_env"
             )
@@ -158,7 +152,7 @@ class OpenAITeacher:
             ]
 
     def __repr__(self) -> str:
-        return f"OpenAITeacher(url={self.url!r}, model={self.cfg.model!r})"
+        return f"RemoteTeacher({self.cfg.backend}, url={self.url!r}, model={self.cfg.model!r})"
 
     def stats(self) -> dict:
         return self.accounting.stats()
@@ -209,7 +203,7 @@ class OpenAITeacher:
         sample = self._asked[prompt] if self.cfg.temperature > 0 else None
         self._asked[prompt] += 1
         return call_key(
-            backend="openai",
+            backend=self.cfg.backend,
             url=self.url,
             model=self.cfg.model,
             temperature=self.cfg.temperature,
@@ -236,7 +230,7 @@ class OpenAITeacher:
         except _BudgetExhausted:
             acct.add("skipped")
             return None
-        except (*_RETRYABLE, _BadResponse) as exc:
+        except (*_RETRYABLE, BadResponse) as exc:
             acct.fail(_failure_kind(exc))
             log.warning(self._scrub(f"teacher request to {self.url} failed, giving up on it: {exc}"))
             return None
@@ -253,12 +247,8 @@ class OpenAITeacher:
         return text
 
     def _body(self, prompt: str) -> dict[str, Any]:
-        return {
-            "model": self.cfg.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "temperature": self.cfg.temperature,
-            "max_tokens": self.cfg.max_new_tokens,
-        }
+        cfg = self.cfg
+        return self.dialect.body(Request(cfg.model, prompt, cfg.temperature, cfg.max_new_tokens))
 
     def _attempt(self, body: dict[str, Any]) -> tuple[str, dict]:
         if not self.accounting.reserve():
@@ -269,12 +259,13 @@ class OpenAITeacher:
         finally:
             self._sessions.put(session)
         if resp.status_code == 429 or resp.status_code >= 500:
-            raise _RetryableStatus(resp.status_code, self._scrub(_error_text(resp)), retry_after_s(resp))
+            detail = self._scrub(_error_text(resp, self.dialect))
+            raise _RetryableStatus(resp.status_code, detail, retry_after_s(resp))
         if not resp.ok:
             # a bad request stays bad: retrying would only hide the configuration error
-            detail = f"HTTP {resp.status_code}: {_error_text(resp)}"
+            detail = f"HTTP {resp.status_code}: {_error_text(resp, self.dialect)}"
             raise TeacherError(self._scrub(f"{self.url} rejected the request with {detail}"))
-        return _completion(resp)
+        return _completion(resp, self.dialect)
 
     def _borrow(self) -> requests.Session:
         try:
@@ -282,8 +273,7 @@ class OpenAITeacher:
         except queue.Empty:
             pass
         session = requests.Session()  # keep-alive: one connection per worker for the whole stage
-        if self._api_key:
-            session.headers["Authorization"] = f"Bearer {self._api_key}"
+        session.headers.update(self.dialect.headers(self._api_key))
         with self._sessions_lock:
             self._all_sessions.append(session)
         return session

@@ -474,7 +474,7 @@ class SplitConfig(Section):
 
 
 class TokenizeConfig(Section):
-    # alpaca (seeds/001), codegen_task (000), question_answer (004), chat: the tokenizer's own (002)
+    # alpaca (Code Alpaca), codegen_task (000), question_answer (004), chat: the tokenizer's own (002)
     template: Literal["alpaca", "codegen_task", "question_answer", "chat"] = "alpaca"
     max_length: int = Field(512, gt=8)
     mask_prompt: bool = True  # loss on the response only
@@ -569,7 +569,9 @@ class TrainConfig(Section):
     eval_steps: int | None = Field(None, gt=0)
     # a checkpoint every save_steps in the stage's resume folder: a killed run resumes from the last one
     save_steps: int | None = Field(None, gt=0)
-    load_best_model_at_end: bool = False  # the checkpoint with the lowest eval loss (seeds/004)
+    load_best_model_at_end: bool = (
+        False  # the checkpoint with the lowest eval loss (the pythia-70m Q&A tutorial)
+    )
     early_stopping_patience: int | None = Field(None, gt=0)  # evaluations without improvement
     # > 1: data-parallel training in that many processes through `accelerate launch` (DDP; one per GPU, or
     # gloo on the CPU: tasks/training/launch.py). batch_size stays the GLOBAL batch of a step: each process

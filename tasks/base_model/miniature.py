@@ -22,7 +22,7 @@ from tasks.tokenization.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
 ENDOFTEXT = "<|endoftext|>"
 
-# Phi-3's chat format (seeds/002: "<|user|>\nQuestion <|end|>\n<|assistant|>").
+# Phi-3's chat format (the phi-3-mini QLoRA recipe: "<|user|>\nQuestion <|end|>\n<|assistant|>").
 PHI3_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"

@@ -1,6 +1,7 @@
-"""Prompt templates: Alpaca with and without an input (seeds/001), the codegen recipe's
-Instruction/Task/Input/Response (seeds/000), `### Question / ### Answer` (seeds/004) and the tokenizer's own
-chat template (seeds/002; SmolLM2 has one), rendered once into format strings.
+"""Prompt templates: Alpaca with and without an input (Code Alpaca), the codegen-350M-mono QLoRA recipe's
+Instruction/Task/Input/Response, `### Question / ### Answer` (the pythia-70m Q&A tutorial) and the
+tokenizer's own chat template (the phi-3-mini QLoRA recipe; SmolLM2 has one), rendered once into format
+strings.
 
 `resolve_template(name, tokenizer)` is what the tokenize stage uses: it also writes the model's BOS token
 into the template when the tokenizer would add one, so that every consumer (training, evaluation,
@@ -58,7 +59,7 @@ class PromptTemplate:
 
 ALPACA_STOP = ("\n### Instruction:", "\n### Input:", "\n### Response:")
 
-# Stanford Alpaca's two prompts (with and without an input), as in Code Alpaca (seeds/001).
+# Stanford Alpaca's two prompts (with and without an input), as in Code Alpaca (Code Alpaca).
 ALPACA = PromptTemplate(
     "alpaca",
     with_input=(
@@ -73,7 +74,7 @@ ALPACA = PromptTemplate(
     ),
     stop=ALPACA_STOP,
 )
-# The codegen-350M-mono recipe's Instruction/Task/Input/Response layout (seeds/000): always an Input block.
+# The codegen-350M-mono QLoRA recipe's Instruction/Task/Input/Response layout: always an Input block.
 _CODEGEN = (
     "### Instruction:\nUse the Task below and the Input given to write the Response, which is a programming "
     "code that can solve the following Task:\n\n"
@@ -81,7 +82,7 @@ _CODEGEN = (
 )
 CODEGEN_TASK = PromptTemplate("codegen_task", _CODEGEN, _CODEGEN, ALPACA_STOP + ("\n### Task:",))
 
-# The pythia-70m tutorial's Q&A layout (seeds/004); an input (a signature, some code) follows the question.
+# The pythia-70m Q&A tutorial's layout; an input (a signature, some code) follows the question.
 QUESTION_ANSWER = PromptTemplate(
     "question_answer",
     with_input="### Question:\n{instruction}\n\n{input}\n\n### Answer:\n",

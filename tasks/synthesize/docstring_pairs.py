@@ -1,4 +1,4 @@
-"""Docstring back-translation pairs (no teacher), as in the scikit-learn recipe (seeds/003): the
+"""Docstring back-translation pairs (no teacher), as in the starcoderbase-1b scikit-learn FIM recipe: the
 docstring's summary is the instruction, the signature the input, the code without its docstring the output.
 """
 

@@ -1,4 +1,4 @@
-"""Self-Instruct (seeds/001; Wang et al., 2022, as Code Alpaca ran it): a teacher is shown a few tasks from a
+"""Self-Instruct (Wang et al., 2022, as Code Alpaca ran it): a teacher is shown a few tasks from a
 growing pool and asked for a new one: instruction, input, a Python solution and tests (asserts).
 
 The pool starts as the project's own seed tasks (tasks/synthesize/data/code_seed_tasks.jsonl: Python and

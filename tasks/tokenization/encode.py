@@ -27,7 +27,9 @@ def encode_pair(tokenizer, prompt: str, response: str, cfg: TokenizeConfig) -> t
     truncated = len(prompt_ids) + len(response_ids) > cfg.max_length
     if truncated and cfg.overlong == "drop":
         return None, True
-    if truncated and cfg.truncation_side == "right":  # the start stays, the end goes (seeds/004)
+    if (
+        truncated and cfg.truncation_side == "right"
+    ):  # the start stays, the end goes (the pythia-70m Q&A tutorial)
         response_ids = response_ids[: max(cfg.max_length - len(prompt_ids), 0)]
         if not response_ids:
             return None, True

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def plot_losses(history: list[dict], path: Path) -> None:
-    """Train and eval loss against the step, as in the starcoder recipe's loss figure (seeds/003)."""
+    """Train and eval loss against the step, as in the starcoderbase-1b scikit-learn FIM recipe's figure."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on training machines

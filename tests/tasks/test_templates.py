@@ -1,5 +1,6 @@
-"""The seed recipes' other prompt layouts, golden strings: `### Question / ### Answer` (seeds/004) and a
-tokenizer's own chat template (seeds/002), plus the BOS written into a template for tokenizers adding one."""
+"""The seed recipes' other prompt layouts, golden strings: `### Question / ### Answer` (the pythia-70m Q&A
+tutorial) and a tokenizer's own chat template (the phi-3-mini QLoRA recipe), plus the BOS written into a
+template for tokenizers adding one."""
 
 from __future__ import annotations
 

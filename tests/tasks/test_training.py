@@ -374,8 +374,9 @@ def test_early_stopping_keeps_the_best_checkpoint(
     tiny_model_dir: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """seeds/004: evaluation every few steps, the best checkpoint kept, training stopped when the held-out
-    loss stops improving. A learning rate far too high makes the held-out loss climb after a first drop."""
+    """The pythia-70m Q&A tutorial: evaluation every few steps, the best checkpoint kept, training stopped
+    when the held-out loss stops improving. A learning rate far too high makes the held-out loss climb after
+    a first drop."""
     from datasets import load_from_disk
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -18,6 +18,7 @@ from pipeline_config.metrics import BASELINES, PASS_K_SUITES, SUITES, pass_k_met
 from pipeline_config.metrics import parse as parse_metric
 from tasks.common.sandbox import CHOICES as SANDBOX_CHOICES
 from tasks.common.teacher import BACKENDS as TEACHER_BACKENDS
+from tasks.common.templates import TEMPLATE_NAMES
 
 
 class Section(BaseModel):
@@ -475,7 +476,7 @@ class SplitConfig(Section):
 
 class TokenizeConfig(Section):
     # alpaca (Code Alpaca), codegen_task (000), question_answer (004), chat: the tokenizer's own (002)
-    template: Literal["alpaca", "codegen_task", "question_answer", "chat"] = "alpaca"
+    template: Literal[TEMPLATE_NAMES] = "alpaca"  # tasks/common/templates.py
     max_length: int = Field(512, gt=8)
     mask_prompt: bool = True  # loss on the response only
     # an example over max_length: truncate it (left: the prompt's start goes, the response stays whole

@@ -77,3 +77,20 @@ def test_bos_is_written_into_the_template_when_the_tokenizer_adds_one() -> None:
     # a template that already starts with it (a chat template that writes BOS itself) gets no second one
     once = resolve_template("question_answer", BosTokenizer(bos_token="###"))
     assert once.format("Sort.").startswith("### Question:")
+
+
+def test_the_schema_accepts_exactly_the_registered_templates_and_the_readme_names_them() -> None:
+    # one registry (tasks/common/templates.py): a template added there is valid config, and nowhere else
+    from pipeline_config.schema import TokenizeConfig
+    from tasks.common.templates import CHAT, TEMPLATE_NAMES, TEMPLATES, get_template
+    from tests.conftest import REPO
+
+    for name in TEMPLATE_NAMES:
+        assert TokenizeConfig(template=name).template == name
+        if name != CHAT:
+            assert get_template(name) is TEMPLATES[name]
+    with pytest.raises(ValueError, match="'alpaca', 'codegen_task', 'question_answer' or 'chat'"):
+        TokenizeConfig(template="alpacca")
+    readme = (REPO / "README.md").read_text()
+    paragraph = readme.split("**Tokenize and train.** Templates:", 1)[1].split("\n\n", 1)[0]
+    assert all(f"`{name}`" in paragraph for name in TEMPLATE_NAMES)

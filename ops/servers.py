@@ -96,6 +96,9 @@ class Setup:
             "PORT": str(self.mlflow_port),  # mlflow/server.sh
             "MLFLOW_STORE": str(self.store),
             "MLFLOW_BIN": str(BIN / "mlflow"),
+            # Prefect's worker keeps flow code in $TMPDIR/runner_storage/: in a shared /tmp that folder may
+            # belong to whichever user served first (seen: root, then an ordinary user could not start one)
+            "TMPDIR": str(self.state / "tmp"),
         }
 
     def commands(self, pool: str) -> dict[str, list[str]]:
@@ -180,6 +183,7 @@ def running(setup: Setup, service: str) -> int | None:
 
 def start(setup: Setup, service: str, command: list[str]) -> int:
     log = setup.log(service)
+    (setup.state / "tmp").mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         out.write(f"\n=== {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC: {' '.join(command)}\n".encode())
         out.flush()

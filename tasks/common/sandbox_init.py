@@ -117,9 +117,10 @@ def build_view(spec: dict) -> str:
     for n, path in enumerate(kept):
         os.mkdir(os.path.join(tmp, f".i{n}"))
         mount(path, os.path.join(tmp, f".i{n}"), None, MS_BIND | MS_REC)
+    # moved before anything is hidden: the staging folder may itself be under the caller's home ($TMPDIR)
+    mount(tmp, "/tmp", None, MS_MOVE)
     for top in spec["hide"]:
         mount("sandbox", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-    mount(tmp, "/tmp", None, MS_MOVE)
     for n, path in enumerate(kept):
         os.makedirs(path, exist_ok=True)
         mount(f"/tmp/.i{n}", path, None, MS_MOVE)

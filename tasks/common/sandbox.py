@@ -302,8 +302,10 @@ def _run(code: str, limits: Limits, backend: Backend) -> Result:
             # beats Popen.wait(timeout), whose polling backoff added ~25 ms to a 35 ms sample.
             timed_out = not select.select([report_fd], [], [], limits.wall_s)[0]
             if timed_out:
+                inits = _children(proc.pid)  # process 1 of the namespace, seen from here
                 with suppress(ProcessLookupError):  # not reaped yet: its pid (= the group id) is still ours
                     os.killpg(proc.pid, signal.SIGKILL)
+                _wait_ended(inits)  # it dies of unshare's death; the kernel empties its namespace first
             proc.wait()
             seconds = time.monotonic() - start
             with suppress(ProcessLookupError):  # none: whatever the sample started in its group
@@ -374,6 +376,27 @@ def _hidden() -> tuple[list[str], list[str]]:
     tops = [c for c in sorted(covered) if not any(c.startswith(o + "/") for o in covered | {"/tmp"})]
     bind_back = [i for i in installs if any(i == t or i.startswith(t + "/") for t in [*tops, "/tmp"])]
     return tops, bind_back
+
+
+def _children(pid: int) -> list[int]:
+    with suppress(OSError):
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return []
+
+
+def _wait_ended(pids: list[int], deadline_s: float = 5.0) -> None:
+    """Until each of `pids` has exited (gone, or a zombie: a PID namespace's process 1 becomes one only once
+    the kernel has killed and reaped everything else in it)."""
+    end = time.monotonic() + deadline_s
+    for pid in pids:
+        while time.monotonic() < end:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                break
+            if state in ("Z", "X"):
+                break
+            time.sleep(0.005)
 
 
 def _processes_of(uid: int) -> list[int]:

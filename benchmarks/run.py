@@ -351,7 +351,7 @@ def scrape_web_rate(modules: int = 6) -> dict:
         def log_message(self, *args) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             arrivals.append(time.monotonic())
             body = pages.get(self.path, b"")
             kind = "text/x-python" if self.path.endswith(".py") else "text/plain"

@@ -27,7 +27,7 @@ def _server(latency_s: float) -> ThreadingHTTPServer:
         def log_message(self, *args) -> None:
             pass
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             time.sleep(latency_s)
             prompt = body["messages"][0]["content"]

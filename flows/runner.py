@@ -309,7 +309,7 @@ def report_failure(flow, flow_run, state) -> None:
             if found.get("prefect_flow_run_id") == str(flow_run.id):
                 failed, error = found.get("failed_stage"), found.get("error") or error
                 break
-    except Exception as exc:  # noqa: BLE001 - the hook must still say what it knows
+    except Exception as exc:  # the hook must still say what it knows
         error = f"{error} (and the run's summary could not be read: {exc})"
     from prefect.logging.loggers import flow_run_logger
 

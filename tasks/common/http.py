@@ -169,7 +169,7 @@ class CappedAdapter(HTTPAdapter):
         super().__init__()
         self.settings, self.stats, self.limiter = settings, stats, limiter
 
-    def send(self, request, stream=False, timeout=None, **kwargs):  # noqa: ARG002 - the body is read here
+    def send(self, request, stream=False, timeout=None, **kwargs):  # the body is read here
         self.limiter.wait(urlsplit(request.url).hostname or "")
         self.stats.requests += 1
         start = time.monotonic()

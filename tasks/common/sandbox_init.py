@@ -166,7 +166,7 @@ def start_sample(spec: dict, status_fd: int, refusals: tuple[int, int]) -> int:
             drop_privileges(spec["uid"])
         os.chdir(spec["cwd"])
         os.execve(spec["argv"][0], spec["argv"], spec["env"])
-    except BaseException as e:  # noqa: BLE001 -- whatever it was, the child must not return into init's code
+    except BaseException as e:  # whatever it was, the child must not return into init's code
         os.write(2, f"sandbox-init: starting the sample: {e}\n".encode())
     os._exit(125)
 

@@ -115,7 +115,7 @@ class _Balance(HTMLParser):
         self.stack: list[str] = []
         self.errors = 0
 
-    def handle_starttag(self, tag, attrs):  # noqa: ARG002
+    def handle_starttag(self, tag, attrs):
         if tag not in VOID:
             self.stack.append(tag)
 

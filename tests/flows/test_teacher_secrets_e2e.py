@@ -53,7 +53,7 @@ class Teacher:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers["Content-Length"]))
                 state.headers.append(self.headers.get("Authorization", ""))
                 if len(state.headers) % 4 == 1:

@@ -140,7 +140,7 @@ def test_written_text_metrics_give_nothing_for_echoing_the_prompt() -> None:
 
 
 @pytest.fixture(scope="module")
-def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:  # noqa: F811
+def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """A LoRA adapter with random (non-zero) B matrices, so the 'finetuned' model differs from the base."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -210,7 +210,7 @@ def test_evaluate_models_end_to_end(
     tmp_path_factory,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    tiny_model_dir: Path,  # noqa: F811
+    tiny_model_dir: Path,
     adapter_dir: Path,
     tiny,
 ) -> None:
@@ -295,7 +295,7 @@ def test_evaluate_models_full_weights(
     tmp_path_factory,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    tiny_model_dir: Path,  # noqa: F811
+    tiny_model_dir: Path,
 ) -> None:
     """is_adapter=False: the fine-tuned model is loaded from its own folder (here: another seed's weights)."""
     from builders import build_tiny_model

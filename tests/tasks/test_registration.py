@@ -112,7 +112,7 @@ def test_an_undecidable_primary_metric_refuses():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:  # noqa: F811
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """A trained-model folder layout (`<root>/model/`) holding a copy of the shared tiny model and its
     prompt template; a copy, so that nothing registering it does can touch the session-wide original."""
     root = tmp_path_factory.mktemp("trained")

@@ -136,7 +136,7 @@ def make_handler(site: Site) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             hit = Hit(time.monotonic(), self.path, dict(self.headers))
             with site.lock:
                 site.hits.append(hit)

@@ -171,7 +171,7 @@ def test_fim_short_text_unchanged() -> None:
 COLUMNS = {"input_ids", "attention_mask", "labels", "prompt", "input", "response", "id"}
 
 
-def test_tokenize_pairs_dataset_and_report(tmp_path_factory, tiny_model_dir: Path, tokenizer) -> None:  # noqa: F811
+def test_tokenize_pairs_dataset_and_report(tmp_path_factory, tiny_model_dir: Path, tokenizer) -> None:
     from datasets import load_from_disk
 
     cfg = TokenizeConfig(max_length=256)
@@ -220,7 +220,7 @@ def test_tokenize_pairs_dataset_and_report(tmp_path_factory, tiny_model_dir: Pat
 
 def test_tokenize_pairs_truncated_count_and_max_test(
     tmp_path_factory,
-    tiny_model_dir: Path,  # noqa: F811
+    tiny_model_dir: Path,
     tokenizer,
 ) -> None:
     cfg = TokenizeConfig(max_length=120)
@@ -241,7 +241,7 @@ def test_tokenize_pairs_truncated_count_and_max_test(
     assert report["train_rows"] == 20 - report["split"]["held_out_rows"] == len(train_idx)
 
 
-def test_tokenize_pairs_packing(tmp_path_factory, tiny_model_dir: Path) -> None:  # noqa: F811
+def test_tokenize_pairs_packing(tmp_path_factory, tiny_model_dir: Path) -> None:
     """Whole examples in blocks (tests/tasks/test_packing.py has the loss equivalence); real-token fraction
     reported for both modes."""
     from datasets import load_from_disk
@@ -283,7 +283,7 @@ def test_tokenize_pairs_packing(tmp_path_factory, tiny_model_dir: Path) -> None:
 
 def test_tokenize_pairs_fim_rows_keep_the_prompt_and_cut_the_code(
     tmp_path_factory,
-    tiny_model_dir: Path,  # noqa: F811
+    tiny_model_dir: Path,
     tokenizer,
 ) -> None:
     from datasets import load_from_disk
@@ -377,7 +377,7 @@ def test_overlong_drop_drops_and_right_truncation_keeps_the_start(tokenizer) -> 
 )
 def test_a_row_without_the_templates_field_is_named(
     tmp_path: Path, tiny_model_dir: Path, change, named
-) -> None:  # noqa: F811
+) -> None:
     rows = make_pairs(6)
     rows[2] = {k: v for k, v in {**rows[2], **change}.items() if v is not None}
     pairs = write_pairs(tmp_path, rows) / "pairs.jsonl"
@@ -404,7 +404,7 @@ def test_a_row_without_the_templates_field_is_named(
 )
 def test_nothing_left_to_train_on_names_the_cause(
     tmp_path: Path, tiny_model_dir: Path, cfg, split, cause
-) -> None:  # noqa: F811
+) -> None:
     pairs = write_pairs(tmp_path, make_pairs(6)) / "pairs.jsonl"
     with pytest.raises(ValueError) as caught:
         tokenize_pairs(pairs, tmp_path, str(tiny_model_dir), cfg, split, 0)

@@ -121,7 +121,7 @@ def test_pick_device_auto_and_cpu() -> None:
 
 
 @pytest.fixture(scope="module")
-def tokenized(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:  # noqa: F811
+def tokenized(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """40 repetitive pairs (four functions): the rows of the held-out sources minus 4 test rows train."""
     split = SplitConfig(test_fraction=0.25, max_test_rows=4)
     out, report = tokenized_dataset(
@@ -169,7 +169,7 @@ def logged_losses(out_dir: Path) -> list[float]:
 @pytest.mark.slow
 def test_train_lora_loss_decreases_and_saves_adapter(
     tokenized: Path,
-    tiny_model_dir: Path,  # noqa: F811
+    tiny_model_dir: Path,
     tmp_path: Path,
 ) -> None:
     from datasets import load_from_disk
@@ -209,7 +209,7 @@ def test_train_lora_loss_decreases_and_saves_adapter(
 @pytest.mark.slow
 def test_train_full_saves_weights_and_trains_everything(
     tokenized: Path,
-    tiny_model_dir: Path,  # noqa: F811
+    tiny_model_dir: Path,
     tmp_path: Path,
 ) -> None:
     from safetensors.torch import load_file
@@ -236,7 +236,7 @@ def test_train_full_saves_weights_and_trains_everything(
 
 
 @pytest.mark.slow
-def test_train_qlora_on_cpu(tokenized: Path, tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_train_qlora_on_cpu(tokenized: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     import bitsandbytes as bnb  # a dependency: missing, this test fails (QLoRA on the CPU is a feature)
 
     from tasks.training.recipe import load_model
@@ -268,7 +268,7 @@ def test_train_qlora_on_cpu(tokenized: Path, tiny_model_dir: Path, tmp_path: Pat
 
 @pytest.mark.gpu
 @pytest.mark.slow
-def test_train_qlora_on_cuda_bf16(tokenized: Path, tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_train_qlora_on_cuda_bf16(tokenized: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     """The seed profiles' GPU path: 4-bit NF4 base, bf16 compute and mixed precision, paged 8-bit AdamW."""
     cfg = train_cfg(
         "qlora",
@@ -288,7 +288,7 @@ def test_train_qlora_on_cuda_bf16(tokenized: Path, tiny_model_dir: Path, tmp_pat
 
 
 @pytest.mark.slow
-def test_train_lora_on_packed_rows(tmp_path_factory, tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_train_lora_on_packed_rows(tmp_path_factory, tiny_model_dir: Path, tmp_path: Path) -> None:
     """Packed blocks go through SFTTrainer with our collator (tests/tasks/test_packing.py proves the loss
     equals the unpacked one); here the whole recipe runs on them and learns."""
     from datasets import load_from_disk
@@ -313,7 +313,7 @@ def test_train_lora_on_packed_rows(tmp_path_factory, tiny_model_dir: Path, tmp_p
 @pytest.mark.slow
 def test_train_reports_tokens_flops_and_peak_memory(
     tokenized: Path,
-    tiny_model_dir: Path,  # noqa: F811
+    tiny_model_dir: Path,
     tmp_path: Path,
 ) -> None:
     from datasets import load_from_disk
@@ -338,7 +338,7 @@ def test_train_reports_tokens_flops_and_peak_memory(
 
 def test_out_of_memory_names_the_settings_to_change(
     tokenized: Path,
-    tiny_model_dir: Path,  # noqa: F811
+    tiny_model_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -371,7 +371,7 @@ def test_out_of_memory_names_the_settings_to_change(
 @pytest.mark.slow
 def test_early_stopping_keeps_the_best_checkpoint(
     tokenized: Path,
-    tiny_model_dir: Path,  # noqa: F811
+    tiny_model_dir: Path,
     tmp_path: Path,
 ) -> None:
     """The pythia-70m Q&A tutorial: evaluation every few steps, the best checkpoint kept, training stopped

@@ -98,7 +98,7 @@ def _make_handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
                 message += f" (you sent Authorization: {self.headers.get('Authorization')})"
             self._send(status, {"error": {"message": message}}, headers)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with state.lock:
                 n = len(state.requests)
@@ -672,7 +672,7 @@ PROMPTS = [
 ]
 
 
-def test_local_one_completion_per_prompt(tiny_model_dir: Path) -> None:  # noqa: F811
+def test_local_one_completion_per_prompt(tiny_model_dir: Path) -> None:
     teacher = LocalTeacher(str(tiny_model_dir), local_cfg(tiny_model_dir, 0.8), seed=0)
     assert isinstance(teacher, Teacher)
     out = teacher.generate(PROMPTS)
@@ -683,14 +683,14 @@ def test_local_one_completion_per_prompt(tiny_model_dir: Path) -> None:  # noqa:
         assert "<|pad|>" not in text and "<|endoftext|>" not in text
 
 
-def test_local_greedy_is_deterministic(tiny_model_dir: Path) -> None:  # noqa: F811
+def test_local_greedy_is_deterministic(tiny_model_dir: Path) -> None:
     teacher = LocalTeacher(str(tiny_model_dir), local_cfg(tiny_model_dir, 0.0), seed=0)
     first = teacher.generate(PROMPTS)
     assert teacher.generate(PROMPTS) == first
     assert any(first)  # a random model still generates something for some prompt
 
 
-def test_local_same_seed_same_samples(tiny_model_dir: Path) -> None:  # noqa: F811
+def test_local_same_seed_same_samples(tiny_model_dir: Path) -> None:
     cfg = local_cfg(tiny_model_dir, 1.0)
     a = LocalTeacher(str(tiny_model_dir), cfg, seed=7).generate(PROMPTS)
     b = LocalTeacher(str(tiny_model_dir), cfg, seed=7).generate(PROMPTS)
@@ -699,14 +699,14 @@ def test_local_same_seed_same_samples(tiny_model_dir: Path) -> None:  # noqa: F8
     assert a != c  # near-uniform logits over ~400 tokens: a different seed samples different text
 
 
-def test_local_left_padding_matches_unbatched(tiny_model_dir: Path) -> None:  # noqa: F811
+def test_local_left_padding_matches_unbatched(tiny_model_dir: Path) -> None:
     teacher = LocalTeacher(str(tiny_model_dir), local_cfg(tiny_model_dir, 0.0), seed=0)
     batched = teacher.generate(PROMPTS[:4])
     alone = [teacher.generate([p])[0] for p in PROMPTS[:4]]
     assert batched == alone
 
 
-def test_local_rejects_max_new_tokens_beyond_context(tiny_model_dir: Path) -> None:  # noqa: F811
+def test_local_rejects_max_new_tokens_beyond_context(tiny_model_dir: Path) -> None:
     from transformers import AutoConfig
 
     max_positions = AutoConfig.from_pretrained(tiny_model_dir).max_position_embeddings
@@ -795,7 +795,7 @@ CHATML = (
 
 
 @pytest.fixture
-def chat_model_dir(tiny_model_dir: Path, tmp_path: Path) -> Path:  # noqa: F811
+def chat_model_dir(tiny_model_dir: Path, tmp_path: Path) -> Path:
     """The tiny model, its tokenizer given a chat template (an instruct teacher in miniature)."""
     import shutil
 
@@ -813,7 +813,7 @@ def test_local_asks_an_instruct_teacher_through_its_chat_template(
     chat_model_dir: Path,
     tiny_model_dir: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from transformers import AutoTokenizer
 
@@ -861,7 +861,7 @@ def test_make_teacher_openai() -> None:
     assert isinstance(teacher, RemoteTeacher) and isinstance(teacher, Teacher) and teacher.cache is None
 
 
-def test_make_teacher_local_base_and_folder(tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_make_teacher_local_base_and_folder(tiny_model_dir: Path, tmp_path: Path) -> None:
     cfg = TeacherConfig(backend="local", model="base", max_new_tokens=8)
     base = make_teacher(cfg, str(tiny_model_dir), seed=3)
     assert isinstance(base, LocalTeacher) and base.seed == 3

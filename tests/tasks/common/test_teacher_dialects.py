@@ -37,7 +37,7 @@ def loopback() -> Iterator[Callable[[Respond], Loopback]]:
         server = Loopback(respond)
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 -- the http.server hook's name
+            def do_POST(self) -> None:  # the http.server hook's name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 server.requests.append((self.path, headers, body))

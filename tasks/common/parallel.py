@@ -28,11 +28,11 @@ import os
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from pipeline_config.schema import ExecutorConfig
+from tasks.common.scoped import StageSetting
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -95,19 +95,13 @@ def worker_stats() -> dict:
 # --- the seam ----------------------------------------------------------------------------------------------
 
 
-# The executor of the stage that is running: set by a stage whose per-row work happens deep below it (the
-# synthesize stage's verification runs inside its generators' filters), so the config need not be threaded
-# through every signature on the way. An explicit `Executor(cfg)` wins.
-_STAGE_EXECUTOR: ContextVar[ExecutorConfig | None] = ContextVar("stage_executor", default=None)
+# The executor of the stage that is running, for per-row work deep below it (the synthesize stage's
+# verification runs inside its generators' filters). An explicit `Executor(cfg)` wins.
+_STAGE_EXECUTOR: StageSetting[ExecutorConfig | None] = StageSetting("stage_executor", None)
 
 
-@contextlib.contextmanager
-def stage_executor(cfg: ExecutorConfig) -> Iterator[None]:
-    token = _STAGE_EXECUTOR.set(cfg)
-    try:
-        yield
-    finally:
-        _STAGE_EXECUTOR.reset(token)
+def stage_executor(cfg: ExecutorConfig) -> contextlib.AbstractContextManager[None]:
+    return _STAGE_EXECUTOR.scope(cfg)
 
 
 def current_stage_executor() -> ExecutorConfig | None:

@@ -38,15 +38,17 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
-from contextvars import ContextVar
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from subprocess import DEVNULL, Popen
 from typing import IO, Literal
+
+from tasks.common.processes import children, kill_uid, wait_ended
+from tasks.common.scoped import StageSetting
 
 Status = Literal["passed", "failed", "timeout", "killed"]
 """passed: exit 0, nothing left running; failed: nonzero exit (exception, assertion, MemoryError, file too
@@ -148,19 +150,13 @@ def run_many(
         return list(pool.map(lambda code: _run(code, limits, chosen), codes))
 
 
-# The backend the running stage's config asks for (sandbox.backend): set by a stage whose samples run deep
-# below it (verification inside the generators' filters, pass@k inside the evaluation), so the config need
-# not be threaded through every signature on the way. An explicit backend wins.
-_STAGE_BACKEND: ContextVar[str] = ContextVar("sandbox_backend", default="auto")
+# The backend the running stage's config asks for (sandbox.backend), for samples that run deep below it
+# (verification inside the generators' filters, pass@k inside the evaluation). An explicit backend wins.
+_STAGE_BACKEND: StageSetting[str] = StageSetting("sandbox_backend", "auto")
 
 
-@contextmanager
-def stage_backend(requested: str) -> Iterator[None]:
-    token = _STAGE_BACKEND.set(requested)
-    try:
-        yield
-    finally:
-        _STAGE_BACKEND.reset(token)
+def stage_backend(requested: str) -> AbstractContextManager[None]:
+    return _STAGE_BACKEND.scope(requested)
 
 
 def can_isolate() -> bool:
@@ -302,10 +298,10 @@ def _run(code: str, limits: Limits, backend: Backend) -> Result:
             # beats Popen.wait(timeout), whose polling backoff added ~25 ms to a 35 ms sample.
             timed_out = not select.select([report_fd], [], [], limits.wall_s)[0]
             if timed_out:
-                inits = _children(proc.pid)  # process 1 of the namespace, seen from here
+                inits = children(proc.pid)  # process 1 of the namespace, seen from here
                 with suppress(ProcessLookupError):  # not reaped yet: its pid (= the group id) is still ours
                     os.killpg(proc.pid, signal.SIGKILL)
-                _wait_ended(inits)  # it dies of unshare's death; the kernel empties its namespace first
+                wait_ended(inits)  # it dies of unshare's death; the kernel empties its namespace first
             proc.wait()
             seconds = time.monotonic() - start
             with suppress(ProcessLookupError):  # none: whatever the sample started in its group
@@ -313,7 +309,7 @@ def _run(code: str, limits: Limits, backend: Backend) -> Result:
             report = os.read(report_fd, 4096)
             stdout, stderr = _read(out, limits.max_output_chars), _read(err, limits.max_output_chars)
         if uid is not None and (timed_out or not report):  # else the namespace ended with its process 1
-            _kill_uid(uid)
+            kill_uid(uid)
     finally:
         os.close(report_fd)
         shutil.rmtree(stage)
@@ -376,53 +372,6 @@ def _hidden() -> tuple[list[str], list[str]]:
     tops = [c for c in sorted(covered) if not any(c.startswith(o + "/") for o in covered | {"/tmp"})]
     bind_back = [i for i in installs if any(i == t or i.startswith(t + "/") for t in [*tops, "/tmp"])]
     return tops, bind_back
-
-
-def _children(pid: int) -> list[int]:
-    with suppress(OSError):
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    return []
-
-
-def _wait_ended(pids: list[int], deadline_s: float = 5.0) -> None:
-    """Until each of `pids` has exited (gone, or a zombie: a PID namespace's process 1 becomes one only once
-    the kernel has killed and reaped everything else in it)."""
-    end = time.monotonic() + deadline_s
-    for pid in pids:
-        while time.monotonic() < end:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                break
-            if state in ("Z", "X"):
-                break
-            time.sleep(0.005)
-
-
-def _processes_of(uid: int) -> list[int]:
-    """Live (not zombie) processes whose real uid is `uid`."""
-    pids = []
-    # listdir, not Path.glob: glob stats each /proc/<pid>/status it found, outside any handler, and a
-    # process that exits in between raises ProcessLookupError there
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        with suppress(FileNotFoundError, ProcessLookupError):  # it exited while we looked
-            text = Path("/proc", name, "status").read_text()
-            fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-            if int(fields["Uid"].split()[0]) == uid and fields["State"].split()[0] not in ("Z", "X"):
-                pids.append(int(name))
-    return pids
-
-
-def _kill_uid(uid: int, deadline_s: float = 5.0) -> None:
-    """The last sweep: nothing of the sample may outlive it, whatever group or namespace it ended up in."""
-    end = time.monotonic() + deadline_s
-    while pids := _processes_of(uid):
-        if time.monotonic() > end:
-            raise RuntimeError(f"sandbox processes {pids} of uid {uid} survived SIGKILL for {deadline_s}s")
-        for pid in pids:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.01)
 
 
 def _read(f: IO[bytes], max_chars: int) -> str:

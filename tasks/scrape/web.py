@@ -50,20 +50,14 @@ OPTIONAL_END = {
 }
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
+# the scrape.web keys that are HTTP client settings as they are
+_HTTP_KEYS = "user_agent timeout_s max_bytes retries backoff_s max_backoff_s rate_limit_per_s".split()
+
 
 def settings(cfg: WebScrapeConfig, cache_dir: Path | None) -> HttpSettings:
     allowed = cfg.allowed_hosts or sorted({urlsplit(u).netloc.lower() for u in cfg.start_urls})
-    return HttpSettings(
-        user_agent=cfg.user_agent,
-        timeout_s=cfg.timeout_s,
-        max_bytes=cfg.max_bytes,
-        retries=cfg.retries,
-        backoff_s=cfg.backoff_s,
-        max_backoff_s=cfg.max_backoff_s,
-        rate_limit_per_s=cfg.rate_limit_per_s,
-        cache_dir=cache_dir,
-        allowed_hosts=tuple(allowed),
-    )
+    passed = {key: getattr(cfg, key) for key in _HTTP_KEYS}
+    return HttpSettings(**passed, cache_dir=cache_dir, allowed_hosts=tuple(allowed))
 
 
 class Robots:

@@ -12,11 +12,16 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 from pipeline_config.schema import OssInstructConfig, SelfInstructConfig, VerifyConfig
 from tasks.common.filtering import Filter, Filtered, apply_filters
 from tasks.synthesize.novelty import NoveltyIndex
+from tasks.synthesize.parsing import Task, parse_tasks
 from tasks.synthesize.verify import verification_filter
+
+T = TypeVar("T")
 
 # Self-Instruct's list (Wang et al., 2022), plural forms included: tasks a language model cannot do alone
 BLACKLIST = (
@@ -94,14 +99,29 @@ def screen(
     return novel
 
 
-def reject_pieces(
-    reply: str, problems: list[tuple[str, str]], source: str, counts: Counter, result: Filtered
-) -> None:
-    """Count and keep what of a reply is not a task (unparseable, truncated), with the reply it came from."""
-    for reason, piece in problems:
-        counts[reason] += 1
-        row = {"reply": reply, "reason": reason, "source": source}
-        result.rejected.append(row | ({"piece": piece} if piece.strip() != reply.strip() else {}))
+def tasks_of_replies(
+    prompted: Sequence[T],
+    replies: Sequence[str | None],
+    source: str,
+    counts: Counter,
+    result: Filtered,
+    max_tasks: int | None = None,
+) -> Iterator[tuple[T, list[Task]]]:
+    """Each prompt's context with the tasks its reply holds (the first `max_tasks`), counting the replies
+    not produced, those generated and the tasks parsed; what of a reply is not a task (unparseable,
+    truncated) is counted and kept as rejected, with the reply it came from."""
+    for context, reply in zip(prompted, replies, strict=True):
+        if reply is None:  # budget exhausted, or failed after retries: counted by the teacher too
+            counts["not_produced"] += 1
+            continue
+        counts["generated"] += 1
+        tasks, problems = parse_tasks(reply, continuation=True, max_tasks=max_tasks)
+        for reason, piece in problems:
+            counts[reason] += 1
+            row = {"reply": reply, "reason": reason, "source": source}
+            result.rejected.append(row | ({"piece": piece} if piece.strip() != reply.strip() else {}))
+        counts["parsed"] += len(tasks)
+        yield context, tasks
 
 
 class _Batch(Filtered):

@@ -26,9 +26,8 @@ from tasks.common.filtering import Filtered
 from tasks.common.io import iter_jsonl
 from tasks.common.teacher import Teacher
 from tasks.synthesize.docstring_pairs import pair
-from tasks.synthesize.filters import reject_pieces, screen
+from tasks.synthesize.filters import screen, tasks_of_replies
 from tasks.synthesize.novelty import NoveltyIndex
-from tasks.synthesize.parsing import parse_tasks
 
 # Magicoder's own prompt (zero-shot: a strong teacher follows it), with a third section for the tests
 MAGICODER_PROMPT = """You are exceptionally skilled at crafting high-quality programming problems and \
@@ -127,18 +126,11 @@ def oss_instruct(
     counts: Counter = Counter(prompts=len(seeds))
     result = Filtered()
     candidates = []
-    for seed_snippet, reply in zip(seeds, replies, strict=True):
-        if reply is None:  # budget exhausted, or failed after retries: counted by the teacher too
-            counts["not_produced"] += 1
-            continue
-        counts["generated"] += 1
-        # only the first task: one that follows is inspired by a snippet the teacher made up, not ours
-        tasks, problems = parse_tasks(reply, continuation=True, max_tasks=1)
-        reject_pieces(reply, problems, "oss_instruct", counts, result)
+    # only the first task: one that follows is inspired by a snippet the teacher made up, not ours
+    for seed_snippet, tasks in tasks_of_replies(seeds, replies, "oss_instruct", counts, result, max_tasks=1):
         if not tasks:
             continue
         task = tasks[0]
-        counts["parsed"] += 1
         candidates.append(
             pair(
                 task.instruction,

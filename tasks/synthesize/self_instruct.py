@@ -21,9 +21,8 @@ from tasks.common.filtering import Filtered
 from tasks.common.io import iter_jsonl
 from tasks.common.teacher import Teacher
 from tasks.synthesize.docstring_pairs import pair
-from tasks.synthesize.filters import reject_pieces, screen
+from tasks.synthesize.filters import screen, tasks_of_replies
 from tasks.synthesize.novelty import NoveltyIndex
-from tasks.synthesize.parsing import parse_tasks
 
 SEED_TASKS = Path(__file__).parent / "data" / "code_seed_tasks.jsonl"
 SEED_FIELDS = ("id", "instruction", "output", "tests")
@@ -95,16 +94,9 @@ def self_instruct(
         replies = teacher.generate([self_instruct_prompt(examples) for examples in shown])
         counts["prompts"] += len(shown)
         candidates = []
-        for examples, reply in zip(shown, replies, strict=True):
-            if reply is None:  # budget exhausted, or failed after retries: counted by the teacher too
-                counts["not_produced"] += 1
-                continue
-            counts["generated"] += 1
-            # a completion model may go on to further tasks after the one asked for: each complete one is
-            # a candidate (as in Self-Instruct), the one the token limit cut is counted as truncated
-            tasks, problems = parse_tasks(reply, continuation=True)
-            reject_pieces(reply, problems, "self_instruct", counts, result)
-            counts["parsed"] += len(tasks)
+        # a completion model may go on to further tasks after the one asked for: each complete one is a
+        # candidate (as in Self-Instruct), the one the token limit cut is counted as truncated
+        for examples, tasks in tasks_of_replies(shown, replies, "self_instruct", counts, result):
             candidates += [
                 pair(
                     task.instruction,

@@ -5,95 +5,19 @@ world-readable /usr/bin/python3, when the tests run as root: CI does). Small lim
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tasks.common import sandbox
-from tasks.common.sandbox import Limits, Result, run_many, run_python
+from tasks.common.sandbox import Limits, run_many, run_python
+from tests.tasks.common.sandboxing import FAST, Run
 
-FAST = Limits(wall_s=5, memory_mb=512, max_processes=16, max_file_mb=2, max_output_chars=1000, disk_mb=8)
-REPO = Path(__file__).resolve().parents[3]
-SYSTEM_PYTHON = "/usr/bin/python3"
-NOBODY = 65534
-# Run as nobody: import the sandbox from the repo (standard library only) and print the Result as JSON.
-DRIVER = """import dataclasses, json, sys
-sys.path.insert(0, sys.argv[1])
-from tasks.common.sandbox import Limits, run_python
-code, limits, backend = json.loads(sys.argv[2])
-print(json.dumps(dataclasses.asdict(run_python(code, Limits(**limits), backend=backend))))
-"""
-# The same for many samples at once, read from stdin (164 programs exceed what argv may carry).
-MANY_DRIVER = """import json, sys
-sys.path.insert(0, sys.argv[1])
-from tasks.common.sandbox import Limits, run_many
-codes = json.load(sys.stdin)
-print(json.dumps([r.status for r in run_many(codes, Limits(), workers=2, backend="userns")]))
-"""
-Run = Callable[..., Result]
-
-
-def as_nobody(code: str, limits: Limits = FAST, backend: str = "userns") -> Result:
-    """`run_python` in a process of the unprivileged user nobody, with the environment of this one."""
-    args = json.dumps([code, dataclasses.asdict(limits), backend])
-    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", SYSTEM_PYTHON, "-c", DRIVER]
-    proc = subprocess.run([*cmd, str(REPO), args], cwd="/", capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return Result(**json.loads(proc.stdout))
-
-
-def can_drive_nobody() -> bool:
-    return os.geteuid() == 0 and Path(SYSTEM_PYTHON).is_file() and shutil.which("setpriv") is not None
-
-
-@pytest.fixture(params=["root", "userns"])
-def run(request: pytest.FixtureRequest) -> Run:
-    """run(code, limits) under one backend, as root (root) or as an ordinary user (userns)."""
-    if request.param == "root":
-        if os.geteuid() != 0:
-            pytest.skip("the root backend needs root")
-        return lambda code, limits=FAST: run_python(code, limits, backend="root")
-    if can_drive_nobody():
-        return as_nobody
-    if os.geteuid() == 0:
-        pytest.skip(f"no {SYSTEM_PYTHON} or setpriv to run the sandbox as an ordinary user")
-    return lambda code, limits=FAST: run_python(code, limits, backend="userns")
-
-
-def foreign_processes() -> set[int]:
-    """Live processes in another PID namespace than ours (every sample's), read straight from /proc."""
-    ours, found = os.readlink("/proc/self/ns/pid"), set()
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            state = Path("/proc", name, "stat").read_text().rsplit(")", 1)[1].split()[0]
-            if os.readlink(f"/proc/{name}/ns/pid") != ours and state != "Z":
-                found.add(int(name))
-        except (FileNotFoundError, ProcessLookupError, PermissionError):  # exited while we looked
-            continue
-    return found
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_running():
-    before = foreign_processes()
-    yield
-    assert foreign_processes() <= before, "the sample left processes behind"
-
-
-def test_isolation_is_available_here():
-    backend = sandbox.resolve("auto")
-    assert backend == ("root" if os.geteuid() == 0 else "userns"), sandbox.describe(backend)
-    if can_drive_nobody():  # the backend an ordinary user gets here
-        assert as_nobody("print(1)", backend="auto").backend == "userns"
+pytestmark = pytest.mark.usefixtures("nothing_left_running")
 
 
 def test_passing_and_failing_samples(run: Run):
@@ -379,64 +303,3 @@ def test_a_temporary_folder_under_the_hidden_home_still_works(monkeypatch: pytes
         assert (result.status, result.stdout) == ("passed", "/tmp/work ['main.py']\n"), result.stderr
     finally:
         shutil.rmtree(staging)
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="forces the userns backend as root, as a container's root does")
-def test_root_can_force_the_userns_backend():
-    code = "import os\nprint(os.getuid())\nopen('/etc/sandbox-test', 'w')"
-    result = run_python(code, FAST, backend="userns")
-    assert (result.status, result.stdout, result.backend) == ("failed", "0\n", "userns")
-    assert "Read-only file system" in result.stderr and not Path("/etc/sandbox-test").exists()
-
-
-@pytest.mark.parametrize("backend", ["root", "userns"])
-def test_humaneval_canonical_solutions_pass_and_a_wrong_one_fails(backend: str):
-    # what pass@k and synthesis verification rely on: an honest program passes, a wrong one fails
-    from tasks.common.benchmarks import humaneval_problems, program
-
-    problems = humaneval_problems()
-    codes = [program(p, p["canonical_solution"]) for p in problems]
-    codes.append(program(problems[0], "    return None\n"))
-    if backend == "root" and os.geteuid() != 0:
-        pytest.skip("the root backend needs root")
-    if backend == "userns" and can_drive_nobody():  # as an ordinary user
-        cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", SYSTEM_PYTHON, "-c"]
-        proc = subprocess.run(
-            [*cmd, MANY_DRIVER, str(REPO)], input=json.dumps(codes), cwd="/", capture_output=True, text=True,
-            timeout=600,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        statuses = json.loads(proc.stdout)
-    else:
-        statuses = [r.status for r in run_many(codes, Limits(), workers=2, backend=backend)]
-    assert statuses[:-1] == ["passed"] * len(problems) and statuses[-1] == "failed"
-
-
-def test_refuses_to_run_unisolated_unless_asked(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(sandbox, "_probe", lambda backend: f"no {backend} in this test")
-    with pytest.raises(
-        sandbox.SandboxUnavailable, match="root: no root in this test; userns: no userns"
-    ) as e:
-        run_python("print(1)", FAST)
-    assert "`sandbox.backend: none`" in str(e.value)
-    result = run_python("import os\nprint(os.getcwd() == os.environ['HOME'])", FAST, backend="none")
-    assert (result.status, result.stdout, result.isolated, result.backend) == (
-        "passed",
-        "True\n",
-        False,
-        "none",
-    )
-
-
-@pytest.mark.skipif(not can_drive_nobody(), reason="needs root to set up a namespace without user namespaces")
-def test_without_user_namespaces_the_error_names_the_fix():
-    # Inside a user namespace whose limit on nested ones is 0 (as user.max_user_namespaces=0 does to a whole
-    # machine), as its root (the root of a locked-down container): neither backend can isolate.
-    args = json.dumps(["print(1)", dataclasses.asdict(FAST), "auto"])
-    script = 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"'
-    cmd = ["unshare", "--user", "--map-root-user", "sh", "-c", script, "sh", SYSTEM_PYTHON, "-c", DRIVER]
-    proc = subprocess.run([*cmd, str(REPO), args], cwd="/", capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and "SandboxUnavailable: cannot isolate untrusted code" in proc.stderr
-    assert (
-        "sysctl -w user.max_user_namespaces=15000" in proc.stderr and "sandbox.backend: none" in proc.stderr
-    )

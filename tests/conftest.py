@@ -72,3 +72,15 @@ def tiny_profile(tmp_path):
 def _cleanup_session_dir():
     yield
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def fake_chat():
+    """fake_chat(respond) -> a started FakeChatServer (tests/fake_chat.py) answering with `respond`; every
+    server a test starts is closed after it."""
+    from contextlib import ExitStack
+
+    from tests.fake_chat import FakeChatServer
+
+    with ExitStack() as servers:
+        yield lambda respond: servers.enter_context(FakeChatServer(respond))

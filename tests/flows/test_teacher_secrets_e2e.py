@@ -1,11 +1,11 @@
 """The teacher's secrets never reach an output. The flow runs the tiny profile's scrape and synthesize
-(`--only`) with the OpenAI-compatible teacher pointed at a loopback server started here, with an API key
-planted in the environment variable the config names, twice: with a password in `base_url` (requests then
-sends Basic auth made from it; the config names an unset key variable, since a key beside URL credentials is
-a configuration error) and without (the key goes as a Bearer token). The server echoes the
-Authorization header it got in an error (as careless servers do). Then every file of the workspace, of the
-MLflow store (database and artifacts), of Prefect's result store and database, and the captured output and
-log records are searched for the key, the password and the Basic-auth header made from it."""
+(`--only`) with the OpenAI-compatible teacher pointed at the fake chat server (tests/fake_chat.py), with an
+API key planted in the environment variable the config names, twice: with a password in `base_url`
+(requests then sends Basic auth made from it; the config names an unset key variable, since a key beside
+URL credentials is a configuration error) and without (the key goes as a Bearer token). The server echoes
+the Authorization header it got in an error (as careless servers do). Then every file of the workspace, of
+the MLflow store (database and artifacts), of Prefect's result store and database, and the captured output
+and log records are searched for the key, the password and the Basic-auth header made from it."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ import io
 import json
 import logging
 import os
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import mlflow
@@ -24,6 +21,7 @@ import pytest
 
 from flows.cli import main
 from tests.conftest import SESSION_DIR
+from tests.fake_chat import Call, FakeChatServer, Reply, chat_reply, error_reply
 
 pytestmark = pytest.mark.slow
 
@@ -41,48 +39,17 @@ TASK = (
 )
 
 
-class Teacher:
-    """Scripted chat completions: the first request of every run (of 4: 3 prompts and a retry) gets a 503
-    whose message quotes the Authorization header (retried, so it is logged), the others a task."""
-
-    def __init__(self) -> None:
-        self.headers: list[str] = []
-        state = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
-                state.headers.append(self.headers.get("Authorization", ""))
-                if len(state.headers) % 4 == 1:
-                    status = 503
-                    body = {"error": {"message": f"busy (you sent {self.headers.get('Authorization')})"}}
-                else:
-                    status = 200
-                    body = {"choices": [{"message": {"role": "assistant", "content": TASK}}]}
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Retry-After", "0")
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
+def scripted_teacher(call: Call) -> Reply:
+    """The first request of every run (of 4: 3 prompts and a retry) gets a 503 whose message quotes the
+    Authorization header (retried, so it is logged), the others a task."""
+    if call.index % 4 == 0:
+        return error_reply(503, f"busy (you sent {call.headers.get('Authorization')})", {"Retry-After": "0"})
+    return chat_reply(TASK)
 
 
 @pytest.fixture
-def teacher() -> Iterator[Teacher]:
-    server = Teacher()
-    thread = threading.Thread(target=server.httpd.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
-    thread.join(timeout=5)
+def teacher(fake_chat) -> FakeChatServer:
+    return fake_chat(scripted_teacher)
 
 
 def files_under(*roots: Path) -> list[Path]:
@@ -151,7 +118,8 @@ def test_teacher_key_and_url_password_appear_in_no_output(
 
     # the secrets were really in play: sent (a URL password as Basic auth, the key as a Bearer token), echoed
     # by the server, and the teacher's retry warning logged
-    assert teacher.headers == [f"Basic {BASIC}"] * 4 + [f"Bearer {KEY}"] * 4
+    sent = [call.headers.get("Authorization", "") for call in teacher.calls]
+    assert sent == [f"Basic {BASIC}"] * 4 + [f"Bearer {KEY}"] * 4
     assert "teacher request to http://***@127.0.0.1" in logged[0] and "you sent Basic ***" in logged[0]
     assert "you sent Bearer ***" in logged[1]
     assert [s["stages"]["scrape"]["status"] for s in runs] == ["executed", "cached"]

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 from builders import PYTHON_CORPUS, TEMPLATE_TEXT, TINY_SCRATCH, make_pairs, write_pairs
 
-from pipeline_config.schema import LoraSection, SplitConfig, TokenizeConfig, TrainConfig
+from pipeline_config import load_config
+from pipeline_config.schema import SplitConfig, TokenizeConfig
 from tasks.common.templates import TEMPLATE_FILE, format_prompt
 from tasks.tokenization.encode import TOKENIZER_DIR, tokenize_pairs
 from tasks.tokenization.fim import (
@@ -25,6 +26,7 @@ from tasks.tokenization.fim import (
     ast_spans,
     fim_cut,
 )
+from tests.conftest import REPO
 
 CODE = "def square(x):\n    return x * x\n"
 # non-ASCII text before nodes: ast's columns are UTF-8 bytes, the spans are characters
@@ -274,16 +276,13 @@ def test_tiny_model_trains_with_added_fim_tokens_under_lora(
     from tasks.training.recipe import train_model
 
     out, _ = fim_tokenized
-    cfg = TrainConfig(
-        method="lora",
-        lora=LoraSection(r=4, alpha=8, dropout=0.0),
-        device="cpu",
-        learning_rate=1e-2,
-        max_steps=12,
-        batch_size=4,
-        logging_steps=4,
-        warmup_ratio=0.0,
-    )
+    # the tiny profile's recipe (LoRA r=4, alpha 8, no dropout, batch 4) on the CPU, with a learning rate
+    # that moves 12 steps
+    tiny = load_config(REPO / "pipeline_config" / "tiny.yaml").train
+    lora = tiny.lora
+    assert (tiny.method, lora.r, lora.alpha, lora.dropout, tiny.batch_size) == ("lora", 4, 8, 0.0, 4)
+    fast = {"device": "cpu", "learning_rate": 1e-2, "max_steps": 12, "logging_steps": 4, "warmup_ratio": 0.0}
+    cfg = tiny.model_copy(update=fast)
     report = train_model(out / "dataset", tmp_path, str(no_fim_model), out / TEMPLATE_FILE, cfg, seed=0)
     losses = [h["loss"] for h in json.loads((tmp_path / "log_history.json").read_text()) if "loss" in h]
     assert len(losses) == 3 and losses[-1] < losses[0]

@@ -21,15 +21,36 @@ from tasks.tokenization.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, fim_trans
 # --------------------------------------------------------------------------------------------------------
 
 
-def test_alpaca_prompt_with_input_exact() -> None:
-    got = format_prompt("alpaca", "  Reverse a list.\n", "  xs = [1, 2]  ")
-    assert got == (
-        "Below is an instruction that describes a task, paired with an input that provides further context. "
-        "Write a response that appropriately completes the request.\n\n"
-        "### Instruction:\nReverse a list.\n\n"
-        "### Input:\nxs = [1, 2]\n\n"
-        "### Response:\n"
-    )
+CODEGEN_HEAD = (
+    "### Instruction:\nUse the Task below and the Input given to write the Response, which is a "
+    "programming code that can solve the following Task:\n\n### Task:\nReverse a list.\n\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "instruction", "input_text", "expected"),
+    [
+        (
+            "alpaca",
+            "  Reverse a list.\n",
+            "  xs = [1, 2]  ",
+            "Below is an instruction that describes a task, paired with an input that provides further "
+            "context. Write a response that appropriately completes the request.\n\n"
+            "### Instruction:\nReverse a list.\n\n### Input:\nxs = [1, 2]\n\n### Response:\n",
+        ),
+        (
+            "codegen_task",
+            "Reverse a list.",
+            "xs = [1, 2]",
+            CODEGEN_HEAD + "### Input:\nxs = [1, 2]\n\n### Response:\n",
+        ),
+        # the codegen layout always has an Input block, empty when there is no input
+        ("codegen_task", "Reverse a list.", "", CODEGEN_HEAD + "### Input:\n\n\n### Response:\n"),
+    ],
+    ids=["alpaca", "codegen_task", "codegen_task_without_input"],
+)
+def test_prompt_exact(template: str, instruction: str, input_text: str, expected: str) -> None:
+    assert format_prompt(template, instruction, input_text) == expected
 
 
 @pytest.mark.parametrize("input_text", ["", "   \n"])
@@ -42,19 +63,6 @@ def test_alpaca_prompt_without_input_has_no_input_block(input_text: str) -> None
         "### Response:\n"
     )
     assert "### Input:" not in got
-
-
-def test_codegen_task_prompt_exact() -> None:
-    got = format_prompt("codegen_task", "Reverse a list.", "xs = [1, 2]")
-    assert got == (
-        "### Instruction:\nUse the Task below and the Input given to write the Response, which is a "
-        "programming code that can solve the following Task:\n\n"
-        "### Task:\nReverse a list.\n\n"
-        "### Input:\nxs = [1, 2]\n\n"
-        "### Response:\n"
-    )
-    # the codegen layout always has an Input block, empty when there is no input
-    assert format_prompt("codegen_task", "Reverse a list.").endswith("### Input:\n\n\n### Response:\n")
 
 
 def test_unknown_template_raises() -> None:

@@ -1,14 +1,8 @@
-"""The teacher's dialects (tasks/common/teacher/dialects/), each spoken by the one transport (remote.py) to a
-loopback server that answers in that API's shapes; and the registry of backends agrees with the schema and
-the README."""
+"""The teacher's dialects (tasks/common/teacher/dialects/), each spoken by the one transport (remote.py) to
+the fake chat server (tests/fake_chat.py), its callback answering in that API's shapes; and the registry of
+backends agrees with the schema and the README."""
 
 from __future__ import annotations
-
-import json
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,52 +10,7 @@ from pipeline_config.schema import TeacherConfig
 from tasks.common.teacher import BACKENDS, TeacherError, dialects, is_remote
 from tasks.common.teacher.remote import RemoteTeacher
 from tests.conftest import REPO
-
-Respond = Callable[[str, dict, dict], tuple[int, dict]]  # (path, headers, body) -> (status, JSON reply)
-
-
-@dataclass
-class Loopback:
-    """A loopback HTTP server answering every POST with `respond`; the requests it got, in order."""
-
-    respond: Respond
-    requests: list[tuple[str, dict, dict]] = field(default_factory=list)
-    url: str = ""
-
-
-@pytest.fixture
-def loopback() -> Iterator[Callable[[Respond], Loopback]]:
-    servers = []
-
-    def start(respond: Respond) -> Loopback:
-        server = Loopback(respond)
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # the http.server hook's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                server.requests.append((self.path, headers, body))
-                status, reply = server.respond(self.path, headers, body)
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        servers.append(httpd)
-        server.url = f"http://127.0.0.1:{httpd.server_port}/v1"
-        return server
-
-    yield start
-    for httpd in servers:
-        httpd.shutdown()
-        httpd.server_close()
+from tests.fake_chat import chat_reply
 
 
 def message(text: str, input_tokens: int = 11, output_tokens: int = 7) -> dict:
@@ -81,18 +30,17 @@ def anthropic(url: str, **overrides) -> RemoteTeacher:
     return RemoteTeacher(TeacherConfig(**(fields | overrides)), sleep=lambda s: None)
 
 
-def test_anthropic_messages_are_sent_and_read_in_that_apis_shapes(loopback, monkeypatch):
+def test_anthropic_messages_are_sent_and_read_in_that_apis_shapes(fake_chat, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-1234")  # the dialect's own variable by default
-    server = loopback(
-        lambda path, headers, body: (200, message(f"def f(): return {body['messages'][0]['content']!r}"))
-    )
+    server = fake_chat(lambda call: message(f"def f(): return {call.prompt!r}"))
     teacher = anthropic(server.url)
     assert teacher.generate(["one", "two"]) == ["def f(): return 'one'", "def f(): return 'two'"]
-    path, headers, body = server.requests[0]
-    assert path == "/v1/messages"
-    assert headers["x-api-key"] == "sk-ant-test-1234" and headers["anthropic-version"] == "2023-06-01"
-    assert "authorization" not in headers
-    assert body == {
+    first = next(call for call in server.calls if call.prompt == "one")
+    assert first.path == "/v1/messages"
+    assert first.headers["x-api-key"] == "sk-ant-test-1234"
+    assert first.headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in first.headers
+    assert first.body == {
         "model": "claude-test",
         "max_tokens": 64,
         "messages": [{"role": "user", "content": "one"}],
@@ -103,25 +51,24 @@ def test_anthropic_messages_are_sent_and_read_in_that_apis_shapes(loopback, monk
     assert "anthropic" in repr(teacher) and "sk-ant" not in repr(teacher)
 
 
-def test_anthropic_errors_are_retried_or_raised_as_that_api_words_them(loopback, monkeypatch):
+def test_anthropic_errors_are_retried_or_raised_as_that_api_words_them(fake_chat, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-5678")
-    calls = iter([(529, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})])
-    server = loopback(lambda path, headers, body: next(calls, (200, message("ok"))))
+    overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    server = fake_chat(lambda call: (529, overloaded) if call.index == 0 else message("ok"))
     teacher = anthropic(server.url, max_retries=1)
     assert teacher.generate(["p"]) == ["ok"] and teacher.stats()["retries"] == 1  # 529: overloaded, retried
     bad = {
         "type": "error",
         "error": {"type": "invalid_request_error", "message": "bad key sk-ant-secret-5678"},
     }
-    refused = loopback(lambda path, headers, body: (400, bad))
+    refused = fake_chat(lambda call: (400, bad))
     with pytest.raises(TeacherError, match=r"HTTP 400: bad key \*\*\*") as info:
         anthropic(refused.url).generate(["p"])
     assert "sk-ant-secret-5678" not in str(info.value)  # the key, echoed by the server, is scrubbed
 
 
-def test_a_reply_in_another_apis_shape_is_a_bad_response_not_a_crash(loopback):
-    openai_shaped = {"choices": [{"message": {"content": "hi"}}]}
-    server = loopback(lambda path, headers, body: (200, openai_shaped))
+def test_a_reply_in_another_apis_shape_is_a_bad_response_not_a_crash(fake_chat):
+    server = fake_chat(lambda call: chat_reply("hi"))
     teacher = anthropic(server.url, max_retries=0)
     assert teacher.generate(["p"]) == [None] and teacher.stats()["failures"] == {"bad_response": 1}
 

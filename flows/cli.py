@@ -26,7 +26,7 @@ import signal
 import sys
 
 from flows.quiet import library_output_to, log_path
-from flows.runner import STAGES, UsageError
+from flows.runner import UsageError, check_stage_names
 from flows.summary import format_footer, format_table
 from pipeline_config import ConfigError, load_config
 from tasks.common.io import check_workspace, workspace_location, workspace_path
@@ -43,9 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the finetune flow")
     run.add_argument("--config", required=True, help="YAML profile, e.g. pipeline_config/offline.yaml")
-    run.add_argument(
-        "--only", nargs="+", default=[], metavar="STAGE", help=f"run only these ({', '.join(STAGES)})"
-    )
+    # the stage names come from the DAG (flows/finetune.py), checked once it is imported: importing it
+    # here would load every stage and Prefect before a bad config could be reported
+    run.add_argument("--only", nargs="+", default=[], metavar="STAGE", help="run only these stages")
     run.add_argument(
         "--force", nargs="+", default=[], metavar="STAGE", help="re-run these and all after them"
     )
@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     runs.add_argument("--config", default="pipeline_config/offline.yaml", help="names the workspace")
     runs.add_argument("-n", type=int, default=10, help="how many (newest first)")
     show = sub.add_parser("show", help="print a stage's report and the path of its data")
-    show.add_argument("stage", choices=STAGES)
+    show.add_argument("stage", help="a stage of the DAG in flows/finetune.py")
     show.add_argument("--config", default="pipeline_config/offline.yaml")
     check = sub.add_parser("validate", help="validate config files and exit")
     check.add_argument("configs", nargs="+")
@@ -104,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             print(list_runs(workspace_location(cfg), args.n))
             return 0
         if args.command == "show":
+            from flows.finetune import STAGES
             from flows.inspect import show_stage
 
+            check_stage_names([args.stage], "show", STAGES)
             try:
                 print(show_stage(cfg, args.config, args.stage))
             except LookupError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.runner import StageRunner, report_failure
+from flows.runner import StageRunner, report_failure, stage_names
 from pipeline_config import load_config
 from tasks import (
     base_model,
@@ -33,6 +33,7 @@ DAG = (
     (evaluation, ("tokenize", "train", "base_model", "scrape")),  # scrape: the doctest benchmark
     (registration, ("base_model", "train", "evaluate")),
 )
+STAGES = stage_names(DAG)  # what --only, --force and `finetune show` accept
 
 
 @flow(name="finetune", on_failure=[report_failure])
@@ -41,12 +42,14 @@ def finetune(
     only: list[str] | None = None,
     force: list[str] | None = None,
 ) -> dict:
-    cfg = load_config(config_path)
-    stage = StageRunner(cfg, config_path, DAG, only, force, flow_run_id=flow_run.get_id() or "local")
+    runner = StageRunner(load_config(config_path), config_path, flow_run_id=flow_run.get_id() or "local")
+    runner.plan_stages(DAG, only, force)  # a refused --only/--force stops here: nothing is written
+    runner.remove_leftovers()
+    runner.open_mlflow_run()
     try:
         for module, needs in DAG:
-            stage(module, needs)
+            runner(module, needs)
     except BaseException as error:
-        stage.finish(error)
+        runner.finish(error)
         raise
-    return stage.finish()
+    return runner.finish()

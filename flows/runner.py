@@ -2,8 +2,10 @@
 
 `plan` computes every stage's key before anything runs (keys are content addresses: config, code,
 libraries and the inputs' keys, no data needed) and checks `--only` / `--force` against them, so a refused
-run writes nothing. `StageRunner` then runs one stage at a time, reads Prefect's Cached state, logs each
-stage to the pipeline's MLflow run and writes `<workspace>/runs/<run-id>/summary.json`.
+run writes nothing. `StageRunner` takes the flow through its steps, in this order: `plan_stages`,
+`remove_leftovers`, `open_mlflow_run`, then one call per stage of the DAG (it reads Prefect's Cached state
+and logs the stage to the pipeline's MLflow run), then `finish`, which writes
+`<workspace>/runs/<run-id>/summary.json`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tasks.common.io import glob, hash_json, join, read_json, workspace_location
 from tasks.common.runtime import logger
 from tasks.common.stage import (
     MissingInputError,
+    StageContext,
     StageOutput,
     StageSpec,
     cached_output,
@@ -33,7 +36,6 @@ from tasks.common.stage import (
     remove_stale,
 )
 
-STAGES = ("scrape", "base_model", "synthesize", "clean", "tokenize", "train", "evaluate", "register")
 Dag = Sequence[tuple[ModuleType, tuple[str, ...]]]  # (stage module, the stages whose outputs it is given)
 
 
@@ -41,11 +43,16 @@ class UsageError(ValueError):
     """The command line asks for something this config cannot do; nothing has been written."""
 
 
-def check_stage_names(names: Iterable[str] | None, option: str) -> list[str]:
+def stage_names(dag: Dag) -> tuple[str, ...]:
+    """The stages in the order the DAG runs them."""
+    return tuple(module.SPEC.name for module, _ in dag)
+
+
+def check_stage_names(names: Iterable[str] | None, option: str, stages: Sequence[str]) -> list[str]:
     names = list(names or [])
-    unknown = [n for n in names if n not in STAGES]
+    unknown = [n for n in names if n not in stages]
     if unknown:
-        raise UsageError(f"{option}: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}")
+        raise UsageError(f"{option}: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(stages)}")
     return names
 
 
@@ -69,7 +76,8 @@ def plan(cfg: PipelineConfig, dag: Dag, only=None, force=None, config_path: str 
     --force STAGE rebuilds STAGE and every stage after it. With --only, forcing applies within the named
     stages: a forced stage that is not among them is refused (it would silently not be rebuilt).
     """
-    only, force = check_stage_names(only, "--only"), check_stage_names(force, "--force")
+    stages = stage_names(dag)
+    only, force = check_stage_names(only, "--only", stages), check_stage_names(force, "--force", stages)
     if only and (outside := [f for f in force if f not in only]):
         raise UsageError(
             f"--force {' '.join(outside)} is not among --only {' '.join(only)}: a forced stage must run; "
@@ -80,14 +88,14 @@ def plan(cfg: PipelineConfig, dag: Dag, only=None, force=None, config_path: str 
     keys: dict[str, str] = {}
     for name, spec in specs.items():
         keys[name] = spec.key(cfg, {n: keys[n] for n in needs[name]})
-    first_forced = min((STAGES.index(f) for f in force), default=len(STAGES))
-    forced = {s for s in STAGES[first_forced:] if not only or s in only}
+    first_forced = min((stages.index(f) for f in force), default=len(stages))
+    forced = {s for s in stages[first_forced:] if not only or s in only}
     if not only:
         check_sandbox(cfg, specs, keys, tuple(specs), forced)
         return Plan(keys, tuple(specs), (), frozenset(forced))
 
     workspace = workspace_location(cfg)
-    last = max(STAGES.index(n) for n in only)
+    last = max(stages.index(n) for n in only)
     run = tuple(s for s in specs if s in only)
     reuse, missing = [], []
     wanted = [n for s in run for n in specs[s].used_inputs(cfg, dict.fromkeys(needs[s]))]
@@ -101,14 +109,14 @@ def plan(cfg: PipelineConfig, dag: Dag, only=None, force=None, config_path: str 
             missing.append(name)  # it must be built, and so must whatever it reads that is not there
             wanted += [n for n in specs[name].used_inputs(cfg, dict.fromkeys(needs[name]))]
     if missing:
-        build = [s for s in STAGES[: last + 1] if s in missing or s in only]
+        build = [s for s in stages[: last + 1] if s in missing or s in only]
         raise UsageError(
-            f"--only {' '.join(only)} needs the output of {', '.join(s for s in STAGES if s in missing)}, "
+            f"--only {' '.join(only)} needs the output of {', '.join(s for s in stages if s in missing)}, "
             f"never built with this config; build them all at once with:\n"
             f"  finetune run --config {config_path} --only {' '.join(build)}"
         )
     check_sandbox(cfg, specs, keys, run, forced)
-    return Plan(keys, run, tuple(s for s in STAGES if s in reuse), frozenset(forced))
+    return Plan(keys, run, tuple(s for s in stages if s in reuse), frozenset(forced))
 
 
 def check_sandbox(cfg: PipelineConfig, specs: Mapping[str, StageSpec], keys, run, forced) -> None:
@@ -131,46 +139,66 @@ def check_sandbox(cfg: PipelineConfig, specs: Mapping[str, StageSpec], keys, run
             raise UsageError(f"{' and '.join(needing)} will run generated code, but {error}") from None
 
 
+@dataclass(frozen=True, kw_only=True)
+class StageLog:
+    """A stage's entry in the pipeline's MLflow run, held back while no stage has executed yet; its fields
+    are `tracking.log_stage`'s parameters, passed by name."""
+
+    stage: str
+    key: str
+    status: str
+    report: Mapping[str, Any]
+    folder: Path  # its reports, tables and plots, on this machine
+
+
 class StageRunner:
-    def __init__(
-        self,
-        cfg: PipelineConfig,
-        config_path: str,
-        dag: Dag,
-        only: list[str] | None,
-        force: list[str] | None,
-        flow_run_id: str,
-    ):
-        self.cfg, self.config_path = cfg, config_path
-        self.plan = plan(cfg, dag, only, force, config_path)
+    """One pipeline run's state; the flow calls its steps in order (see the module docstring)."""
+
+    def __init__(self, cfg: PipelineConfig, config_path: str, flow_run_id: str):
+        self.cfg, self.config_path, self.flow_run_id = cfg, config_path, flow_run_id
         self.workspace = workspace_location(cfg)  # a folder, or an fsspec URL (tasks/common/io.py)
-        for path in remove_stale(self.workspace):
-            logger().info("removed what an earlier run left behind: %s", path)
-        self.flow_run_id = flow_run_id
-        started = datetime.now(UTC)
-        self.run_id = f"{started:%Y%m%dT%H%M%SZ}-{flow_run_id[:8]}"
-        self.outputs: dict[str, StageOutput] = {}
+        self.started = datetime.now(UTC)
+        self.run_id = f"{self.started:%Y%m%dT%H%M%SZ}-{flow_run_id[:8]}"
         self.resolved = public_dump(cfg)  # what MLflow shows: URL credentials redacted
         self.config_hash = hash_json(self.resolved)
-        last_key = self.plan.keys[self.plan.run[-1]]  # what this run produces, by content
-        self.mlflow_run_id = tracking.start_run(
-            self.resolved,
-            run_name=f"{cfg.name} {started:%Y-%m-%d %H:%M} {last_key[:8]}",
-            tags={
-                "config_path": config_path,
-                "config_hash": self.config_hash,
-                "profile": cfg.name,
-                "workspace_run_id": self.run_id,
-                "prefect_flow_run_id": flow_run_id,
-            },
-            experiment=tracking.experiment_name(cfg.name),
-        )
-        self.warn_about_other_runs()
+        self.plan: Plan | None = None  # plan_stages
+        self.mlflow_run_id: str | None = None  # open_mlflow_run
+        self.outputs: dict[str, StageOutput] = {}
         # Cached stages are logged with their numbers once some stage executes; a run that executes
         # nothing is a no-op and records only tags (metrics copied from earlier runs would crowd the UI).
         self.executed_any = False
-        self.unlogged: list[tuple] = []
+        self.unlogged: list[StageLog] = []
         self.current: str | None = None  # the stage running now: the one that failed, on failure
+
+    def plan_stages(self, dag: Dag, only: list[str] | None, force: list[str] | None) -> Plan:
+        """Every key, and which stages run; raises UsageError before anything is written."""
+        self.plan = plan(self.cfg, dag, only, force, self.config_path)
+        return self.plan
+
+    def remove_leftovers(self) -> None:
+        """What killed or finished runs left in the workspace (tasks/common/stage.py `remove_stale`)."""
+        for path in remove_stale(self.workspace):
+            logger().info("removed what an earlier run left behind: %s", path)
+
+    def open_mlflow_run(self) -> str:
+        """The pipeline's MLflow run, named after what this run produces (the last stage's key)."""
+        if self.plan is None:
+            raise RuntimeError("StageRunner.plan_stages comes before open_mlflow_run")
+        last_key = self.plan.keys[self.plan.run[-1]]
+        self.mlflow_run_id = tracking.start_run(
+            self.resolved,
+            run_name=f"{self.cfg.name} {self.started:%Y-%m-%d %H:%M} {last_key[:8]}",
+            tags={
+                "config_path": self.config_path,
+                "config_hash": self.config_hash,
+                "profile": self.cfg.name,
+                "workspace_run_id": self.run_id,
+                "prefect_flow_run_id": self.flow_run_id,
+            },
+            experiment=tracking.experiment_name(self.cfg.name),
+        )
+        self.warn_about_other_runs()
+        return self.mlflow_run_id
 
     @staticmethod
     def warn_about_other_runs() -> None:
@@ -189,17 +217,19 @@ class StageRunner:
             )
 
     def __call__(self, module: ModuleType, needs: tuple[str, ...]) -> StageOutput | None:
-        spec = module.SPEC
+        if self.plan is None or self.mlflow_run_id is None:
+            raise RuntimeError("StageRunner: plan_stages and open_mlflow_run come before the stages")
+        spec, planned = module.SPEC, self.plan
         task = stage_task(spec)
         self.current = spec.name
         inputs = {n: self.outputs[n] for n in needs if n in self.outputs}
-        if spec.name in self.plan.reuse:
-            out = usable(spec, self.workspace, self.plan.keys[spec.name])
+        if spec.name in planned.reuse:
+            out = usable(spec, self.workspace, planned.keys[spec.name])
             if out is None:  # deleted between planning and now
                 raise MissingInputError(
                     f"the cached output of stage '{spec.name}' disappeared during the run"
                 )
-        elif spec.name in self.plan.run:
+        elif spec.name in planned.run:
             out = self._run_task(spec, task, inputs)
         else:
             return None  # --only: neither run nor needed
@@ -211,32 +241,33 @@ class StageRunner:
             "seconds": out.seconds,
         }
         small = out.folder(top_level_only=True)  # reports, tables, plots: on a remote workspace, fetched
-        logged = (self.mlflow_run_id, spec.name, out.key, out.status, report, small)
+        entry = StageLog(stage=spec.name, key=out.key, status=out.status, report=report, folder=small)
         if out.status == "executed" and not self.executed_any:
             self.executed_any = True
             for earlier in self.unlogged:
-                tracking.log_stage(*earlier)
+                self._log(earlier)
             self.unlogged = []
         if self.executed_any:
-            tracking.log_stage(*logged)
+            self._log(entry)
         else:
-            self.unlogged.append(logged)
+            self.unlogged.append(entry)
         publish_artifacts(spec.name, small)
         return out
 
+    def _log(self, entry: StageLog, numbers: bool = True) -> None:
+        tracking.log_stage(run_id=self.mlflow_run_id, **vars(entry), numbers=numbers)
+
     def _run_task(self, spec: StageSpec, task, inputs: Mapping[str, StageOutput]) -> StageOutput:
-        force = spec.name in self.plan.forced
-        hit = usable(spec, self.workspace, self.plan.keys[spec.name])
+        planned = self.plan
+        force = spec.name in planned.forced
+        hit = usable(spec, self.workspace, planned.keys[spec.name])
         state = task.with_options(refresh_cache=force or hit is None)(
             self.cfg,
             dict(inputs),
             force=force,
-            # the keys of every stage of this config: what a registered version records as its lineage
-            context={
-                "mlflow_run_id": self.mlflow_run_id,
-                "stage_keys": dict(self.plan.keys),
-                "forced": force,
-            },
+            context=StageContext(
+                mlflow_run_id=self.mlflow_run_id, stage_keys=dict(planned.keys), forced=force
+            ),
             return_state=True,
         )
         out = state.result()  # re-raises the stage's error
@@ -264,8 +295,8 @@ class StageRunner:
             "mlflow": self._mlflow_record(),
         }
         publish_mlflow_links(summary["mlflow"])
-        for stage in self.unlogged:  # nothing executed: tags only
-            tracking.log_stage(*stage, numbers=False)
+        for entry in self.unlogged:  # nothing executed: tags only
+            self._log(entry, numbers=False)
         if not error:
             tracking.set_tags(self.mlflow_run_id, {"noop": str(not self.executed_any).lower()})
         tracking.end_run(self.mlflow_run_id, "FAILED" if error else "FINISHED")

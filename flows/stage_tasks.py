@@ -21,7 +21,7 @@ import requests
 
 from flows.tracking import TABLES, table_rows
 from tasks.common.io import hash_json, workspace_location
-from tasks.common.stage import StageOutput, StageSpec
+from tasks.common.stage import StageContext, StageOutput, StageSpec
 
 # what a retry can fix; anything else (a 401, a config error, a bug) would fail the same way again
 TRANSIENT = (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)
@@ -59,7 +59,9 @@ def stage_task(spec: StageSpec, retry_delay_seconds: float = 10):
         retry_delay_seconds=retry_delay_seconds,
         retry_condition_fn=retry_condition,
     )
-    def run_stage(cfg, inputs: dict[str, StageOutput], force: bool = False, context: dict | None = None):
+    def run_stage(
+        cfg, inputs: dict[str, StageOutput], force: bool = False, context: StageContext | None = None
+    ):
         from prefect.concurrency.sync import concurrency
         from prefect.states import Completed
 

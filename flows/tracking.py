@@ -32,7 +32,7 @@ from tasks.common.mlflow_store import (  # noqa: F401 -- the store's names, for 
     tracking_uri,
     version_exists,
 )
-from tasks.common.stage import HOST, process_alive
+from tasks.common.publish import HOST, process_alive
 
 
 def end_orphaned_runs() -> tuple[list[str], list[dict[str, str]]]:

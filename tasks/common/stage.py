@@ -4,13 +4,9 @@ A stage writes `<workspace>/stages/<stage>/<key>/` holding its data, `report.jso
 last, `manifest.json`, whose `outputs` block is the stage's interface: what later stages may read (a model
 folder, a template name), checked when they read it. A folder without a manifest is never read.
 
-Publication. Work happens in a private version folder `.v-<key>-<host>-<pid>-<rand>`; `<key>` itself is a
-symlink to the published version, switched with one atomic rename under a per-key lock. So two runs that
-build the same key never fail (the second finds the first's output under the lock and discards its own),
-a forced rebuild replaces the output without a moment where the key is missing, and a reader holding the
-resolved version path keeps reading a complete version while another run switches the link. Versions
-that lost the link are removed later by `remove_stale`: unfinished ones once their writer is dead,
-superseded ones after `SUPERSEDED_GRACE_S`.
+Publication. A stage runs into a private version folder that one atomic switch under a per-key lock
+publishes as `<key>` (tasks/common/publish.py), so two runs that build the same key never fail and a
+forced rebuild never leaves the key missing; `remove_stale` later sweeps the versions that lost the key.
 
 A remote workspace (an fsspec URL: tasks/common/io.py) has no symlinks and no shared flock: the stage
 still runs into a local scratch folder, which is uploaded as a version, and a pointer object
@@ -20,16 +16,10 @@ copy downloaded once into this machine's cache (`StageOutput.folder`).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import logging
-import os
 import shutil
-import socket
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -47,12 +37,8 @@ from tasks.common.io import (
     workspace_location,
     write_json,
 )
+from tasks.common.publish import SUPERSEDED_GRACE_S, key_lock, private_name, sweep, switch, writer_alive
 from tasks.common.versions import code_version, library_versions
-
-log = logging.getLogger(__name__)
-
-SUPERSEDED_GRACE_S = 3600  # a run that resolved the old version an hour ago has long loaded what it needs
-HOST = socket.gethostname()
 
 
 class MissingInputError(RuntimeError):
@@ -70,7 +56,7 @@ class StageResult(NamedTuple):
     outputs: dict
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StageOutput:
     """What a stage hands to the next one: where its folder is, a few numbers and its manifest outputs."""
 
@@ -82,6 +68,29 @@ class StageOutput:
     status: str  # "executed" | "cached"
     seconds: float
     outputs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(
+        cls,
+        manifest: Mapping[str, Any],
+        *,
+        stage: str,
+        key: str,
+        path: str,
+        status: str = "cached",
+        seconds: float = 0.0,
+    ) -> StageOutput:
+        """The record of the published folder `path` of `stage` under `key`, read from its manifest."""
+        return cls(
+            stage=stage,
+            key=key,
+            path=path,
+            rows_in=manifest["rows_in"],
+            rows_out=manifest["rows_out"],
+            status=status,
+            seconds=seconds,
+            outputs=manifest.get("outputs", {}),
+        )
 
     def output(self, name: str) -> Any:
         if name not in self.outputs:
@@ -103,17 +112,24 @@ class StageOutput:
         return remote.fetch(self.path, private_name(self.key), top_level_only)
 
 
+@dataclass(frozen=True, kw_only=True)
+class StageContext:
+    """What a stage's `run` is given beside its config and inputs: run-scoped values that are not part of
+    its key, so that they never invalidate the cache."""
+
+    mlflow_run_id: str | None = None  # the pipeline's MLflow run: register logs the model into it
+    # the keys of every stage of this config: what a registered version records as its lineage
+    stage_keys: Mapping[str, str] = field(default_factory=dict)
+    forced: bool = False  # --force asked for this stage to be rebuilt
+    resume_dir: Path | None = None  # set by `StageSpec.build`: see `resume_dir`
+
+
 def stage_key(stage: str, config: Mapping[str, Any], input_keys: Mapping[str, str], code: str) -> str:
     return hash_json({"stage": stage, "config": config, "inputs": dict(input_keys), "code": code})
 
 
 def stage_dir(workspace: Path, stage: str, key: str) -> Path:
     return Path(workspace) / "stages" / stage / key
-
-
-def private_name(key: str) -> str:
-    """A version folder's name, unique to this writer: `.v-<key>-<host>-<pid>-<rand>` (see `remove_stale`)."""
-    return f".v-{key}-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def read_manifest(folder: Path | str) -> dict | None:
@@ -132,49 +148,8 @@ def cached_output(workspace: Path | str, stage: str, key: str) -> StageOutput | 
     manifest = read_manifest(folder) if folder else None
     if manifest is None:
         return None
-    return StageOutput(
-        stage,
-        key,
-        folder if is_remote(workspace) else str(folder.resolve()),
-        manifest["rows_in"],
-        manifest["rows_out"],
-        "cached",
-        0.0,
-        manifest.get("outputs", {}),
-    )
-
-
-@contextlib.contextmanager
-def key_lock(
-    workspace: Path, stage: str, key: str, waiting: Callable[[], None] | None = None
-) -> Iterator[None]:
-    """An exclusive lock per stage key (flock: released by the kernel if the holder dies); `waiting` is
-    called once if another process holds it."""
-    locks = Path(workspace) / "stages" / stage / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{key}.lock", "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting:
-                waiting()
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _switch(final: Path, version: Path) -> None:
-    """Point `final` at `version` with one atomic rename; the previous version is marked superseded."""
-    link = final.parent / f".link-{final.name}-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    os.symlink(version.name, link)  # relative: the workspace can be moved or mounted elsewhere
-    previous = final.resolve() if final.is_symlink() else None
-    if final.exists() and not final.is_symlink():  # a plain folder from an older layout or a crash
-        final.rename(final.parent / f".v-{final.name}-{HOST}-{os.getpid()}-old{uuid.uuid4().hex[:8]}")
-    os.replace(link, final)
-    if previous and previous != version.resolve() and previous.is_dir():
-        (previous / ".superseded").write_text(datetime.now(UTC).isoformat())
+    path = folder if is_remote(workspace) else str(folder.resolve())
+    return StageOutput.from_manifest(manifest, stage=stage, key=key, path=path)
 
 
 def _produce(
@@ -240,20 +215,13 @@ def build_stage(
         version.mkdir()
         try:
             manifest, seconds = _produce(version, stage, key, input_keys, work)
-            _switch(stage_dir(workspace, stage, key), version)
+            switch(stage_dir(workspace, stage, key), version)
             shutil.rmtree(resume_dir(workspace, stage, key), ignore_errors=True)  # done: nothing to resume
         except BaseException:
             shutil.rmtree(version, ignore_errors=True)
             raise
-    return StageOutput(
-        stage,
-        key,
-        str(version.resolve()),
-        manifest["rows_in"],
-        manifest["rows_out"],
-        "executed",
-        seconds,
-        manifest["outputs"],
+    return StageOutput.from_manifest(
+        manifest, stage=stage, key=key, path=str(version.resolve()), status="executed", seconds=seconds
     )
 
 
@@ -282,36 +250,9 @@ def _build_remote(
         # an upload cut short has no pointer: a later remove_stale deletes it (once its writer is gone)
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    return StageOutput(
-        stage,
-        key,
-        version,
-        manifest["rows_in"],
-        manifest["rows_out"],
-        "executed",
-        seconds,
-        manifest["outputs"],
+    return StageOutput.from_manifest(
+        manifest, stage=stage, key=key, path=version, status="executed", seconds=seconds
     )
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a live process of another user
-        return True
-    return True
-
-
-def _writer_alive(name: str) -> bool:
-    """Is the process that made `.v-<key>-<host>-<pid>-<rand>` still running? Other hosts: assume so."""
-    try:
-        _key, rest = name.removeprefix(".v-").split("-", 1)
-        host, pid, _rand = rest.rsplit("-", 2)  # host names may hold dashes; keys and pids do not
-    except ValueError:
-        return False
-    return host != HOST or process_alive(int(pid)) if pid.isdigit() else False
 
 
 def resume_dir(workspace: Path | str, stage: str, key: str) -> Path:
@@ -324,43 +265,18 @@ def resume_dir(workspace: Path | str, stage: str, key: str) -> Path:
 
 
 def remove_stale(workspace: Path | str, now: float | None = None) -> list[str]:
-    """Delete what killed or finished runs left behind; return the removed paths (for the log).
-
-    Unfinished versions and stray links whose writer is dead go at once; versions another run superseded
-    go after SUPERSEDED_GRACE_S, since a run that resolved them before the switch may still be reading.
-    """
+    """Delete what killed or finished runs left behind, locally or remotely; return the removed paths (for
+    the log). A superseded version stays for SUPERSEDED_GRACE_S: a run may still be reading it."""
     now = time.time() if now is None else now
     if is_remote(workspace):
-        return remote.remove_stale(workspace, now, SUPERSEDED_GRACE_S, _writer_alive)
-    removed: list[str] = []
-    for parent in sorted((Path(workspace) / "stages").glob("*")):
-        linked = {p.resolve() for p in parent.iterdir() if p.is_symlink()}
-        for entry in parent.iterdir():
-            stale = False
-            if entry.name.startswith(".link-"):
-                stale = not _writer_alive(entry.name.replace(".link-", ".v-", 1))
-            elif entry.name.startswith((".tmp-", ".old-")):  # the previous layout's leftovers
-                stale = True
-            elif entry.name.startswith(".v-") and entry.resolve() not in linked:
-                marker = entry / ".superseded"
-                if marker.is_file():
-                    stale = now - marker.stat().st_mtime > SUPERSEDED_GRACE_S
-                else:
-                    stale = not _writer_alive(entry.name)
-            if stale:
-                if entry.is_symlink() or entry.is_file():
-                    entry.unlink()
-                else:
-                    shutil.rmtree(entry, ignore_errors=True)
-                removed.append(str(entry))
-    return removed
+        return remote.remove_stale(workspace, now, SUPERSEDED_GRACE_S, writer_alive)
+    return sweep(Path(workspace), now)
 
 
 # --- how the flow sees a stage ----------------------------------------------------------------------------
 
-# run(cfg, inputs, out_dir, context) -> StageResult; context carries run-scoped values that are not part of
-# the key (the pipeline's MLflow run id), so that they never invalidate the cache.
-StageRun = Callable[[PipelineConfig, Mapping[str, StageOutput], Path, Mapping[str, Any]], StageResult]
+# run(cfg, inputs, out_dir, context) -> StageResult
+StageRun = Callable[[PipelineConfig, Mapping[str, StageOutput], Path, StageContext], StageResult]
 
 
 @dataclass(frozen=True)
@@ -407,7 +323,7 @@ class StageSpec:
         cfg: PipelineConfig,
         inputs: Mapping[str, StageOutput],
         force: bool = False,
-        context: Mapping[str, Any] | None = None,
+        context: StageContext | None = None,
     ) -> StageOutput:
         """Run the stage (or find its output) on the stage contract; what the Prefect task calls."""
         used = self.used_inputs(cfg, inputs)
@@ -418,6 +334,6 @@ class StageSpec:
 
         def work(out: Path) -> StageResult:
             resume = resume_dir(workspace, self.name, key)
-            return self.run(cfg, used, out, {**(context or {}), "resume_dir": resume})
+            return self.run(cfg, used, out, replace(context or StageContext(), resume_dir=resume))
 
         return build_stage(workspace, self.name, key, input_keys, work, force, self.is_valid)

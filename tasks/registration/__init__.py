@@ -13,7 +13,14 @@ from __future__ import annotations
 from pipeline_config.redact import public_dump
 from tasks.common import mlflow_store
 from tasks.common.io import hash_json, workspace_location, workspace_path
-from tasks.common.stage import StageOutput, StageResult, StageSpec, cached_output, read_report
+from tasks.common.stage import (
+    StageContext,
+    StageOutput,
+    StageResult,
+    StageSpec,
+    cached_output,
+    read_report,
+)
 from tasks.common.templates import PromptTemplate
 from tasks.common.versions import git_commit
 from tasks.registration.card import model_card
@@ -26,17 +33,22 @@ def stage_reports(cfg, stage_keys: dict) -> dict:
     return {name: read_report(out) for name, out in found.items() if out is not None}
 
 
-def registration_key(cfg, inputs, context) -> str:
+def registration_key(cfg, inputs, context: StageContext) -> str:
     """One version per stage key, so a retry or a re-run after a crash reuses it; a forced rebuild
     (--force) asks for a new version, once per pipeline run."""
     key = SPEC.key(cfg, {name: out.key for name, out in inputs.items()})
-    return f"{key}-forced-{context['mlflow_run_id']}" if context.get("forced") else key
+    return f"{key}-forced-{context.mlflow_run_id}" if context.forced else key
 
 
-def run(cfg, inputs, out_dir, context) -> StageResult:
+def run(cfg, inputs, out_dir, context: StageContext) -> StageResult:
+    if context.mlflow_run_id is None:  # the flow opens it; the model is logged into it
+        raise ValueError(
+            "stage register logs the model into the pipeline's MLflow run: run it through the flow, "
+            "`finetune run --config CONFIG --only register`"
+        )
     base, train, evaluated = inputs["base_model"], inputs["train"], inputs["evaluate"]
     config = public_dump(cfg)  # no password of a URL in the registry
-    stage_keys = {k: v for k, v in context.get("stage_keys", {}).items() if k != "register"}
+    stage_keys = {k: v for k, v in context.stage_keys.items() if k != "register"}
     stage_keys |= {name: out.key for name, out in inputs.items()}  # what this run really read
     lineage = {
         "stage_keys": stage_keys,
@@ -77,7 +89,7 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
     report = register_model(
         candidate,
         out_dir,
-        context["mlflow_run_id"],
+        context.mlflow_run_id,
         cfg.register,
         workspace_path(cfg) / "cache" / "champion_outputs",
         cfg.evaluate.batch_size,

@@ -14,39 +14,40 @@ import shutil
 
 from tasks.common.io import hash_path
 from tasks.common.models import gpu_resource, pick_device
-from tasks.common.stage import StageResult, StageSpec
+from tasks.common.stage import StageContext, StageResult, StageSpec
 from tasks.common.templates import TEMPLATE_FILE
+from tasks.training.job import TrainJob
 from tasks.training.launch import accelerate_config_file, train_in_processes
 from tasks.training.merge import check_inputs, merge_adapter
 from tasks.training.recipe import train_model
 
 
-def run(cfg, inputs, out_dir, context) -> StageResult:
-    # train.num_processes > 1: DDP under accelerate launch; rank 0 writes (tasks/training/launch.py)
-    train = train_in_processes if cfg.train.num_processes > 1 else train_model
-    report = train(
-        inputs["tokenize"].file("dataset_dir"),
-        out_dir,
-        inputs["base_model"].file("model_dir"),
-        inputs["tokenize"].file("template"),
-        cfg.train,
-        cfg.seed,
-        cfg.model.trust_remote_code,
-        context.get("resume_dir"),
+def run(cfg, inputs, out_dir, context: StageContext) -> StageResult:
+    job = TrainJob(
+        dataset_dir=inputs["tokenize"].file("dataset_dir"),
+        out_dir=out_dir,
+        model_path=inputs["base_model"].file("model_dir"),
+        template_file=inputs["tokenize"].file("template"),
+        cfg=cfg.train,
+        seed=cfg.seed,
+        trust_remote_code=cfg.model.trust_remote_code,
+        resume_dir=context.resume_dir,
     )
+    # train.num_processes > 1: DDP under accelerate launch; rank 0 writes (tasks/training/launch.py)
+    report = train_in_processes(job) if cfg.train.num_processes > 1 else train_model(job)
     if cfg.train.method == "full":
         return StageResult(report, {"model_dir": "model", "adapter": False})
     # evaluation, registration and serving read the merged weights: what is scored is what is exported
     report["merge"] = merge_adapter(
-        inputs["base_model"].file("model_dir"),
+        job.model_path,
         out_dir / "model",
         out_dir / "merged",
         cfg.train,
-        check_inputs(inputs["tokenize"].file("dataset_dir")),
+        check_inputs(job.dataset_dir),
         pick_device(cfg.train.device),
         cfg.model.trust_remote_code,
     )
-    shutil.copyfile(inputs["tokenize"].file("template"), out_dir / "merged" / TEMPLATE_FILE)
+    shutil.copyfile(job.template_file, out_dir / "merged" / TEMPLATE_FILE)
     return StageResult(report, {"model_dir": "merged", "adapter": False, "adapter_dir": "model"})
 
 

@@ -1,10 +1,11 @@
 """Training in several processes: `train.num_processes` > 1 runs `train_model` data-parallel (DDP) under
 `accelerate launch`, one process per GPU, or N CPU processes talking over gloo.
 
-`train_in_processes` (called by the stage, same signature as `train_model`) writes its arguments to a
-JSON file, starts `accelerate launch -m tasks.training.launch ARGS.json`, streams the processes' output to
-the logger and returns the report that rank 0 wrote. `main` runs in each rank: every rank trains, rank 0
-alone writes the model folder and the report (`train_model` returns early on the others).
+`train_in_processes` (called by the stage with the `TrainJob` it would give `train_model`) writes the job
+to a JSON file, starts `accelerate launch -m tasks.training.launch ARGS.json`, streams the processes'
+output to the logger and returns the report that rank 0 wrote. `main` runs in each rank: every rank
+trains its share of the job (`TrainJob.for_rank`), rank 0 alone writes the model folder and the report
+(`train_model` returns early on the others).
 
 `train.batch_size` is the global batch of a step; each rank is given batch_size / num_processes rows.
 accelerate's BatchSamplerShard deals the small batches of one seeded shuffle to the ranks in turn, so the
@@ -34,6 +35,7 @@ from pathlib import Path
 from pipeline_config.schema import TrainConfig
 from tasks.common.models import pick_device
 from tasks.common.runtime import logger
+from tasks.training.job import TrainJob
 from tasks.training.recipe import train_model
 
 # of the processes' output, in the error when they fail: the launcher's own traceback alone takes ~35
@@ -72,60 +74,21 @@ def launch_command(cfg: TrainConfig, args_file: Path, port: int) -> list[str]:
     return command
 
 
-def write_arguments(
-    path: Path,
-    dataset_dir: Path,
-    out_dir: Path,
-    model_path: str,
-    template_file: Path,
-    cfg: TrainConfig,
-    seed: int,
-    trust_remote_code: bool,
-    resume_dir: Path | None,
-) -> Path:
-    """`train_model`'s arguments as JSON (the config section as model_dump), and where rank 0 reports."""
+def write_arguments(path: Path, job: TrainJob) -> Path:
+    """The job as JSON (the config section as model_dump), and where rank 0 reports."""
     report_file = path.parent / "report.json"
-    arguments = {
-        "dataset_dir": str(dataset_dir),
-        "out_dir": str(out_dir),
-        "model_path": str(model_path),
-        "template_file": str(template_file),
-        "train": cfg.model_dump(mode="json"),
-        "seed": seed,
-        "trust_remote_code": trust_remote_code,
-        "resume_dir": str(resume_dir) if resume_dir else None,
-        "report_file": str(report_file),
-    }
-    path.write_text(json.dumps(arguments, indent=1))
+    path.write_text(json.dumps({"job": job.to_json(), "report_file": str(report_file)}, indent=1))
     return report_file
 
 
-def train_in_processes(
-    dataset_dir: Path,
-    out_dir: Path,
-    model_path: str,
-    template_file: Path,
-    cfg: TrainConfig,
-    seed: int,
-    trust_remote_code: bool = False,
-    resume_dir: Path | None = None,
-) -> dict:
-    """`train_model` in `cfg.num_processes` processes; the report rank 0 wrote, with `processes`."""
+def train_in_processes(job: TrainJob) -> dict:
+    """`train_model` in `train.num_processes` processes; the report rank 0 wrote, with `processes`."""
+    cfg = job.cfg
     check_processes(cfg)
     log = logger()
     with tempfile.TemporaryDirectory(prefix="train-launch-") as work:
         args_file = Path(work) / "arguments.json"
-        report_file = write_arguments(
-            args_file,
-            dataset_dir,
-            out_dir,
-            model_path,
-            template_file,
-            cfg,
-            seed,
-            trust_remote_code,
-            resume_dir,
-        )
+        report_file = write_arguments(args_file, job)
         command = launch_command(cfg, args_file, free_port())
         threads = str(threads_per_process(cfg.num_processes))
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
@@ -197,23 +160,14 @@ def main(argv: list[str] | None = None) -> None:
         format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
-    cfg = TrainConfig.model_validate(args["train"])
-    if pick_device(cfg.device) == "cuda":
+    job = TrainJob.from_json(args["job"])
+    if pick_device(job.cfg.device) == "cuda":
         import torch
 
         # before the model loads: "cuda" must mean this rank's GPU, not GPU 0 for every rank
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     try:
-        report = train_model(
-            Path(args["dataset_dir"]),
-            Path(args["out_dir"]),
-            args["model_path"],
-            Path(args["template_file"]),
-            cfg.model_copy(update={"batch_size": cfg.batch_size // world}),
-            args["seed"],
-            args["trust_remote_code"],
-            Path(args["resume_dir"]) if args["resume_dir"] else None,
-        )
+        report = train_model(job.for_rank(world))
     except BaseException as error:
         # the launcher's own traceback ends the output: the parent puts the ranks' errors first
         lines = traceback.format_exception_only(error)

@@ -87,7 +87,7 @@ def _quantized_reference(base_dir, adapter_dir, cfg: TrainConfig, device: str, v
     from peft import PeftModel
     from peft.utils.integrations import dequantize_bnb_weight
 
-    from tasks.training.recipe import keep_4bit_layers_trainable, quantization_config
+    from tasks.training.model import keep_4bit_layers_trainable, quantization_config
 
     exact = cfg.model_copy(
         update={"quantization": cfg.quantization.model_copy(update={"compute_dtype": "float32"})}

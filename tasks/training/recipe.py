@@ -1,153 +1,28 @@
 """Supervised fine-tuning with TRL's SFTTrainer; LoRA, QLoRA or full fine-tuning.
 
-Reads top to bottom like a recipe: pick the device, build the quantization config, build the LoRA config,
-load the model, load the tokenized splits, build the trainer, train, save. LoRA vs QLoRA vs full is the
-`train.method` switch. Output: `model/` (the adapter, or the full weights, plus the tokenizer),
-`log_history.json` and the loss curve in report.json.
+Reads top to bottom like a recipe: pick the device, load the model (tasks/training/model.py: the
+quantization and LoRA configs), load the tokenized splits, build the trainer, train, save. LoRA vs QLoRA
+vs full is the `train.method` switch. Output: `model/` (the adapter, or the full weights, plus the
+tokenizer), `log_history.json` and the loss curve in report.json.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from pathlib import Path
 
 from pipeline_config.schema import TrainConfig
-from tasks.common.models import load_causal_lm, load_tokenizer, pick_device
+from tasks.common.models import load_tokenizer, pick_device
 from tasks.common.progress import Progress
 from tasks.common.runtime import logger
 from tasks.common.templates import TEMPLATE_FILE
 from tasks.tokenization.encode import TOKENIZER_DIR
 from tasks.training.collate import PackedCollator, needs_flat_batches
+from tasks.training.job import TrainJob
+from tasks.training.memory import out_of_memory_advice, peak_memory_mb, reset_peak_memory
+from tasks.training.model import embedding_modules, load_model, lora_config
 from tasks.training.plots import plot_losses
-
-
-def quantization_config(cfg: TrainConfig):
-    if cfg.method != "qlora":
-        return None
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    q = cfg.quantization
-    if q.bits == 8:
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=q.quant_type,
-        bnb_4bit_use_double_quant=q.double_quant,
-        bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
-    )
-
-
-def lora_config(cfg: TrainConfig, modules_to_save: list[str] | None = None):
-    """`modules_to_save`: layers trained in full beside the adapter (embeddings, when tokens were added)."""
-    if cfg.method == "full":
-        return None
-    from peft import LoraConfig
-
-    lora = cfg.lora
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        bias="none",
-        task_type="CAUSAL_LM",
-        modules_to_save=modules_to_save,
-        ensure_weight_tying=bool(modules_to_save),  # a tied lm_head stays the embedding's trained copy
-    )
-
-
-def embedding_modules(model) -> list[str]:
-    """Names of the input and output embedding layers (the rows of added tokens must be trained)."""
-    layers = (model.get_input_embeddings(), model.get_output_embeddings())
-    return sorted(
-        {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if any(m is x for x in layers)}
-    )
-
-
-def require_bitsandbytes(cfg: TrainConfig, device: str) -> None:
-    """QLoRA runs on the CPU too (bitsandbytes >= 0.48 has CPU kernels: 4-bit NF4, double quantization)."""
-    import importlib.metadata
-
-    from packaging.version import Version
-
-    try:
-        version = importlib.metadata.version("bitsandbytes")
-    except importlib.metadata.PackageNotFoundError:
-        raise ImportError(
-            "train.method 'qlora' needs bitsandbytes: pip install 'bitsandbytes>=0.48'"
-        ) from None
-    if device == "cpu" and Version(version) < Version("0.48"):
-        raise ImportError(
-            f"train.method 'qlora' on the CPU needs bitsandbytes >= 0.48 (CPU kernels); found {version}"
-        )
-    dtype = cfg.quantization.compute_dtype
-    if device == "cpu" and cfg.quantization.bits == 4 and dtype != "float32":
-        # it runs (bitsandbytes 0.50 computes in half precision on the CPU), but ~15x slower than float32
-        # on a 512x512 layer here: keep the recipe's value, say what would be faster
-        logger().info(
-            "train.quantization.compute_dtype %s on the CPU: bitsandbytes %s runs it, but half-precision "
-            "4-bit matmuls are much slower on a CPU than float32; set float32 for CPU runs",
-            dtype,
-            version,
-        )
-
-
-def linear_module_names(model) -> list[str]:
-    """The last name part of every layer LoRA can wrap as a linear layer (bitsandbytes' 4-bit and 8-bit
-    layers are nn.Linear subclasses; GPT-2 style models use transformers' Conv1D)."""
-    import torch
-    from transformers.pytorch_utils import Conv1D
-
-    return sorted(
-        {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear | Conv1D)}
-    )
-
-
-def check_target_modules(model, cfg: TrainConfig) -> None:
-    """peft wraps the target names that match and silently skips the rest (it fails only when none
-    match): a name this architecture lacks would leave layers the recipe meant to train frozen."""
-    if cfg.method == "full" or not isinstance(cfg.lora.target_modules, list):
-        return
-    names = [name for name, _ in model.named_modules()]
-    missing = [t for t in cfg.lora.target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
-    if missing:
-        raise ValueError(
-            f"train.lora.target_modules: {', '.join(missing)} not in this {model.config.model_type} model; "
-            f"its linear modules: {', '.join(linear_module_names(model))} (or use 'all-linear')"
-        )
-
-
-def load_model(
-    model_path: str, cfg: TrainConfig, device: str, trust_remote_code: bool, vocab_size: int | None = None
-):
-    """`vocab_size`: the tokenizer's size when tokenize added tokens; the embeddings grow to it (new rows
-    start at the old rows' mean) before k-bit preparation hooks them."""
-    quant = quantization_config(cfg)
-    if quant:
-        require_bitsandbytes(cfg, device)
-    model = load_causal_lm(model_path, device, cfg.precision, quant, trust_remote_code)
-    check_target_modules(model, cfg)
-    if vocab_size and vocab_size > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(vocab_size)
-    if quant:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-        keep_4bit_layers_trainable(model)
-    return model
-
-
-def keep_4bit_layers_trainable(model) -> None:
-    """bitsandbytes 0.50 repacks a 4-bit layer's weight for its AVX512-BF16 inference kernel the first time
-    the layer runs in eval mode without gradients on such a CPU, and never packs it back: after the first
-    evaluation during training, every step ran that kernel, which has no backward (no gradient reached the
-    layers below it; with a bias it raised). Training keeps the trainable layout."""
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
 
 
 def training_args(cfg: TrainConfig, out_dir: Path, device: str, seed: int, has_eval: bool):
@@ -325,32 +200,24 @@ def build_trainer(
     return trainer
 
 
-def train_model(
-    dataset_dir: Path,
-    out_dir: Path,
-    model_path: str,
-    template_file: Path,
-    cfg: TrainConfig,
-    seed: int,
-    trust_remote_code: bool = False,
-    resume_dir: Path | None = None,
-) -> dict:
-    """Fine-tune; `template_file` (the tokenize stage's prompt template) is stored with the model.
+def train_model(job: TrainJob) -> dict:
+    """Fine-tune; the tokenize stage's prompt template is stored with the model.
 
-    Checkpoints (every `train.save_steps`) go to `resume_dir`, which outlives a killed attempt: the next
-    attempt resumes from the last one, with the optimizer, scheduler, RNG and data order restored."""
+    Checkpoints (every `train.save_steps`) go to `job.resume_dir`, which outlives a killed attempt: the
+    next attempt resumes from the last one, with the optimizer, scheduler, RNG and data order restored."""
     import torch
     from datasets import load_from_disk
     from transformers import set_seed
 
-    set_seed(seed)
+    cfg, out_dir, model_path = job.cfg, job.out_dir, job.model_path
+    set_seed(job.seed)
     device = pick_device(cfg.device)
     # the tokenizer the dataset's ids are in: the base's, plus any FIM sentinels tokenize had to add
-    tokenizer_dir = Path(dataset_dir) / TOKENIZER_DIR
+    tokenizer_dir = job.dataset_dir / TOKENIZER_DIR
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else model_path)
     added = len(tokenizer) - len(load_tokenizer(model_path))
-    model = load_model(model_path, cfg, device, trust_remote_code, len(tokenizer) if added else None)
-    splits = load_from_disk(str(dataset_dir))
+    model = load_model(model_path, cfg, device, job.trust_remote_code, len(tokenizer) if added else None)
+    splits = load_from_disk(str(job.dataset_dir))
     # packed rows: example boundaries in seq_lengths, turned into position ids by the collator
     packed = "seq_lengths" in splits["train"].column_names
     train = splits["train"].select_columns(
@@ -358,8 +225,9 @@ def train_model(
     )
     test = splits["test"].select_columns(["input_ids", "attention_mask", "labels"])
     extra = embedding_modules(model) if added else None  # the rows of added tokens must train
-    trainer = build_trainer(model, tokenizer, train, test, cfg, resume_dir or out_dir, device, seed, extra)
-    checkpoint = last_checkpoint(resume_dir)
+    checkpoints_in = job.resume_dir or out_dir
+    trainer = build_trainer(model, tokenizer, train, test, cfg, checkpoints_in, device, job.seed, extra)
+    checkpoint = last_checkpoint(job.resume_dir)
     if checkpoint:
         logger().info("resuming training from %s", checkpoint)
     reset_peak_memory(device)
@@ -373,7 +241,7 @@ def train_model(
     if not trainer.is_world_process_zero():
         return {}  # the other ranks of a multi-process run (tasks/training/launch.py)
     (out_dir / "model" / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config says it all
-    shutil.copyfile(template_file, out_dir / "model" / TEMPLATE_FILE)
+    shutil.copyfile(job.template_file, out_dir / "model" / TEMPLATE_FILE)
     trainer_state = trainer.state
     history = trainer_state.log_history
     (out_dir / "log_history.json").write_text(json.dumps(history, indent=1))
@@ -416,44 +284,3 @@ def train_model(
 
 def checkpoint_step(checkpoint: str | None) -> int | None:
     return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
-
-
-def reset_peak_memory(device: str) -> None:
-    """Start the peak at training: the flow process has loaded (and dequantized) other models before."""
-    import torch
-
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    with contextlib.suppress(OSError):  # Linux >= 4.0: "5" resets the peak resident set (VmHWM)
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_memory_mb(device: str) -> float:
-    """Peak GPU memory allocated by torch during training, or on the CPU the process's peak resident set
-    since `reset_peak_memory` (its lifetime peak where /proc cannot reset it)."""
-    import resource
-
-    import torch
-
-    if device == "cuda":
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        status = Path("/proc/self/status").read_text()
-        return round(int(status.split("VmHWM:")[1].split()[0]) / 1024, 1)  # kB
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
-
-
-def out_of_memory_advice(cfg: TrainConfig, detail: str) -> str:
-    accumulate = cfg.grad_accum * 2
-    return (
-        f"training ran out of GPU memory ({detail.splitlines()[0] if detail else 'CUDA out of memory'}). "
-        f"Lower train.batch_size (now {cfg.batch_size}) and raise train.grad_accum (now {cfg.grad_accum}, "
-        f"e.g. {accumulate} with half the batch: the same effective batch), set "
-        f"train.gradient_checkpointing: true (now {cfg.gradient_checkpointing}), "
-        "shorten tokenize.max_length, "
-        + (
-            "or use train.method: qlora (4-bit base weights)."
-            if cfg.method != "qlora"
-            else "or a smaller train.lora.r."
-        )
-    )

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from flows.runner import STAGES
+from flows.finetune import STAGES
 from tests.conftest import REPO
 from tests.flows.helpers import FINETUNE, cli_env, unfinished_folders
 

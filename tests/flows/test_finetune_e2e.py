@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from flows.cli import main
-from flows.finetune import finetune
-from flows.runner import STAGES
+from flows.finetune import STAGES, finetune
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,8 @@ import fsspec
 import pytest
 import yaml
 
-from flows.finetune import finetune
+from flows.finetune import STAGES, finetune
 from flows.inspect import list_runs, show_stage
-from flows.runner import STAGES
 from pipeline_config import load_config
 from tasks.common import io
 from tests.conftest import REPO

@@ -147,7 +147,7 @@ def test_serve_starts_each_service_once_and_healthy(served):
 
 @pytest.mark.slow
 def test_readme_deployment_commands_run_on_the_worker(served):
-    from flows.runner import STAGES
+    from flows.finetune import STAGES
 
     first = served.run_to_completion(readme_line(TINY))
     assert first["status"] == "completed" and first["profile"] == "tiny"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from builders import _CACHE, build_tiny_model
+from builders import _CACHE, build_tiny_model, tokenized_dataset
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,3 +42,18 @@ def smollm2_stage(tmp_path_factory: pytest.TempPathFactory):
     workspace = tmp_path_factory.mktemp("smollm2") / "ws"
     cfg = cfg.model_copy(update={"workspace": str(workspace)})
     return cfg, base_model.SPEC.build(cfg, {})
+
+
+@pytest.fixture(scope="module")
+def training_data(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The training tests' tokenized folder: 40 repetitive pairs (four functions); the rows of the held-out
+    sources minus 4 test rows train."""
+    from pipeline_config.schema import SplitConfig, TokenizeConfig
+
+    split = SplitConfig(test_fraction=0.25, max_test_rows=4)
+    out, report = tokenized_dataset(
+        tmp_path_factory, tiny_model_dir, 40, TokenizeConfig(max_length=256), 0, split
+    )
+    assert (report["test_rows"], report["truncated"]) == (4, 0)
+    assert report["train_rows"] == 40 - report["split"]["held_out_rows"] > 20
+    return out

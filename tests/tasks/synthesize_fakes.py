@@ -178,7 +178,14 @@ def scrape_output(tmp_path: Path) -> StageOutput:
     """A finished scrape stage holding RECORDS, as the flow hands it to synthesize."""
     records = scrape_dir(tmp_path)
     return StageOutput(
-        "scrape", "scrape-key", str(records.parent), 3, 3, "executed", 0.0, {"records": records.name}
+        stage="scrape",
+        key="scrape-key",
+        path=str(records.parent),
+        rows_in=3,
+        rows_out=3,
+        status="executed",
+        seconds=0.0,
+        outputs={"records": records.name},
     )
 
 

@@ -184,7 +184,16 @@ def test_the_evaluate_stage_builds_the_benchmark_from_held_out_records(tmp_path,
     good = sklearn_record(gen_batches, "good") | {"path": "sklearn/utils/_chunking.py"}
     other = sklearn_record(gen_batches, "elsewhere") | {"path": "sklearn/other.py"}
     (tmp_path / "records.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(other) + "\n")
-    scrape = StageOutput("scrape", "k", str(tmp_path), 2, 2, "cached", 0.0, {"records": "records.jsonl"})
+    scrape = StageOutput(
+        stage="scrape",
+        key="k",
+        path=str(tmp_path),
+        rows_in=2,
+        rows_out=2,
+        status="cached",
+        seconds=0.0,
+        outputs={"records": "records.jsonl"},
+    )
     tiny = load_config("pipeline_config/tiny.yaml")
     evaluate = tiny.evaluate.model_copy(
         update={"humaneval": PassAtKConfig(), "sklearn_doctests": PassAtKConfig(enabled=True)}

@@ -273,6 +273,7 @@ def test_tiny_model_trains_with_added_fim_tokens_under_lora(
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
+    from tasks.training.job import TrainJob
     from tasks.training.recipe import train_model
 
     out, _ = fim_tokenized
@@ -283,7 +284,15 @@ def test_tiny_model_trains_with_added_fim_tokens_under_lora(
     assert (tiny.method, lora.r, lora.alpha, lora.dropout, tiny.batch_size) == ("lora", 4, 8, 0.0, 4)
     fast = {"device": "cpu", "learning_rate": 1e-2, "max_steps": 12, "logging_steps": 4, "warmup_ratio": 0.0}
     cfg = tiny.model_copy(update=fast)
-    report = train_model(out / "dataset", tmp_path, str(no_fim_model), out / TEMPLATE_FILE, cfg, seed=0)
+    job = TrainJob(
+        dataset_dir=out / "dataset",
+        out_dir=tmp_path,
+        model_path=no_fim_model,
+        template_file=out / TEMPLATE_FILE,
+        cfg=cfg,
+        seed=0,
+    )
+    report = train_model(job)
     losses = [h["loss"] for h in json.loads((tmp_path / "log_history.json").read_text()) if "loss" in h]
     assert len(losses) == 3 and losses[-1] < losses[0]
     base_vocab = len(AutoTokenizer.from_pretrained(no_fim_model))

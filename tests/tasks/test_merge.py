@@ -19,7 +19,7 @@ def make_adapter(base_dir: Path, out: Path, quantized: bool = False, added_token
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.training.recipe import quantization_config
+    from tasks.training.model import quantization_config
 
     torch.manual_seed(3)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -93,7 +93,7 @@ def test_qlora_adapter_is_merged_into_the_weights_it_was_trained_against(tiny_mo
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tasks.training.recipe import keep_4bit_layers_trainable, quantization_config
+    from tasks.training.model import keep_4bit_layers_trainable, quantization_config
 
     adapter = make_adapter(tiny_model_dir, tmp_path / "adapter", quantized=True)
     report = merge_adapter(tiny_model_dir, adapter, tmp_path / "merged", qlora_cfg(), INPUTS, "cpu")

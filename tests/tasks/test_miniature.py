@@ -92,7 +92,7 @@ def test_architecture_table_matches_the_real_classes(tmp_path, architecture):
     """pipeline_config's table, which profiles are checked against at load, is what transformers builds."""
     from transformers import AutoModelForCausalLM
 
-    from tasks.training.recipe import linear_module_names
+    from tasks.training.model import linear_module_names
 
     model = AutoModelForCausalLM.from_pretrained(miniature_dir(tmp_path, architecture))
     assert model.config.model_type == architecture
@@ -131,7 +131,7 @@ def test_architecture_mismatch_is_named(tmp_path, tiny_model_dir):
 def test_half_precision_compute_on_cpu_runs_with_a_note(tmp_path, caplog):
     """bitsandbytes 0.50 computes 4-bit layers in float16 / bfloat16 on the CPU: the recipe's value is kept,
     with a note that float32 is faster there."""
-    from tasks.training.recipe import load_model
+    from tasks.training.model import load_model
 
     cfg = TrainConfig(
         method="qlora",
@@ -162,7 +162,7 @@ def test_profile_target_module_the_architecture_lacks_fails_at_load(tmp_path):
 def test_target_module_absent_from_the_model_is_named(tmp_path):
     """The train stage's own check (any model, architecture declared or not): peft alone would train
     o_proj and skip q_proj without a word."""
-    from tasks.training.recipe import load_model
+    from tasks.training.model import load_model
 
     model_dir = miniature_dir(tmp_path, "phi3")
     cfg = TrainConfig(method="lora", lora={"target_modules": ["q_proj", "o_proj", "up_proj"]}, device="cpu")
@@ -223,7 +223,7 @@ def test_a_4bit_layer_still_passes_gradients_after_an_evaluation(tmp_path):
     model_dir = miniature_dir(tmp_path, "gpt_bigcode")  # c_proj has a bias: the packed path raised on it
     cfg = TrainConfig(method="qlora", device="cpu", quantization={"compute_dtype": "float32"})
 
-    from tasks.training.recipe import load_model
+    from tasks.training.model import load_model
 
     model = load_model(str(model_dir), cfg, "cpu", trust_remote_code=False)
     ids = torch.randint(0, 200, (1, 16))
@@ -274,7 +274,16 @@ def load_miniature_profile(profile: str, workspace: Path):
 
 def fake_output(stage: str, folder: Path, outputs: dict) -> StageOutput:
     """What the scrape / clean stages would hand on: the miniature run starts from their files."""
-    return StageOutput(stage, f"fixture-{stage}", str(folder), 0, 0, "cached", 0.0, outputs)
+    return StageOutput(
+        stage=stage,
+        key=f"fixture-{stage}",
+        path=str(folder),
+        rows_in=0,
+        rows_out=0,
+        status="cached",
+        seconds=0.0,
+        outputs=outputs,
+    )
 
 
 def upstream(tmp_path: Path) -> tuple[StageOutput, StageOutput]:
@@ -295,7 +304,7 @@ def upstream(tmp_path: Path) -> tuple[StageOutput, StageOutput]:
 def quantized_layers(model_dir: Path, cfg: TrainConfig) -> list:
     import bitsandbytes as bnb  # a missing bitsandbytes fails the QLoRA seeds; never a skip
 
-    from tasks.training.recipe import load_model
+    from tasks.training.model import load_model
 
     model = load_model(str(model_dir), cfg, "cpu", trust_remote_code=False)
     return [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_training import logged_losses, tokenized, train_cfg  # noqa: F401 - tokenized: a fixture
+from training_builders import logged_losses, train_cfg, train_job
 
 from pipeline_config import ConfigError, load_config
 from tasks.common.templates import TEMPLATE_FILE
+from tasks.training.job import TrainJob
 from tasks.training.launch import launch_command, train_in_processes
 from tasks.training.recipe import train_model
 
@@ -80,7 +81,7 @@ def adapter(model_dir: Path) -> dict:
     return load_file(model_dir / "adapter_model.safetensors")
 
 
-def launch_once_more_after_a_signal(*args, **kwargs) -> dict:
+def launch_once_more_after_a_signal(job: TrainJob) -> dict:
     """`train_in_processes`, started again once if a rank died of a signal (no Python error of its own).
 
     Once in CI a rank aborted (SIGABRT) with no error of its own, and it was not reproduced in 10 runs
@@ -88,19 +89,19 @@ def launch_once_more_after_a_signal(*args, **kwargs) -> dict:
     failing the suite; the warning, with the ranks' output, keeps it visible in the test summary. A Python
     error in a rank, or a second crash, still fails the test."""
     try:
-        return train_in_processes(*args, **kwargs)
+        return train_in_processes(job)
     except RuntimeError as error:
         ranks_own_errors = re.search(r"^rank\d+: ", str(error).split("The last lines")[0], re.MULTILINE)
         if ranks_own_errors or not re.search(r"Signal \d+ \(SIG\w+\) received", str(error)):
             raise
         warnings.warn(f"a training rank died of a signal; started again once:\n{error}", stacklevel=2)
-    for folder in (args[1], kwargs["resume_dir"]):  # from scratch: no half-written output or checkpoint
+    for folder in (job.out_dir, job.resume_dir):  # from scratch: no half-written output or checkpoint
         shutil.rmtree(folder, ignore_errors=True)
-    return train_in_processes(*args, **kwargs)
+    return train_in_processes(job)
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one(tokenized: Path, tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_two_processes_train_like_one(training_data: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     """Same seed, same global batch of 4 (2 rows per process), LoRA dropout 0: the same losses step by step
     and the same adapter. Checkpoints hold one RNG state per rank: two processes really trained.
 
@@ -108,22 +109,16 @@ def test_two_processes_train_like_one(tokenized: Path, tiny_model_dir: Path, tmp
     with rows from the epoch's start so that both ranks step; one process trains on the short batch)."""
     from datasets import load_from_disk
 
-    steps = len(load_from_disk(str(tokenized / "dataset"))["train"]) // 4
+    steps = len(load_from_disk(str(training_data / "dataset"))["train"]) // 4
     assert steps >= 6
-    args = (tokenized / "dataset", str(tiny_model_dir), tokenized / TEMPLATE_FILE)
     cfg = dict(max_steps=steps, batch_size=4, logging_steps=1)
     start = time.perf_counter()
-    one = train_model(args[0], tmp_path / "one", args[1], args[2], train_cfg("lora", **cfg), seed=0)
+    one = train_model(train_job(training_data, tiny_model_dir, tmp_path / "one", train_cfg("lora", **cfg)))
     one_s = time.perf_counter() - start
     start = time.perf_counter()
+    two_processes = train_cfg("lora", num_processes=2, save_steps=steps, **cfg)
     two = launch_once_more_after_a_signal(
-        args[0],
-        tmp_path / "two",
-        args[1],
-        args[2],
-        train_cfg("lora", num_processes=2, save_steps=steps, **cfg),
-        seed=0,
-        resume_dir=tmp_path / "resume",
+        train_job(training_data, tiny_model_dir, tmp_path / "two", two_processes, resume=tmp_path / "resume")
     )
     two_s = time.perf_counter() - start
     losses_one, losses_two = logged_losses(tmp_path / "one"), logged_losses(tmp_path / "two")
@@ -146,26 +141,25 @@ def test_two_processes_train_like_one(tokenized: Path, tiny_model_dir: Path, tmp
     # the stage's resume folder reaches every rank: a second attempt continues from the checkpoint
     more = train_cfg("lora", num_processes=2, save_steps=steps, **{**cfg, "max_steps": steps + 2})
     again = train_in_processes(
-        args[0], tmp_path / "again", args[1], args[2], more, seed=0, resume_dir=tmp_path / "resume"
+        train_job(training_data, tiny_model_dir, tmp_path / "again", more, resume=tmp_path / "resume")
     )
     assert (again["resumed_from_step"], again["steps"]) == (steps, steps + 2)
 
 
 @pytest.mark.slow
 def test_failed_processes_name_the_key_and_show_the_error(
-    tokenized: Path,  # noqa: F811
-    tiny_model_dir: Path,
-    tmp_path: Path,
+    training_data: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
+    job = TrainJob(
+        dataset_dir=tmp_path / "no-dataset",
+        out_dir=tmp_path / "out",
+        model_path=str(tiny_model_dir),
+        template_file=training_data / TEMPLATE_FILE,
+        cfg=train_cfg("lora", num_processes=2),
+        seed=0,
+    )
     with pytest.raises(RuntimeError, match=r"train\.num_processes=2") as err:
-        train_in_processes(
-            tmp_path / "no-dataset",
-            tmp_path / "out",
-            str(tiny_model_dir),
-            tokenized / TEMPLATE_FILE,
-            train_cfg("lora", num_processes=2),
-            seed=0,
-        )
+        train_in_processes(job)
     message = str(err.value)
     # each rank's own error first (the launcher's traceback ends their output), then the output's tail
     assert "rank0: FileNotFoundError" in message and "rank1: FileNotFoundError" in message

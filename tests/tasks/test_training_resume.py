@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_training import logged_losses, tokenized, train_cfg  # noqa: F401 - tokenized: a fixture
+from training_builders import logged_losses, train_cfg, train_job
 
-from tasks.common.templates import TEMPLATE_FILE
 from tasks.training.recipe import train_model
 
 pytestmark = pytest.mark.slow
@@ -24,26 +23,24 @@ import sys, torch
 from pathlib import Path
 sys.path.insert(0, "tests/tasks")
 torch.set_num_threads(1)
-from test_training import train_cfg
+from training_builders import train_cfg, train_job
 from tasks.training.recipe import train_model
-data, out, model, template, resume = map(Path, sys.argv[1:6])
+data, out, model, resume = map(Path, sys.argv[1:5])
 cfg = train_cfg("lora", max_steps={STEPS}, save_steps={SAVE}, logging_steps=2)
-train_model(data / "dataset", out, str(model), template, cfg, seed=0, resume_dir=resume)
+train_model(train_job(data, model, out, cfg, resume=resume))
 """
 
 
 def run(data: Path, model_dir: Path, out: Path, resume: Path | None) -> dict:
     cfg = train_cfg("lora", max_steps=STEPS, save_steps=SAVE, logging_steps=2)
-    return train_model(
-        data / "dataset", out, str(model_dir), data / TEMPLATE_FILE, cfg, seed=0, resume_dir=resume
-    )
+    return train_model(train_job(data, model_dir, out, cfg, resume=resume))
 
 
-def test_killed_training_resumes_to_the_same_loss(tokenized, tiny_model_dir, tmp_path):  # noqa: F811
-    whole = run(tokenized, tiny_model_dir, tmp_path / "whole", None)
+def test_killed_training_resumes_to_the_same_loss(training_data, tiny_model_dir, tmp_path):
+    whole = run(training_data, tiny_model_dir, tmp_path / "whole", None)
 
     resume = tmp_path / "resume"
-    args = [str(tokenized), str(tmp_path / "killed"), str(tiny_model_dir), str(tokenized / TEMPLATE_FILE)]
+    args = [str(training_data), str(tmp_path / "killed"), str(tiny_model_dir)]
     child = subprocess.Popen([sys.executable, "-c", CHILD, *args, str(resume)], start_new_session=True)
     deadline = time.time() + 300
     while not list(resume.glob("checkpoints/checkpoint-*/trainer_state.json")):
@@ -57,7 +54,7 @@ def test_killed_training_resumes_to_the_same_loss(tokenized, tiny_model_dir, tmp
     )
     assert reached and reached[-1] < STEPS  # killed mid-run
 
-    resumed = run(tokenized, tiny_model_dir, tmp_path / "resumed", resume)
+    resumed = run(training_data, tiny_model_dir, tmp_path / "resumed", resume)
     assert resumed["steps"] == whole["steps"] == STEPS
     assert resumed["resumed_from_step"] == reached[-1] and whole["resumed_from_step"] is None
     assert logged_losses(tmp_path / "resumed")[-1] == pytest.approx(

@@ -12,8 +12,8 @@ import fsspec
 import pytest
 
 from tasks.common import io, remote
+from tasks.common.publish import HOST
 from tasks.common.stage import (
-    HOST,
     SUPERSEDED_GRACE_S,
     StageResult,
     build_stage,

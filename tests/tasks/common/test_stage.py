@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks.common.publish import HOST
 from tasks.common.stage import (
-    HOST,
     SUPERSEDED_GRACE_S,
     MissingOutputError,
     StageResult,

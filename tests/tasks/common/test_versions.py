@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.finetune import DAG
-from flows.runner import STAGES, plan
+from flows.finetune import DAG, STAGES
+from flows.runner import plan
 from pipeline_config import load_config
 from tasks.common import versions
 from tasks.common.versions import code_version, dependency_files

@@ -1,5 +1,5 @@
-"""Tests for tasks.training: the config builders (fast) and real LoRA / full / QLoRA runs on a tiny scratch
-model on CPU (slow: a few seconds each)."""
+"""Tests for tasks/training/recipe.py: the trainer's arguments (fast), real LoRA / full / QLoRA runs of
+`train_model` on a tiny scratch model on the CPU (slow: a few seconds each), and the loss-only trainer."""
 
 from __future__ import annotations
 
@@ -10,72 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 from builders import tokenized_dataset
+from training_builders import base_parameters, logged_losses, lora_b_norm, train_cfg, train_job
 
-from pipeline_config.schema import LoraSection, QuantizationSection, SplitConfig, TokenizeConfig, TrainConfig
-from tasks.common.models import pick_device
+from pipeline_config.schema import QuantizationSection, TokenizeConfig
 from tasks.common.templates import TEMPLATE_FILE
-from tasks.training.recipe import lora_config, quantization_config, train_model
-
-# --------------------------------------------------------------------------------------------------------
-# Builders
-# --------------------------------------------------------------------------------------------------------
-
-
-def test_quantization_config_4bit_carries_values() -> None:
-    cfg = TrainConfig(
-        method="qlora",
-        quantization=QuantizationSection(
-            bits=4, quant_type="nf4", double_quant=True, compute_dtype="bfloat16"
-        ),
-    )
-    q = quantization_config(cfg)
-    assert q.load_in_4bit is True and q.load_in_8bit is False
-    assert q.bnb_4bit_quant_type == "nf4"
-    assert q.bnb_4bit_use_double_quant is True
-    assert q.bnb_4bit_compute_dtype is torch.bfloat16
-
-
-def test_quantization_config_other_values() -> None:
-    cfg = TrainConfig(
-        method="qlora",
-        quantization=QuantizationSection(quant_type="fp4", double_quant=False, compute_dtype="float32"),
-    )
-    q = quantization_config(cfg)
-    assert (q.bnb_4bit_quant_type, q.bnb_4bit_use_double_quant, q.bnb_4bit_compute_dtype) == (
-        "fp4",
-        False,
-        torch.float32,
-    )
-    q8 = quantization_config(TrainConfig(method="qlora", quantization=QuantizationSection(bits=8)))
-    assert q8.load_in_8bit is True and q8.load_in_4bit is False
-
-
-@pytest.mark.parametrize("method", ["lora", "full"])
-def test_quantization_config_only_for_qlora(method: str) -> None:
-    assert quantization_config(TrainConfig(method=method)) is None
-
-
-def test_lora_config_carries_values() -> None:
-    cfg = TrainConfig(
-        method="lora", lora=LoraSection(r=12, alpha=24, dropout=0.1, target_modules=["q_proj", "v_proj"])
-    )
-    lc = lora_config(cfg)
-    assert (lc.r, lc.lora_alpha, lc.lora_dropout) == (12, 24, 0.1)
-    assert set(lc.target_modules) == {"q_proj", "v_proj"}
-    assert lc.bias == "none"
-    assert lc.task_type == "CAUSAL_LM"
-    assert lora_config(TrainConfig(method="lora")).target_modules == "all-linear"
-
-
-def test_lora_config_for_qlora_and_none_for_full() -> None:
-    cfg = TrainConfig(method="qlora", lora=LoraSection(r=4, alpha=8), quantization=QuantizationSection())
-    assert (lora_config(cfg).r, lora_config(cfg).lora_alpha) == (4, 8)
-    assert lora_config(TrainConfig(method="full")) is None
+from tasks.training.model import load_model
+from tasks.training.recipe import build_trainer, train_model, training_args
 
 
 def test_training_args_carry_values(tmp_path: Path) -> None:
-    from tasks.training.recipe import training_args
-
     cfg = train_cfg(
         "lora",
         learning_rate=3e-4,
@@ -104,87 +47,21 @@ def test_training_args_carry_values(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
-def test_pick_device_cuda_without_cuda_raises() -> None:
-    with pytest.raises(RuntimeError, match="train.device is 'cuda' but no CUDA device is visible"):
-        pick_device(TrainConfig(device="cuda").device)
-
-
-def test_pick_device_auto_and_cpu() -> None:
-    assert pick_device(TrainConfig(device="cpu").device) == "cpu"
-    assert pick_device(TrainConfig(device="auto").device) == ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 # --------------------------------------------------------------------------------------------------------
 # Real training runs on CPU
 # --------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tokenized(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """40 repetitive pairs (four functions): the rows of the held-out sources minus 4 test rows train."""
-    split = SplitConfig(test_fraction=0.25, max_test_rows=4)
-    out, report = tokenized_dataset(
-        tmp_path_factory, tiny_model_dir, 40, TokenizeConfig(max_length=256), 0, split
-    )
-    assert (report["test_rows"], report["truncated"]) == (4, 0)
-    assert report["train_rows"] == 40 - report["split"]["held_out_rows"] > 20
-    return out
-
-
-def train_cfg(method: str, **overrides) -> TrainConfig:
-    values = dict(
-        method=method,
-        lora=LoraSection(r=4, alpha=8, dropout=0.0),
-        device="cpu",
-        learning_rate=1e-2,
-        max_steps=30,
-        batch_size=4,
-        logging_steps=5,
-        warmup_ratio=0.0,
-    )
-    return TrainConfig(**{**values, **overrides})
-
-
-def lora_b_norm(adapter_dir: Path) -> float:
-    """LoRA's B matrices start at zero: a non-zero norm shows the optimizer really stepped."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(adapter_dir / "adapter_model.safetensors")
-    b = [t for name, t in tensors.items() if "lora_B" in name]
-    assert b, f"no lora_B tensors in {sorted(tensors)}"
-    return float(sum(t.float().norm() for t in b))
-
-
-def base_parameters(model_dir: Path) -> int:
-    from safetensors.torch import load_file
-
-    return sum(t.numel() for t in load_file(model_dir / "model.safetensors").values())
-
-
-def logged_losses(out_dir: Path) -> list[float]:
-    return [h["loss"] for h in json.loads((out_dir / "log_history.json").read_text()) if "loss" in h]
-
-
 @pytest.mark.slow
 def test_train_lora_loss_decreases_and_saves_adapter(
-    tokenized: Path,
-    tiny_model_dir: Path,
-    tmp_path: Path,
+    training_data: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     from datasets import load_from_disk
 
-    report = train_model(
-        tokenized / "dataset",
-        tmp_path,
-        str(tiny_model_dir),
-        tokenized / TEMPLATE_FILE,
-        train_cfg("lora"),
-        seed=0,
-    )
+    report = train_model(train_job(training_data, tiny_model_dir, tmp_path, train_cfg("lora")))
     assert report["method"] == "lora" and report["adapter"] is True and report["device"] == "cpu"
     assert report["steps"] == 30
-    assert report["rows_in"] == len(load_from_disk(str(tokenized / "dataset"))["train"])
+    assert report["rows_in"] == len(load_from_disk(str(training_data / "dataset"))["train"])
     losses = logged_losses(tmp_path)
     assert len(losses) == 6  # every 5 of 30 steps
     assert report["first_logged_loss"] == losses[0] and report["last_logged_loss"] == losses[-1]
@@ -202,26 +79,17 @@ def test_train_lora_loss_decreases_and_saves_adapter(
     assert (model_dir / "adapter_model.safetensors").is_file()
     assert not (model_dir / "model.safetensors").exists()  # an adapter, not full weights
     assert (model_dir / "tokenizer.json").is_file()
-    assert (model_dir / TEMPLATE_FILE).read_bytes() == (tokenized / TEMPLATE_FILE).read_bytes()
+    assert (model_dir / TEMPLATE_FILE).read_bytes() == (training_data / TEMPLATE_FILE).read_bytes()
     assert lora_b_norm(model_dir) > 0
 
 
 @pytest.mark.slow
 def test_train_full_saves_weights_and_trains_everything(
-    tokenized: Path,
-    tiny_model_dir: Path,
-    tmp_path: Path,
+    training_data: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     from safetensors.torch import load_file
 
-    report = train_model(
-        tokenized / "dataset",
-        tmp_path,
-        str(tiny_model_dir),
-        tokenized / TEMPLATE_FILE,
-        train_cfg("full", lora=None),
-        seed=0,
-    )
+    report = train_model(train_job(training_data, tiny_model_dir, tmp_path, train_cfg("full", lora=None)))
     assert report["method"] == "full" and report["adapter"] is False
     assert report["trainable_parameters"] == report["total_parameters"] > 0
     assert report["last_logged_loss"] < report["first_logged_loss"] - 1.0  # full FT learns fast here
@@ -236,24 +104,12 @@ def test_train_full_saves_weights_and_trains_everything(
 
 
 @pytest.mark.slow
-def test_train_qlora_on_cpu(tokenized: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
-    import bitsandbytes as bnb  # a dependency: missing, this test fails (QLoRA on the CPU is a feature)
-
-    from tasks.training.recipe import load_model
-
+def test_train_qlora_on_cpu(training_data: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """On a 4-bit NF4 base (tests/tasks/test_training_model.py checks the layers are)."""
     cfg = train_cfg(
         "qlora", quantization=QuantizationSection(compute_dtype="float32"), max_steps=6, logging_steps=2
     )
-    # the weights really are 4-bit NF4 on CPU (bitsandbytes >= 0.48 has CPU kernels)
-    model = load_model(str(tiny_model_dir), cfg, "cpu", trust_remote_code=False)
-    q_proj = model.model.layers[0].self_attn.q_proj
-    assert isinstance(q_proj, bnb.nn.Linear4bit)
-    assert q_proj.weight.quant_state.quant_type == "nf4"
-    del model
-
-    report = train_model(
-        tokenized / "dataset", tmp_path, str(tiny_model_dir), tokenized / TEMPLATE_FILE, cfg, seed=0
-    )
+    report = train_model(train_job(training_data, tiny_model_dir, tmp_path, cfg))
     assert report["method"] == "qlora" and report["adapter"] is True and report["steps"] == 6
     losses = logged_losses(tmp_path)
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
@@ -268,7 +124,7 @@ def test_train_qlora_on_cpu(tokenized: Path, tiny_model_dir: Path, tmp_path: Pat
 
 @pytest.mark.gpu
 @pytest.mark.slow
-def test_train_qlora_on_cuda_bf16(tokenized: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_train_qlora_on_cuda_bf16(training_data: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     """The seed profiles' GPU path: 4-bit NF4 base, bf16 compute and mixed precision, paged 8-bit AdamW."""
     cfg = train_cfg(
         "qlora",
@@ -279,9 +135,7 @@ def test_train_qlora_on_cuda_bf16(tokenized: Path, tiny_model_dir: Path, tmp_pat
         max_steps=6,
         logging_steps=2,
     )
-    report = train_model(
-        tokenized / "dataset", tmp_path, str(tiny_model_dir), tokenized / TEMPLATE_FILE, cfg, seed=0
-    )
+    report = train_model(train_job(training_data, tiny_model_dir, tmp_path, cfg))
     assert report["device"] == "cuda" and report["steps"] == 6
     assert report["last_logged_loss"] < report["first_logged_loss"]
     assert lora_b_norm(tmp_path / "model") > 0
@@ -297,14 +151,7 @@ def test_train_lora_on_packed_rows(tmp_path_factory, tiny_model_dir: Path, tmp_p
         tmp_path_factory, tiny_model_dir, 40, TokenizeConfig(max_length=256, packing=True), 0
     )
     assert report["train_rows"] < report["train_examples"]
-    result = train_model(
-        out / "dataset",
-        tmp_path,
-        str(tiny_model_dir),
-        out / TEMPLATE_FILE,
-        train_cfg("lora", max_steps=20),
-        0,
-    )
+    result = train_model(train_job(out, tiny_model_dir, tmp_path, train_cfg("lora", max_steps=20)))
     assert result["steps"] == 20 and result["rows_in"] == len(load_from_disk(str(out / "dataset"))["train"])
     assert result["last_logged_loss"] < result["first_logged_loss"] - 0.05
     assert lora_b_norm(tmp_path / "model") > 0
@@ -312,21 +159,13 @@ def test_train_lora_on_packed_rows(tmp_path_factory, tiny_model_dir: Path, tmp_p
 
 @pytest.mark.slow
 def test_train_reports_tokens_flops_and_peak_memory(
-    tokenized: Path,
-    tiny_model_dir: Path,
-    tmp_path: Path,
+    training_data: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     from datasets import load_from_disk
 
-    report = train_model(
-        tokenized / "dataset",
-        tmp_path,
-        str(tiny_model_dir),
-        tokenized / TEMPLATE_FILE,
-        train_cfg("lora", max_steps=-1, num_epochs=1.0),
-        seed=0,
-    )
-    train = load_from_disk(str(tokenized / "dataset"))["train"]
+    cfg = train_cfg("lora", max_steps=-1, num_epochs=1.0)
+    report = train_model(train_job(training_data, tiny_model_dir, tmp_path, cfg))
+    train = load_from_disk(str(training_data / "dataset"))["train"]
     assert report["tokens_seen"] == sum(sum(mask) for mask in train["attention_mask"])  # one epoch, no pads
     # transformers' estimate: 6 x (non-embedding) parameters x tokens
     per_token = report["total_flos"] / report["tokens_seen"]
@@ -336,43 +175,9 @@ def test_train_reports_tokens_flops_and_peak_memory(
     assert any("num_input_tokens_seen" in row for row in history)  # logged beside the loss: an MLflow curve
 
 
-def test_out_of_memory_names_the_settings_to_change(
-    tokenized: Path,
-    tiny_model_dir: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from trl import SFTTrainer
-
-    def oom(self, *args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    monkeypatch.setattr(SFTTrainer, "train", oom)
-    with pytest.raises(torch.OutOfMemoryError) as caught:
-        train_model(
-            tokenized / "dataset",
-            tmp_path,
-            str(tiny_model_dir),
-            tokenized / TEMPLATE_FILE,
-            train_cfg("lora"),
-            0,
-        )
-    message = str(caught.value)
-    for key in (
-        "train.batch_size (now 4)",
-        "train.grad_accum",
-        "train.gradient_checkpointing",
-        "tokenize.max_length",
-    ):
-        assert key in message
-    assert "train.method: qlora" in message and "Tried to allocate 2.00 GiB" in message
-
-
 @pytest.mark.slow
 def test_early_stopping_keeps_the_best_checkpoint(
-    tokenized: Path,
-    tiny_model_dir: Path,
-    tmp_path: Path,
+    training_data: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     """The pythia-70m Q&A tutorial: evaluation every few steps, the best checkpoint kept, training stopped
     when the held-out loss stops improving. A learning rate far too high makes the held-out loss climb after
@@ -390,16 +195,8 @@ def test_early_stopping_keeps_the_best_checkpoint(
         load_best_model_at_end=True,
         early_stopping_patience=2,
     )
-    report = train_model(
-        tokenized / "dataset",
-        tmp_path / "out",
-        str(tiny_model_dir),
-        tokenized / TEMPLATE_FILE,
-        cfg,
-        0,
-        False,
-        tmp_path / "resume",
-    )
+    job = train_job(training_data, tiny_model_dir, tmp_path / "out", cfg, resume=tmp_path / "resume")
+    report = train_model(job)
     history = json.loads((tmp_path / "out" / "log_history.json").read_text())
     evals = {h["step"]: h["eval_loss"] for h in history if "eval_loss" in h}
     best = min(evals, key=evals.get)
@@ -411,7 +208,7 @@ def test_early_stopping_keeps_the_best_checkpoint(
     model = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "out" / "model"
     )
-    test = load_from_disk(str(tokenized / "dataset"))["test"]
+    test = load_from_disk(str(training_data / "dataset"))["test"]
     losses = []
     with torch.no_grad():
         for row in test:
@@ -435,7 +232,6 @@ def packed_trainer(model_dir: Path, tmp_path: Path, grad_accum: int = 1):
     from datasets import Dataset
 
     from tasks.common.models import load_tokenizer
-    from tasks.training.recipe import build_trainer, load_model
 
     gen = torch.Generator().manual_seed(0)
     rows = []

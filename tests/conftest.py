@@ -84,3 +84,39 @@ def fake_chat():
 
     with ExitStack() as servers:
         yield lambda respond: servers.enter_context(FakeChatServer(respond))
+
+
+@pytest.fixture
+def tracking_server(tmp_path):
+    """`make tracking-server` (mlflow/server.sh) on a free loopback port over the store folder
+    tmp_path/"store" (its mlflow.db and artifacts/): (url, store folder); stopped after the test."""
+    import subprocess
+    import time
+
+    import requests
+
+    from tests.flows.helpers import free_port
+
+    port, store = free_port(), tmp_path / "store"
+    env = {**os.environ, "PORT": str(port), "MLFLOW_STORE": str(store)}
+    process = subprocess.Popen(
+        [str(REPO / "mlflow" / "server.sh")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        try:
+            if requests.get(f"{url}/health", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    else:
+        pytest.fail("the tracking server did not answer /health within 120 s")
+    yield url, store
+    os.killpg(process.pid, 15)
+    process.wait(timeout=30)

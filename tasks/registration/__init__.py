@@ -10,6 +10,8 @@ Run alone: `finetune run --config pipeline_config/offline.yaml --only register`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pipeline_config.redact import public_dump
 from tasks.common import mlflow_store
 from tasks.common.io import hash_json, workspace_location, workspace_path
@@ -33,10 +35,13 @@ def stage_reports(cfg, stage_keys: dict) -> dict:
     return {name: read_report(out) for name, out in found.items() if out is not None}
 
 
-def registration_key(cfg, inputs, context: StageContext) -> str:
-    """One version per stage key, so a retry or a re-run after a crash reuses it; a forced rebuild
-    (--force) asks for a new version, once per pipeline run."""
-    key = SPEC.key(cfg, {name: out.key for name, out in inputs.items()})
+def version_key(cfg, inputs, context: StageContext) -> str:
+    """What names this model's version in the registry: the register key without the tracking URI. The URI
+    is in the stage key so that another store registers the model again; but it names a way to a store,
+    not the model (`sqlite:///.../mlflow.db` and a tracking server serving that file are one store), so a
+    store that holds this model already gives back its version whatever URI reached it. A retry or a re-run
+    after a crash reuses it too; a forced rebuild (--force) asks for a new version, once per pipeline run."""
+    key = replace(SPEC, environment=None).key(cfg, {name: out.key for name, out in inputs.items()})
     return f"{key}-forced-{context.mlflow_run_id}" if context.forced else key
 
 
@@ -83,7 +88,7 @@ def run(cfg, inputs, out_dir, context: StageContext) -> StageResult:
             PromptTemplate.load(model_dir),
             lineage,
         ),
-        stage_key=registration_key(cfg, inputs, context),
+        version_key=version_key(cfg, inputs, context),
         adapter_dir=train.file("adapter_dir") if train.outputs.get("adapter_dir") else None,
     )
     report = register_model(

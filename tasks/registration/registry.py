@@ -9,9 +9,10 @@ git commit (MLmodel metadata, and version tags for search), the model card, and 
 Every new version gets the alias `challenger`; whether it also takes `champion` is gate.py's paired
 decision, recorded with its numbers and reason as version tags (`gate.*`) and in registration.json.
 
-Idempotent per register stage key: the version is created with its `stage_key` tag in one call, so a
-retry or a re-run after a crash finds it and finishes the job (gate, tags, aliases) instead of adding a
-second version.
+One version per model: the version is created with its `version_key` tag (the register key without the
+tracking URI: tasks/registration/__init__.py) in one call, so a retry, a re-run after a crash, or the same
+model registered through another URI of the same store finds it and finishes the job (gate, tags, aliases)
+instead of adding a second version.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Candidate:
     lineage: Mapping  # stage_keys, benchmark_keys, git_commit, config_hash
     config: Mapping  # the resolved pipeline config
     card: str  # the model card (README.md)
-    stage_key: str  # the register stage's key: one version per key
+    version_key: str  # one version per key (tasks/registration/__init__.py `version_key`)
     adapter_dir: Path | None = None  # the LoRA adapter alone, when there is one
 
 
@@ -141,7 +142,7 @@ def version_tags(c: Candidate, run_id: str) -> dict[str, str]:
     tags |= {f"benchmark.{name}.key": key for name, key in c.lineage.get("benchmark_keys", {}).items()}
     tags |= {f"sandbox.{stage}": backend for stage, backend in c.lineage.get("sandbox", {}).items()}
     tags |= {
-        "stage_key": c.stage_key,
+        "version_key": c.version_key,
         "pipeline_run_id": run_id,
         "eval_set_key": c.eval_set_key,  # scores compare on one set only
         "git_commit": c.lineage["git_commit"],
@@ -150,12 +151,12 @@ def version_tags(c: Candidate, run_id: str) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items()}
 
 
-def find_version(client, model_name: str, stage_key: str):
-    """The version an earlier attempt of this very stage key registered, if any."""
+def find_version(client, model_name: str, version_key: str):
+    """The version an earlier registration of this very model registered, if any."""
     from mlflow.exceptions import MlflowException
 
     try:
-        found = client.search_model_versions(f"name = '{model_name}' and tags.stage_key = '{stage_key}'")
+        found = client.search_model_versions(f"name = '{model_name}' and tags.version_key = '{version_key}'")
     except MlflowException as error:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
@@ -285,7 +286,7 @@ def _register(c: Candidate, out_dir: Path, run_id: str, cfg: RegisterConfig, cac
 
     client = mlflow_store.client()
     name = cfg.model_name
-    existing = find_version(client, name, c.stage_key)
+    existing = find_version(client, name, c.version_key)
     decision = None
     if existing and "gate.decision" in existing.tags:  # decided before a crash: keep that decision
         decision = from_record(json.loads(existing.tags["gate.decision"]))
@@ -296,7 +297,7 @@ def _register(c: Candidate, out_dir: Path, run_id: str, cfg: RegisterConfig, cac
         version = str(existing.version)
     else:
         info = log_model(c, run_id)
-        # created with its stage_key tag in one call: a retry after any later crash finds it
+        # created with its version_key tag in one call: a retry after any later crash finds it
         version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)
     client.update_model_version(name, version, description(c.base.get("card", {}), c.metrics, decision))
     tags |= {

@@ -26,6 +26,18 @@ def tiny_config(tmp_path_factory) -> Path:
     return path
 
 
+def version_key(config_path: Path, stages: dict) -> str:
+    """The version key the register stage of this finished run gave its model."""
+    from types import SimpleNamespace
+
+    from pipeline_config import load_config
+    from tasks import registration
+    from tasks.common.stage import StageContext
+
+    inputs = {name: SimpleNamespace(key=stages[name]["key"]) for name in ("base_model", "train", "evaluate")}
+    return registration.version_key(load_config(config_path), inputs, StageContext())
+
+
 @pytest.fixture(scope="module")
 def cold(prefect_server, tiny_config) -> dict:
     return finetune(config_path=str(tiny_config))
@@ -113,7 +125,8 @@ def test_registered_version_carries_its_lineage_and_card(cold, tiny_config):
     version = mlflow.MlflowClient().get_model_version("e2e-model", "1")
     for name in ("scrape", "synthesize", "clean", "tokenize", "train", "evaluate"):
         assert version.tags[f"stage.{name}.key"] == stages[name]["key"], name
-    assert version.tags["stage_key"] == stages["register"]["key"]  # not forced: the plain key
+    # not forced: the register key without the tracking URI
+    assert version.tags["version_key"] == version_key(tiny_config, stages)
     assert len(version.tags["git_commit"].removesuffix("-dirty")) == 40
     evaluated = json.loads((Path(stages["evaluate"]["path"]) / "manifest.json").read_text())["outputs"]
     assert version.tags["benchmark.humaneval.key"] == evaluated["benchmark_keys"]["humaneval"]

@@ -3,49 +3,16 @@ logs through it: a real server on a loopback port, stopped at the end."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
-
 import pytest
 import requests
 
 from flows import tracking
-from tests.conftest import REPO
-from tests.flows.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def server(tmp_path):
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "MLFLOW_STORE": str(tmp_path)}
-    process = subprocess.Popen(
-        [str(REPO / "mlflow" / "server.sh")],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        try:
-            if requests.get(f"{url}/health", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    else:
-        pytest.fail("the tracking server did not answer /health within 120 s")
-    yield url, tmp_path
-    os.killpg(process.pid, 15)
-    process.wait(timeout=30)
-
-
-def test_runs_log_through_the_tracking_server(server, monkeypatch, tmp_path):
-    url, store = server
+def test_runs_log_through_the_tracking_server(tracking_server, monkeypatch, tmp_path):
+    url, store = tracking_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     run_id = tracking.start_run({"train": {"lora": {"r": 4}}}, "through-the-server", {"profile": "tiny"})
     folder = tmp_path / "stage"

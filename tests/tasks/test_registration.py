@@ -14,6 +14,7 @@ from pipeline_config.schema import RegisterConfig
 from tasks.common.templates import ALPACA
 from tasks.registration.gate import decide
 from tasks.registration.registry import Candidate, register_model
+from tests.conftest import REPO
 
 IDS = [f"ex{i}" for i in range(30)]
 WIGGLE = [((i * 7) % 11 - 5) / 100 for i in range(30)]  # deterministic per-example noise, mean ~0
@@ -124,7 +125,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
 GENERATION = {"max_new_tokens": 4, "stop": list(ALPACA.stop), "temperature": 0.0}
 
 
-def candidate(model_dir: Path, predictions: Path, level: float, eval_set: str, stage_key: str) -> Candidate:
+def candidate(model_dir: Path, predictions: Path, level: float, eval_set: str, version_key: str) -> Candidate:
     lineage = {
         "stage_keys": {"scrape": "k-scrape", "train": "k-train"},
         "benchmark_keys": {"humaneval": "k-he"},
@@ -141,7 +142,7 @@ def candidate(model_dir: Path, predictions: Path, level: float, eval_set: str, s
         lineage=lineage,
         config={"name": "test", "train": {"method": "full"}},
         card="---\nlicense: apache-2.0\n---\n# card of the test model\n",
-        stage_key=stage_key,
+        version_key=version_key,
     )
 
 
@@ -151,7 +152,7 @@ def register(
     level: float,
     name: str,
     eval_set: str = "set-a",
-    stage_key: str = "",
+    version_key: str = "",
     metric: str = "heldout.rougeL",
 ) -> dict:
     """Register the tiny model as a run whose evaluation scored `level` (+ noise) on every example of
@@ -174,7 +175,7 @@ def register(
     ]
     predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     mlflow.MlflowClient().log_artifact(run_id, str(predictions), artifact_path="stages/evaluate")
-    c = candidate(model_dir, predictions, level, eval_set, stage_key or run_id)
+    c = candidate(model_dir, predictions, level, eval_set, version_key or run_id)
     cfg = RegisterConfig(model_name=name, primary_metric=metric, must_beat=["base", "echo_input"])
     if metric.endswith("bits_per_byte"):
         cfg = RegisterConfig(model_name=name, primary_metric=metric)
@@ -263,7 +264,7 @@ def test_registered_model_loads_on_its_own(model_dir, tmp_path):
     assert f"transformers=={importlib.metadata.version('transformers')}" in requirements.read_text().split()
 
 
-def test_registration_is_idempotent_per_stage_key(model_dir, tmp_path, monkeypatch):
+def test_registration_is_idempotent_per_version_key(model_dir, tmp_path, monkeypatch):
     """A retry, or a re-run after a crash between creating the version and moving the aliases, finishes
     the job on the version it created instead of adding a second one."""
     from mlflow import MlflowClient
@@ -280,15 +281,53 @@ def test_registration_is_idempotent_per_stage_key(model_dir, tmp_path, monkeypat
 
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", crash_once)
     with pytest.raises(RuntimeError, match="killed between"):
-        register(model_dir, tmp_path, 0.30, name, stage_key="key-1")
+        register(model_dir, tmp_path, 0.30, name, version_key="key-1")
     monkeypatch.undo()
-    again = register(model_dir, tmp_path, 0.30, name, stage_key="key-1")
+    again = register(model_dir, tmp_path, 0.30, name, version_key="key-1")
     assert (
         again["version"] == "1" and again["reused_version"] and again["aliases"] == ["challenger", "champion"]
     )
-    assert register(model_dir, tmp_path, 0.30, name, stage_key="key-1")["version"] == "1"
+    assert register(model_dir, tmp_path, 0.30, name, version_key="key-1")["version"] == "1"
     assert [str(v.version) for v in mlflow.MlflowClient().search_model_versions(f"name = '{name}'")] == ["1"]
-    assert register(model_dir, tmp_path, 0.30, name, stage_key="key-2")["version"] == "2"  # another key
+    assert register(model_dir, tmp_path, 0.30, name, version_key="key-2")["version"] == "2"  # another key
+
+
+def test_the_version_key_names_the_model_not_the_way_to_the_store(monkeypatch):
+    from types import SimpleNamespace
+
+    from pipeline_config import load_config
+    from tasks import registration
+    from tasks.common.stage import StageContext
+
+    cfg = load_config(REPO / "pipeline_config" / "tiny.yaml")
+    inputs = {name: SimpleNamespace(key=f"k-{name}") for name in ("base_model", "train", "evaluate")}
+    keys, versions = set(), set()
+    for uri in ("sqlite:////data/mlflow.db", "http://127.0.0.1:5000"):  # one store, two ways to reach it
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        keys.add(registration.SPEC.key(cfg, {n: i.key for n, i in inputs.items()}))
+        versions.add(registration.version_key(cfg, inputs, StageContext(mlflow_run_id="run-1")))
+    assert len(keys) == 2 and len(versions) == 1  # the stage re-runs; it finds the version it registered
+    other = {**inputs, "train": SimpleNamespace(key="k-train-2")}  # another model: another version
+    assert registration.version_key(cfg, other, StageContext(mlflow_run_id="run-1")) not in versions
+    forced = registration.version_key(cfg, inputs, StageContext(mlflow_run_id="run-1", forced=True))
+    assert forced not in versions and forced.endswith("-forced-run-1")
+
+
+@pytest.mark.slow
+def test_one_model_is_one_version_through_either_uri_of_one_store(
+    model_dir, tmp_path, monkeypatch, tracking_server
+):
+    # a local run registers through the sqlite file, the nightly deployment through the tracking server
+    # serving that same file: the second finds the first's version
+    url, store = tracking_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    monkeypatch.setenv("FINETUNE_MLFLOW_ARTIFACTS", (store / "artifacts").as_uri())
+    first = register(model_dir, tmp_path, 0.30, "two-uris", version_key="same-model")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    again = register(model_dir, tmp_path, 0.30, "two-uris", version_key="same-model")
+    assert (first["version"], again["version"], again["reused_version"]) == ("1", "1", True)
+    found = mlflow.MlflowClient(tracking_uri=url).search_model_versions("name = 'two-uris'")
+    assert [str(v.version) for v in found] == ["1"]
 
 
 def test_version_carries_template_generation_lineage_and_serving_params(model_dir, tmp_path):

@@ -1,4 +1,5 @@
-"""Pipeline configuration: the pydantic schema (schema.py), its YAML loader (loader.py) and the profiles."""
+"""Pipeline configuration: the pydantic schema (schema/, a module per section), its YAML loader (loader.py)
+and the profiles."""
 
 from pipeline_config.loader import ConfigError, load_config
 from pipeline_config.schema import (

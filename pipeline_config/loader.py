@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from pipeline_config.schema import PipelineConfig
+from pipeline_config.schema import SOURCE_KINDS, PipelineConfig
 
 
 class ConfigError(ValueError):
@@ -93,7 +93,7 @@ def _key_lines(root: yaml.Node, where: Path) -> tuple[dict[tuple, int], dict[int
     return lines, mapping_paths
 
 
-_SOURCE_KINDS = "gguf, hub, folder, scratch"
+_SOURCE_KINDS = ", ".join(SOURCE_KINDS)  # gguf, hub, folder, scratch
 # What the old keys became, for configs written before model.source.
 _MOVED = {
     (

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tasks.common.benchmarks import BENCHMARKS
+
 HIGHER, LOWER = "higher", "lower"
 
 # heldout: the held-out split's rows. Likelihood of the reference (every model), text metrics of greedy
@@ -23,10 +25,10 @@ SUITES: dict[str, dict[str, str]] = {
     "heldout": dict.fromkeys(LIKELIHOOD, LOWER) | dict.fromkeys(TEXT + WRITTEN, HIGHER),
     "completion": dict.fromkeys(COMPLETION, HIGHER),  # next line of held-out code
     "fim": dict.fromkeys(COMPLETION, HIGHER),  # fill-in-the-middle of held-out code
-    "humaneval": {},  # pass_at_<k> for the profile's k (pass_k_metrics)
-    "sklearn_doctests": {},
+    # the pass@k benchmarks (tasks/common/benchmarks.py): pass_at_<k> for the profile's k (pass_k_metrics)
+    **{name: {} for name in BENCHMARKS},
 }
-PASS_K_SUITES = ("humaneval", "sklearn_doctests")
+PASS_K_SUITES = tuple(BENCHMARKS)  # humaneval, sklearn_doctests
 
 # the systems besides the fine-tuned model, and the suites (and metrics) that score them
 BASELINES: dict[str, dict[str, tuple[str, ...] | None]] = {

@@ -15,12 +15,9 @@ Run alone: `finetune run --config pipeline_config/offline.yaml --only base_model
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pipeline_config.schema import FolderSource, GGUFSource, HubSource, ScratchSource
 from tasks.base_model.miniature import build_miniature
-from tasks.base_model.scratch import build_scratch_model, training_texts
-from tasks.base_model.sources import dequantize_gguf, describe_pretrained, hub_snapshot, identity
+from tasks.base_model.scratch import training_texts
+from tasks.base_model.sources import SOURCE_KINDS, identity
 from tasks.common.stage import StageResult, StageSpec
 
 
@@ -32,23 +29,11 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         card = build_miniature(texts, out_dir / "model", cfg.model, cfg.seed)
         report = {"rows_in": len(texts), "rows_out": 1, "held_out_records_excluded": excluded, **card}
         return StageResult(report, {"model_dir": "model", "kind": "miniature", "card": card})
-    if isinstance(source, ScratchSource):
-        records = inputs["scrape"].file("records")
-        report = build_scratch_model(records, out_dir / "model", source, cfg.split, cfg.seed)
-        card = {"name": f"scratch-{source.architecture}", "origin": "built from model.source (scratch)"}
-        card["parameters"] = report["parameters"]
-        return StageResult(report, {"model_dir": "model", "kind": source.kind, "card": card})
-    if isinstance(source, GGUFSource):
-        card = dequantize_gguf(source, out_dir / "model")
-        model_dir = "model"
-    elif isinstance(source, HubSource):
-        snapshot = hub_snapshot(source)
-        card = describe_pretrained(snapshot, f"hub {source.id}@{snapshot.name}")
-        model_dir = str(snapshot)
-    else:
-        assert isinstance(source, FolderSource)
-        card = describe_pretrained(Path(source.path).expanduser(), f"local folder {source.path}")
-        model_dir = str(source.path)
+    built = SOURCE_KINDS[source.kind].materialize(source, cfg, inputs, out_dir)
+    card = built.card
+    outputs = {"model_dir": built.model_dir, "kind": source.kind, "card": card, **built.outputs}
+    if built.report is not None:  # built here from its config: its own report, no loaded config to check
+        return StageResult(built.report, outputs)
     expected = cfg.model.architecture
     if expected and card.get("architecture") != expected:
         raise ValueError(
@@ -57,14 +42,11 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         )
     card["identity"] = identity(source)  # the revision / content hash the key was made from
     report = {"rows_in": 0, "rows_out": 1, "kind": source.kind, **card}
-    outputs = {"model_dir": model_dir, "kind": source.kind, "card": card}
-    if isinstance(source, HubSource):
-        outputs["hub_id"] = source.id  # registration logs an adapter on a hub base without copying the base
     return StageResult(report, outputs)
 
 
 def reads_scraped_code(cfg) -> bool:
-    return isinstance(cfg.model.source, ScratchSource) or cfg.model.miniature is not None
+    return SOURCE_KINDS[cfg.model.source.kind].reads_scraped_code or cfg.model.miniature is not None
 
 
 def uses(cfg) -> tuple[str, ...]:

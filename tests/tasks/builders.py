@@ -104,6 +104,11 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
+def ids(tokenizer, text: str) -> list[int]:
+    """The token ids of text, without special tokens: what the tokenize tests compare rows with."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 FUNCTIONS = [
     ("square", "x", "def square(x):\n    return x * x\n"),
     ("add", "a, b", "def add(a, b):\n    return a + b\n"),

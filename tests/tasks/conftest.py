@@ -1,11 +1,16 @@
-"""Fixtures of the task tests; the builders they use are plain functions in builders.py."""
+"""Fixtures of the task tests; the builders they use are plain functions in builders.py (and
+scrape_builders.py, lm_references.py, tests/fake_site.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from builders import _CACHE, build_tiny_model, tokenized_dataset
+from scrape_builders import PKG, write_fake_package
+
+from tests.fake_site import Site, sites
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -29,6 +34,27 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if "model" not in _CACHE:
         _CACHE["model"] = build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
     return _CACHE["model"]
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tiny_model_dir: Path):
+    """The tiny model's tokenizer as saved (right padding): what the tokenize tests encode with."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model_dir: Path):
+    """(model, tokenizer) of tiny_model_dir: fp32, eval mode, the tokenizer padding and truncating on the left
+    as load_tokenizer(for_generation=True) sets it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.padding_side = tokenizer.truncation_side = "left"
+    return model, tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +83,18 @@ def training_data(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
     assert (report["test_rows"], report["truncated"]) == (4, 0)
     assert report["train_rows"] == 40 - report["split"]["held_out_rows"] > 20
     return out
+
+
+@pytest.fixture
+def fake_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The scrape tests' fake package (scrape_builders.py) in tmp_path/site, on sys.path: its root."""
+    root = write_fake_package(tmp_path / "site" / PKG)
+    monkeypatch.syspath_prepend(str(root.parent))
+    return root
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[dict], Site]]:
+    """serve(routes) -> a started loopback Site (tests/fake_site.py); all are shut down after the test."""
+    with sites() as start:
+        yield start

@@ -112,3 +112,42 @@ def test_scratch_model_never_reads_held_out_sources(tmp_path, monkeypatch):
     report = scratch.build_scratch_model(path, tmp_path / "model", cfg, split, seed=0)
     assert report["held_out_records_excluded"] == len(held) and report["rows_in"] == 30 - len(held)
     assert seen and not any(f"# from {Path(p).stem}\n" in text for text in seen for p in held)
+
+
+def test_each_source_kind_is_materialized_through_the_registry(tmp_path, tiny_model_dir):
+    """The stage dispatches on SOURCE_KINDS: a scratch source is built from the scraped records (its own
+    report, no identity), a folder is used in place and carries its content hash."""
+    import json
+
+    from pipeline_config import HubSource, ScratchSource
+    from tasks.base_model.sources import SOURCE_KINDS
+
+    records = tmp_path / "records.jsonl"
+    code = "".join(
+        json.dumps({"id": f"r{i}", "path": f"m{i}.py", "code": f"x{i} = {i}\n"}) + "\n" for i in range(8)
+    )
+    records.write_text(code)
+
+    class Scrape:
+        def file(self, name: str) -> Path:
+            assert name == "records"
+            return records
+
+    cfg = load_config(REPO / "pipeline_config" / "tiny.yaml")
+    assert isinstance(cfg.model.source, ScratchSource) and base_model.uses(cfg) == ("scrape",)
+    source = cfg.model.source.model_copy(update={"pretrain_steps": 0})  # the build, not its training
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"source": source})})
+    (tmp_path / "out").mkdir()
+    result = base_model.run(cfg, {"scrape": Scrape()}, tmp_path / "out", None)
+    assert result.outputs["model_dir"] == "model" and result.outputs["kind"] == "scratch"
+    assert result.outputs["card"]["name"] == "scratch-llama" and "identity" not in result.outputs["card"]
+    assert result.report["rows_in"] > 0 and (tmp_path / "out" / "model" / "config.json").is_file()
+
+    hub = cfg.model_copy(
+        update={"model": cfg.model.model_copy(update={"source": HubSource(kind="hub", id="x")})}
+    )
+    assert base_model.uses(hub) == () and not SOURCE_KINDS["hub"].reads_scraped_code
+    folder = FolderSource(kind="folder", path=str(tiny_model_dir))
+    assert set(identity(folder)) == {"content"} and SOURCE_KINDS["folder"].identity(folder) == identity(
+        folder
+    )

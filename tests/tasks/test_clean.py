@@ -11,13 +11,17 @@ from pathlib import Path
 import pytest
 
 from benchmarks.planted_clean import outcome, planted_set
+from pipeline_config import load_config
 from pipeline_config.schema import CleanConfig, SplitConfig
 from tasks.clean.decontaminate import BenchmarkIndex, Item
 from tasks.clean.dedup import lsh_bands
+from tasks.clean.filters import ROW_FILTERS, row_filters, token_filter
 from tasks.clean.pii import redact
 from tasks.clean.pipeline import PARALLEL_FROM, clean_pairs
 from tasks.clean.structure import structural_key
 from tasks.common.code_blocks import fenced_blocks, first_python_block, python_code
+from tests.check_filter import check_filter
+from tests.conftest import REPO
 
 ADD = "def add(a, b):\n    return a + b"
 BAD = "def broken(:\n    return 1"
@@ -100,6 +104,34 @@ def test_disabled_filters_let_rows_through(tmp_path: Path) -> None:
     )
     assert [r["id"] for r in kept] == ["bad_code", "again"]
     assert "code_does_not_parse" not in report["dropped"] and "duplicate" not in report["dropped"]
+
+
+def hand_written_order(cfg: CleanConfig, counter) -> list[str]:
+    """The list row_filters() wrote by hand before the registry: its switches and order are the contract."""
+    names = ["self_instruct"] if cfg.self_instruct_filters else []
+    names += ["instruction_length", "output_length"]
+    names += ["tokens"] if cfg.max_tokens is not None and counter is not None else []
+    names += ["parse"] if cfg.require_parse else []
+    return names + (["code_heuristics"] if cfg.code.enabled else [])
+
+
+OFF = {"self_instruct_filters": False, "require_parse": False, "code": {"enabled": False}}
+
+
+@pytest.mark.parametrize("profile", sorted((REPO / "pipeline_config").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("changes", [{}, {"max_tokens": 64}, OFF, {**OFF, "max_tokens": 64}])
+def test_the_registry_gives_each_config_the_filters_it_had(profile: Path, changes: dict) -> None:
+    cfg = CleanConfig(**{**load_config(profile).clean.model_dump(), **changes})
+    for counter in (None, len):
+        assert [f.name for f in row_filters(cfg, counter)] == hand_written_order(cfg, counter)
+    every = row_filters(CleanConfig(max_tokens=1), len)
+    assert [f.name for f in every] == list(ROW_FILTERS)  # a registered name is the name of what it builds
+
+
+def test_the_token_filter_counts_instruction_input_and_output() -> None:
+    record = {"instruction": "ab", "input": "c", "output": "de"}  # 7 characters joined by newlines
+    check_filter(token_filter(7, len), record, True)
+    assert check_filter(token_filter(6, len), record, "too_many_tokens") == {"tokens": 7}
 
 
 def test_fenced_blocks_are_parsed_one_way() -> None:

@@ -1,6 +1,6 @@
-"""Tests for Fill-in-the-Middle (tasks/tokenization/fim.py and its use in tokenize and train): PSM/SPM
-golden strings, AST middles that are exactly a node's source, template text never inside a FIM span,
-sentinel tokens added to a tokenizer that lacks them, and a tiny model trained with them under LoRA."""
+"""Fill-in-the-Middle (tasks/tokenization/fim.py and its use in tokenize and train): PSM/SPM golden strings,
+fim_transform's seeded cut, AST middles that are exactly a node's source, template text never in a FIM span,
+sentinels added to a tokenizer that lacks them, and a tiny model trained with them under LoRA."""
 
 from __future__ import annotations
 
@@ -11,12 +11,21 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from builders import PYTHON_CORPUS, TEMPLATE_TEXT, TINY_SCRATCH, make_pairs, write_pairs
+from builders import (
+    PYTHON_CORPUS,
+    TEMPLATE_TEXT,
+    TINY_SCRATCH,
+    ids,
+    make_pairs,
+    tokenized_dataset,
+    write_pairs,
+)
 
 from pipeline_config import load_config
 from pipeline_config.schema import SplitConfig, TokenizeConfig
+from tasks.base_model.scratch import EOS
 from tasks.common.templates import TEMPLATE_FILE, format_prompt
-from tasks.tokenization.encode import TOKENIZER_DIR, tokenize_pairs
+from tasks.tokenization.encode import IGNORE, TOKENIZER_DIR, tokenize_pairs
 from tasks.tokenization.fim import (
     FIM_MIDDLE,
     FIM_PREFIX,
@@ -25,6 +34,7 @@ from tasks.tokenization.fim import (
     add_fim_tokens,
     ast_spans,
     fim_cut,
+    fim_transform,
 )
 from tests.conftest import REPO
 
@@ -106,6 +116,24 @@ def test_rates_select_orders_and_middles() -> None:
 
 def test_short_code_is_not_cut() -> None:
     assert fim_cut("ab", random.Random(0)) is None
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fim_psm_order_and_reassembly(seed: int) -> None:
+    out = fim_transform(CODE, random.Random(seed))
+    for token in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE):
+        assert out.count(token) == 1
+    assert out.startswith(FIM_PREFIX)
+    assert out.index(FIM_PREFIX) < out.index(FIM_SUFFIX) < out.index(FIM_MIDDLE)
+    prefix, rest = out[len(FIM_PREFIX) :].split(FIM_SUFFIX)
+    suffix, middle = rest.split(FIM_MIDDLE)
+    assert prefix and middle and suffix  # two distinct inner cut points
+    assert prefix + middle + suffix == CODE
+    assert fim_transform(CODE, random.Random(seed)) == out  # seeded
+
+
+def test_fim_short_text_unchanged() -> None:
+    assert fim_transform("ab", random.Random(0)) == "ab"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -264,6 +292,70 @@ def test_fim_rows_cut_the_code_only_never_the_template(fim_tokenized) -> None:
         assert row["labels"][n_prompt:] == row["input_ids"][n_prompt:]
     for row in splits["test"]:  # evaluation rows are never cut
         assert not sentinel_ids & set(row["input_ids"])
+
+
+def test_tokenize_pairs_fim_rows_keep_the_prompt_and_cut_the_code(
+    tmp_path_factory,
+    tiny_model_dir: Path,
+    tiny_tokenizer,
+) -> None:
+    from datasets import load_from_disk
+
+    cfg = TokenizeConfig(max_length=256, fim_rate=1.0)
+    out, report = tokenized_dataset(tmp_path_factory, tiny_model_dir, 20, cfg, seed=0)
+    splits = load_from_disk(str(out / "dataset"))
+    fim_ids = {tiny_tokenizer.convert_tokens_to_ids(t) for t in (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX)}
+    assert report["fim"]["rows"] == len(splits["train"]) and report["fim"]["tokens_added"] == []
+    for row in splits["train"]:
+        assert row["prompt"].startswith("Below is an instruction")  # the template is never cut
+        n = len(ids(tiny_tokenizer, row["prompt"]))
+        assert row["input_ids"][:n] == ids(tiny_tokenizer, row["prompt"]) and row["input_ids"][n] in fim_ids
+        assert row["labels"][:n] == [IGNORE] * n and row["labels"][n:] == row["input_ids"][n:]
+        assert fim_ids <= set(row["input_ids"])
+    for row in splits["test"]:  # evaluation rows keep the plain prompt
+        assert row["prompt"].startswith("Below is an instruction")
+        assert not fim_ids & set(row["input_ids"])
+
+
+def test_tokenize_pairs_adds_missing_fim_tokens(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(
+        [CODE],
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=[EOS, "<|pad|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token="<|pad|>").save_pretrained(
+        tmp_path / "tok"
+    )
+    pairs_dir = write_pairs(tmp_path / "pairs", make_pairs(4))
+    from transformers import AutoTokenizer
+
+    report = tokenize_pairs(
+        pairs_dir / "pairs.jsonl",
+        tmp_path / "out",
+        str(tmp_path / "tok"),
+        TokenizeConfig(fim_rate=0.5),
+        SplitConfig(test_fraction=0.5),
+        0,
+    )
+    assert report["fim"]["tokens_added"] == [FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX]
+    saved = AutoTokenizer.from_pretrained(tmp_path / "out" / "dataset" / TOKENIZER_DIR)
+    assert len(saved) == len(AutoTokenizer.from_pretrained(tmp_path / "tok")) + 3
+    # without FIM the same tokenizer is kept as it is
+    split = SplitConfig(test_fraction=0.5)
+    report = tokenize_pairs(
+        pairs_dir / "pairs.jsonl", tmp_path / "out2", str(tmp_path / "tok"), TokenizeConfig(), split, 0
+    )
+    assert report["train_rows"] + report["test_rows"] == 4 and report["test_rows"] >= 1
+    assert report["fim"]["tokens_added"] == []
 
 
 @pytest.mark.slow

@@ -111,6 +111,46 @@ def test_flat_batches_only_for_flash_attention() -> None:
 # --------------------------------------------------------------------------------------------------------
 
 
+def test_tokenize_pairs_packing(tmp_path_factory, tiny_model_dir: Path) -> None:
+    """Whole examples in blocks (tests/tasks/test_packing.py has the loss equivalence); real-token fraction
+    reported for both modes."""
+    from datasets import load_from_disk
+
+    cfg = TokenizeConfig(max_length=256, mask_prompt=False)
+    plain, plain_report = tokenized_dataset(tmp_path_factory, tiny_model_dir, 40, cfg, seed=0)
+    packed, report = tokenized_dataset(
+        tmp_path_factory, tiny_model_dir, 40, cfg.model_copy(update={"packing": True}), seed=0
+    )
+    train = load_from_disk(str(packed / "dataset"))["train"]
+    plain_train = load_from_disk(str(plain / "dataset"))["train"]
+    assert set(train.column_names) == {"input_ids", "labels", "position_ids", "seq_lengths"}
+    assert report["train_examples"] == plain_report["train_examples"] == len(plain_train)
+    assert report["train_rows"] == len(train) < len(plain_train)
+    assert all(len(r) <= 256 for r in train["input_ids"])
+    # every plain example is in exactly one block, whole, positions from 0, its first label ignored
+    plain_rows = {tuple(r["input_ids"]): r["labels"] for r in plain_train}
+    found = []
+    for block in train:
+        start = 0
+        for n in block["seq_lengths"]:
+            ids = tuple(block["input_ids"][start : start + n])
+            assert block["position_ids"][start : start + n] == list(range(n))
+            assert block["labels"][start : start + n] == [IGNORE, *plain_rows[ids][1:]]
+            found.append(ids)
+            start += n
+    assert sorted(found) == sorted(plain_rows)
+    assert report["train_tokens"] == plain_report["train_tokens"]
+    # the fraction of max_length slots holding real tokens: packed blocks fill them, padded rows do not
+    assert report["real_token_fraction"] == round(report["train_tokens"] / (len(train) * 256), 4)
+    assert plain_report["real_token_fraction"] == round(
+        plain_report["train_tokens"] / (len(plain_train) * 256), 4
+    )
+    # rows of ~110-150 tokens here: two fit a block at best, so packed ~0.74, padded ~0.5
+    assert report["real_token_fraction"] > 1.3 * plain_report["real_token_fraction"]
+    test_rows = len(load_from_disk(str(packed / "dataset"))["test"])
+    assert report["test_rows"] == plain_report["test_rows"] == test_rows > 0  # the test split is never packed
+
+
 @pytest.fixture(scope="module")
 def examples(tiny_model_dir: Path) -> list[dict]:
     """20 encoded pairs, learning on every token (the case where a boundary target would count)."""

@@ -1,28 +1,23 @@
-"""The web source and the shared HTTP client, against loopback HTTP servers the tests start (nothing beyond
-the machine is reached): link following, every fault the crawler must survive and count, politeness
+"""The web source (tasks/scrape/web.py) against loopback sites the tests start (tests/fake_site.py; nothing
+beyond the machine is reached): link following, every fault the crawler must survive and count, politeness
 (rate limit, crawl-delay, robots.txt, allowed hosts on every redirect hop) and the nightly re-crawl that
-costs only conditional requests answered by 304."""
+costs only conditional requests answered by 304. The HTTP client's own pieces are tested in
+tests/tasks/common/test_http.py."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-import requests
+from scrape_builders import assert_valid_metric_names
 
-from pipeline_config import load_config
 from pipeline_config.schema import ScrapeConfig, WebScrapeConfig
-from tasks.common.http import HostRateLimiter, HttpClient, HttpSettings, host_allowed, retry_after_s
 from tasks.common.io import iter_jsonl
+from tests.fake_site import Site, send, sites, static
 
 MODULE = '''\
 """A module served raw."""
@@ -63,119 +58,6 @@ MALFORMED = """<html><body><div><b>broken <i>nesting</b></i>
     return text.upper()
 </pre></span><table><tr><td>cell
 """
-
-LAST_MODIFIED = "Wed, 21 Oct 2026 07:28:00 GMT"
-
-
-def assert_valid_metric_names(report: dict) -> None:
-    """The runner logs a report's numbers as MLflow metrics: a name MLflow rejects would fail the stage."""
-    from mlflow.utils.validation import _validate_metric_name
-
-    from flows.tracking import numeric_metrics
-
-    for name in numeric_metrics("scrape", report):
-        _validate_metric_name(name)
-
-
-@dataclass
-class Hit:
-    at: float
-    path: str
-    headers: dict[str, str]
-    status: int = 0
-
-
-@dataclass
-class Site:
-    """A loopback web server: `routes` maps a path to (status, headers, body) or a callable on the handler."""
-
-    routes: dict[str, object] = field(default_factory=dict)
-    hits: list[Hit] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    url: str = ""
-    netloc: str = ""
-
-    def paths(self) -> list[str]:
-        return [h.path for h in self.hits]
-
-
-def static(body: str, kind: str = "text/html") -> Callable:
-    """A page with an ETag and Last-Modified that answers a matching conditional request with 304."""
-    data = body.encode()
-    etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
-
-    def serve(handler: BaseHTTPRequestHandler) -> int:
-        validators = {"ETag": etag, "Last-Modified": LAST_MODIFIED}
-        # RFC 9110: If-None-Match, when sent, decides; If-Modified-Since counts only without it
-        if handler.headers.get("If-None-Match", handler.headers.get("If-Modified-Since")) in (
-            etag,
-            LAST_MODIFIED,
-        ):
-            return send(handler, 304, b"", validators)
-        return send(handler, 200, data, {"Content-Type": kind, **validators})
-
-    return serve
-
-
-def send(
-    handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict[str, str] | None = None
-) -> int:
-    handler.send_response(status)
-    for key, value in (headers or {}).items():
-        handler.send_header(key, value)
-    if "Content-Length" not in (headers or {}):
-        handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    if data:
-        handler.wfile.write(data)
-    return status
-
-
-def make_handler(site: Site) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:  # http.server's naming
-            hit = Hit(time.monotonic(), self.path, dict(self.headers))
-            with site.lock:
-                site.hits.append(hit)
-            route = site.routes.get(self.path)
-            if route is None:
-                hit.status = send(self, 404, b"not found", {"Content-Type": "text/plain"})
-            else:
-                hit.status = route(self) if callable(route) else send(self, *route)
-
-    return Handler
-
-
-@contextlib.contextmanager
-def sites() -> Iterator[Callable[[dict], Site]]:
-    """Start loopback sites, each served from its own thread; all shut down on exit."""
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(routes: dict) -> Site:
-        site = Site(routes=dict(routes))
-        server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(site))
-        server.daemon_threads, server.block_on_close = True, False  # a sleeping route must not hold teardown
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        site.netloc = f"127.0.0.1:{server.server_port}"
-        site.url = f"http://{site.netloc}"
-        servers.append(server)
-        return site
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[dict], Site]]:
-    with sites() as start:
-        yield start
 
 
 def links(*paths: str) -> str:
@@ -486,99 +368,3 @@ def test_robots_crawl_delay_wins_when_longer(tmp_path: Path, serve) -> None:
     assert len(times) == 3
     assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 1.5
     assert report["web"]["robots"] == [{"site": site.url, "status": 200, "crawl_delay_s": 1.5}]
-
-
-# --------------------------------------------------------------------------------------------------------
-# The shared client's pieces
-# --------------------------------------------------------------------------------------------------------
-
-
-def test_retry_after_seconds_and_http_date() -> None:
-    now = datetime(2026, 10, 21, 7, 28, 0, tzinfo=UTC)
-
-    def response(value: str | None) -> requests.Response:
-        resp = requests.Response()
-        if value is not None:
-            resp.headers["Retry-After"] = value
-        return resp
-
-    assert retry_after_s(response("7"), now) == 7.0
-    assert retry_after_s(response("Wed, 21 Oct 2026 07:28:30 GMT"), now) == 30.0
-    assert retry_after_s(response("Wed, 21 Oct 2015 07:28:00 GMT"), now) == 0.0  # already past
-    assert retry_after_s(response("soon"), now) is None
-    assert retry_after_s(response(None), now) is None
-
-
-def test_retry_after_is_honoured_and_capped(serve) -> None:
-    calls = {"n": 0}
-
-    def limited(handler: BaseHTTPRequestHandler) -> int:
-        calls["n"] += 1
-        if calls["n"] < 3:
-            return send(handler, 429, b"slow down", {"Retry-After": "120" if calls["n"] == 1 else "2"})
-        return send(handler, 200, b"ok")
-
-    site = serve({"/api": limited})
-    sleeps: list[float] = []
-    client = HttpClient(HttpSettings(user_agent="t", retries=3, max_backoff_s=5.0), sleep=sleeps.append)
-    assert client.get(f"{site.url}/api").text == "ok"
-    assert sleeps == [5.0, 2.0]  # the server's 120 s capped by max_backoff_s, then its 2 s
-    assert client.stats.retries == 2
-
-
-def test_backoff_is_jittered_and_bounded(serve) -> None:
-    site = serve({"/down": (503, b"down")})
-    sleeps: list[float] = []
-    settings = HttpSettings(user_agent="t", retries=6, backoff_s=1.0, max_backoff_s=3.0)
-    resp = HttpClient(settings, sleep=sleeps.append).get(f"{site.url}/down")
-    assert resp.status_code == 503  # out of retries: the last answer is the caller's to judge
-    assert len(sleeps) == 6 and all(0 <= s <= 3.0 for s in sleeps)
-    assert len(set(sleeps)) > 1  # full jitter: not a fixed ladder
-
-
-def test_host_allowed_by_name_or_host_and_port() -> None:
-    assert host_allowed("http://docs.example.org:8080/x", ("docs.example.org",))
-    assert host_allowed("http://127.0.0.1:8000/x", ("127.0.0.1:8000",))
-    assert not host_allowed("http://127.0.0.1:8001/x", ("127.0.0.1:8000",))
-    assert not host_allowed("http://evil.example.org/x", ("docs.example.org",))
-    assert host_allowed("http://anything/x", ())
-
-
-def test_rate_limiter_is_per_host_and_takes_the_longer_delay() -> None:
-    clock = {"t": 0.0}
-    sleeps: list[float] = []
-
-    def sleep(s: float) -> None:
-        sleeps.append(round(s, 3))
-        clock["t"] += s
-
-    limiter = HostRateLimiter(2.0, sleep=sleep, clock=lambda: clock["t"])
-    limiter.wait("a")
-    limiter.wait("b")  # another host: no wait
-    limiter.wait("a")
-    assert sleeps == [0.505]
-    limiter.set_delay("a", 3.0)  # counted from the latest request to "a"
-    limiter.wait("a")
-    limiter.wait("a")
-    assert sleeps == [0.505, 3.005, 3.005]
-
-
-def test_a_dead_server_is_retried_then_raised() -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    client = HttpClient(HttpSettings(user_agent="t", retries=1, backoff_s=0.0), sleep=lambda s: None)
-    with pytest.raises(requests.ConnectionError):
-        client.get(f"http://127.0.0.1:{port}/")
-    assert client.stats.retries == 1
-
-
-def test_web_source_puts_the_day_in_the_stage_key() -> None:
-    import tasks.scrape as stage
-
-    cfg = load_config(Path(__file__).resolve().parents[2] / "pipeline_config" / "tiny.yaml")
-    web = {"start_urls": ["http://127.0.0.1:9/"]}
-    daily = cfg.model_copy(update={"scrape": ScrapeConfig(sources=["web"], web=web)})
-    frozen = cfg.model_copy(update={"scrape": ScrapeConfig(sources=["web"], web={**web, "refresh": "never"})})
-    assert stage.environment(daily) == {"web_day": datetime.now(UTC).date().isoformat()}
-    assert stage.environment(frozen) == {}

@@ -1,6 +1,7 @@
-"""The seed recipes' other prompt layouts, golden strings: `### Question / ### Answer` (the pythia-70m Q&A
-tutorial) and a tokenizer's own chat template (the phi-3-mini QLoRA recipe), plus the BOS written into a
-template for tokenizers adding one."""
+"""The prompt templates (tasks/common/templates.py), golden strings: alpaca and codegen_task (with and
+without an input), `### Question / ### Answer` (the pythia-70m Q&A tutorial) and a tokenizer's own chat
+template (the phi-3-mini QLoRA recipe), plus the BOS written into a template for tokenizers adding one and
+an unknown name that names the config key."""
 
 from __future__ import annotations
 
@@ -17,6 +18,55 @@ CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+CODEGEN_HEAD = (
+    "### Instruction:\nUse the Task below and the Input given to write the Response, which is a "
+    "programming code that can solve the following Task:\n\n### Task:\nReverse a list.\n\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "instruction", "input_text", "expected"),
+    [
+        (
+            "alpaca",
+            "  Reverse a list.\n",
+            "  xs = [1, 2]  ",
+            "Below is an instruction that describes a task, paired with an input that provides further "
+            "context. Write a response that appropriately completes the request.\n\n"
+            "### Instruction:\nReverse a list.\n\n### Input:\nxs = [1, 2]\n\n### Response:\n",
+        ),
+        (
+            "codegen_task",
+            "Reverse a list.",
+            "xs = [1, 2]",
+            CODEGEN_HEAD + "### Input:\nxs = [1, 2]\n\n### Response:\n",
+        ),
+        # the codegen layout always has an Input block, empty when there is no input
+        ("codegen_task", "Reverse a list.", "", CODEGEN_HEAD + "### Input:\n\n\n### Response:\n"),
+    ],
+    ids=["alpaca", "codegen_task", "codegen_task_without_input"],
+)
+def test_prompt_exact(template: str, instruction: str, input_text: str, expected: str) -> None:
+    assert format_prompt(template, instruction, input_text) == expected
+
+
+@pytest.mark.parametrize("input_text", ["", "   \n"])
+def test_alpaca_prompt_without_input_has_no_input_block(input_text: str) -> None:
+    got = format_prompt("alpaca", "Reverse a list.", input_text)
+    assert got == (
+        "Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\nReverse a list.\n\n"
+        "### Response:\n"
+    )
+    assert "### Input:" not in got
+
+
+def test_unknown_template_raises() -> None:
+    with pytest.raises(ValueError, match="unknown tokenize.template 'chatml'"):
+        format_prompt("chatml", "x")
 
 
 def test_question_answer_prompt_exact() -> None:

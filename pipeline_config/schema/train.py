@@ -58,7 +58,8 @@ class TrainConfig(Section):
     lora: LoraSection | None = LoraSection()
     quantization: QuantizationSection | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    # auto: bf16 where the device computes it natively, else fp32 (tasks/common/models.py resolve_precision)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     learning_rate: float = Field(2e-4, gt=0)
     num_epochs: float = Field(1.0, gt=0)
     max_steps: int = -1  # > 0 overrides num_epochs

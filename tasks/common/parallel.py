@@ -5,7 +5,7 @@ One seam, `Executor.map_chunks(fn, items, context, ...)`: `fn(chunk, context)` o
 in how many pieces) the work ran. `context` holds what every chunk needs; its `prepare()` (building filter
 closures, compiling patterns, probing the sandbox) runs once per worker process, not once per chunk.
 
-Backends, chosen by the config's `executor` section (pipeline_config/schema.py ExecutorConfig, in no
+Backends, chosen by the config's `executor` section (pipeline_config/schema/runtime.py ExecutorConfig, in no
 stage key):
 - `local` (default): in this process below `parallel_from` items or with one worker; above it, a spawn
   process pool of `workers` (spawn, not fork: the flow's process runs Prefect's and MLflow's threads,

@@ -120,7 +120,7 @@ def fim_transform(text: str, rng: random.Random) -> str:
 
 def add_fim_tokens(tokenizer) -> list[str]:
     """Add the sentinel tokens a tokenizer lacks (as special tokens: never split, never merged); returns
-    those added. The model's embeddings must then grow to len(tokenizer) (tasks/training/recipe.py)."""
+    those added. The model's embeddings must then grow to len(tokenizer) (tasks/training/model.py)."""
     missing = [t for t in FIM_TOKENS if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)

@@ -19,16 +19,18 @@ from tasks.common.templates import TEMPLATE_FILE
 from tasks.training.job import TrainJob
 from tasks.training.launch import accelerate_config_file, train_in_processes
 from tasks.training.merge import check_inputs, merge_adapter
-from tasks.training.recipe import train_model
+from tasks.training.recipe import resolved, train_model
 
 
 def run(cfg, inputs, out_dir, context: StageContext) -> StageResult:
+    device = pick_device(cfg.train.device)
+    train_cfg = resolved(cfg.train, device)  # the merge stores the weights in the precision trained in
     job = TrainJob(
         dataset_dir=inputs["tokenize"].file("dataset_dir"),
         out_dir=out_dir,
         model_path=inputs["base_model"].file("model_dir"),
         template_file=inputs["tokenize"].file("template"),
-        cfg=cfg.train,
+        cfg=train_cfg,
         seed=cfg.seed,
         trust_remote_code=cfg.model.trust_remote_code,
         resume_dir=context.resume_dir,
@@ -42,9 +44,9 @@ def run(cfg, inputs, out_dir, context: StageContext) -> StageResult:
         job.model_path,
         out_dir / "model",
         out_dir / "merged",
-        cfg.train,
+        train_cfg,
         check_inputs(job.dataset_dir),
-        pick_device(cfg.train.device),
+        device,
         cfg.model.trust_remote_code,
     )
     shutil.copyfile(job.template_file, out_dir / "merged" / TEMPLATE_FILE)
@@ -52,9 +54,12 @@ def run(cfg, inputs, out_dir, context: StageContext) -> StageResult:
 
 
 def environment(cfg) -> dict:
-    """An accelerate config file (FSDP, DeepSpeed) shapes the training: its content is part of the key."""
+    """What shapes the training beyond the config: the device and the precision "auto" resolves to on it
+    (bf16 here, fp32 on a CPU without it), and an accelerate config file's content (FSDP, DeepSpeed)."""
+    device = pick_device(cfg.train.device)
+    found = {"device": device, "precision": resolved(cfg.train, device).precision}
     path = accelerate_config_file(cfg.train)
-    return {"accelerate_config": hash_path(path)} if path else {}
+    return found | ({"accelerate_config": hash_path(path)} if path else {})
 
 
 SPEC = StageSpec(

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from pipeline_config.schema import TrainConfig
-from tasks.common.models import load_tokenizer, pick_device
+from tasks.common.models import load_tokenizer, pick_device, resolve_precision
 from tasks.common.progress import Progress
 from tasks.common.runtime import logger
 from tasks.common.templates import TEMPLATE_FILE
@@ -41,7 +41,7 @@ def training_args(cfg: TrainConfig, out_dir: Path, device: str, seed: int, has_e
         weight_decay=cfg.weight_decay,
         optim=cfg.optim,
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name: no FutureWarning
-        bf16=device == "cuda" and cfg.precision == "bf16",
+        bf16=cfg.precision == "bf16",  # resolved (resolve_precision): on the CPU, autocast over fp32 weights
         fp16=device == "cuda" and cfg.precision == "fp16",
         use_cpu=device == "cpu",
         dataloader_pin_memory=device == "cuda",  # nothing to pin for on the CPU (torch warns, then skips it)
@@ -209,9 +209,10 @@ def train_model(job: TrainJob) -> dict:
     from datasets import load_from_disk
     from transformers import set_seed
 
-    cfg, out_dir, model_path = job.cfg, job.out_dir, job.model_path
+    out_dir, model_path = job.out_dir, job.model_path
     set_seed(job.seed)
-    device = pick_device(cfg.device)
+    device = pick_device(job.cfg.device)
+    cfg = resolved(job.cfg, device)
     # the tokenizer the dataset's ids are in: the base's, plus any FIM sentinels tokenize had to add
     tokenizer_dir = job.dataset_dir / TOKENIZER_DIR
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else model_path)
@@ -261,6 +262,7 @@ def train_model(job: TrainJob) -> dict:
         "rows_out": 1,
         "method": cfg.method,
         "device": device,
+        "precision": cfg.precision,  # the compute precision the run used (resolve_precision)
         "base_model": str(model_path),
         "adapter": cfg.method != "full",
         "steps": result.global_step,
@@ -280,6 +282,12 @@ def train_model(job: TrainJob) -> dict:
         "stopped_early": cfg.early_stopping_patience is not None
         and result.global_step < trainer_state.max_steps,
     }
+
+
+def resolved(cfg: TrainConfig, device: str) -> TrainConfig:
+    """`cfg` with train.precision resolved for `device` (auto: bf16 where it is native, else fp32)."""
+    precision = resolve_precision(cfg.precision, device, quantized=cfg.method == "qlora")
+    return cfg.model_copy(update={"precision": precision})
 
 
 def checkpoint_step(checkpoint: str | None) -> int | None:

@@ -1,7 +1,7 @@
 """The wire formats a remote teacher can speak, one module each: every module in this folder is a dialect
 named after its file, holding `DIALECT` (a `Dialect`). The transport that sends them -- retries, budgets,
 the call cache, concurrency, secret scrubbing -- is written once (tasks/common/teacher/remote.py). A new
-API is one module here plus its test: the config accepts its name (pipeline_config/schema.py lists this
+API is one module here plus its test: the config accepts its name (pipeline_config/schema/ lists this
 folder) and the synthesize stage gives it the `teacher` concurrency slot, as every remote teacher.
 
 Standard library only, and no import of the config: the schema reads `names()`.

@@ -1,8 +1,6 @@
-"""eval_power: how much the default evaluation can see. The default profile (pipeline_config/offline.yaml,
-what `make run` runs) through the evaluate stage in the project's own workspace, so after a `make run`
-every stage is a cache hit and this takes seconds (cold: the whole ~15-minute run); then, per metric, the
-paired interval of fine-tuned - base: n, half-width and the smallest true difference it detects at 80%
-power (tasks/evaluation/paired.py). value: the primary metric's half-width.
+"""How much the default evaluation can see: the widths of its paired intervals (tasks/evaluation/paired.py).
+
+Run alone: `python -m benchmarks.run eval_power` (seconds after a `make run`).
 """
 
 from __future__ import annotations
@@ -11,16 +9,23 @@ import json
 import os
 from pathlib import Path
 
-from benchmarks.run import timed_run
+from benchmarks.pipeline_bench import finetune_run
+from benchmarks.registry import benchmark
 
 CONFIG = "pipeline_config/offline.yaml"
 
 
+@benchmark("eval_power")
 def eval_power() -> dict:
+    """Per metric of the default evaluation, the paired interval of fine-tuned - base: n, half-width and
+    the smallest true difference it detects at 80% power; value: the primary metric's half-width. Runs the
+    default profile (pipeline_config/offline.yaml, what `make run` runs) through the evaluate stage in the
+    project's own workspace, so after a `make run` every stage is a cache hit and this takes seconds (cold:
+    the whole ~15-minute run)."""
     from pipeline_config import load_config
 
     cfg = load_config(CONFIG)
-    _, summary = timed_run(CONFIG, dict(os.environ))
+    summary = finetune_run(CONFIG, dict(os.environ))
     report = json.loads((Path(summary["stages"]["evaluate"]["path"]) / "report.json").read_text())
     per_metric = {}
     for suite, entry in report["suites"].items():

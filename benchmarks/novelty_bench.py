@@ -6,13 +6,15 @@ qualifiers; most pairs share only a few words, as real instructions do), with ex
 repeats (one or two words swapped, dropped or added) of earlier ones, fed through the filter in order; a
 kept instruction joins the pool. The naive loop's decisions must be ours, one by one.
 
-Run alone: `python -m benchmarks.run novelty_filter` (or `python -m benchmarks.novelty_bench`).
+Run alone: `python -m benchmarks.run novelty_filter`.
 """
 
 from __future__ import annotations
 
 import random
-import time
+
+from benchmarks.registry import benchmark
+from benchmarks.timing import time_runs, timed
 
 THRESHOLD = 0.7
 
@@ -71,28 +73,31 @@ def fresh_instruction(rng: random.Random) -> str:
     return " ".join(parts) + "."
 
 
+def near_repeat(rng: random.Random, text: str) -> str:
+    """`text` with one or two words swapped, dropped or added."""
+    words = text.split()
+    for _ in range(rng.randint(1, 2)):
+        i, edit = rng.randrange(len(words)), rng.random()
+        if edit < 0.4:
+            words[i] = rng.choice(NOUNS + VERBS)
+        elif edit < 0.7 and len(words) > 3:
+            del words[i]
+        else:
+            words.insert(i, rng.choice(EXTRA))
+    return " ".join(words)
+
+
 def synthetic_instructions(count: int, seed: int = 0) -> list[str]:
     """`count` instructions: ~80% fresh from the vocabulary, ~10% exact repeats, ~10% near repeats."""
     rng = random.Random(seed)
     out: list[str] = []
-    while len(out) < count:
+    for _ in range(count):
         roll = rng.random()
-        if out and roll < 0.10:
-            out.append(rng.choice(out))
-        elif out and roll < 0.20:
-            words = rng.choice(out).split()
-            for _ in range(rng.randint(1, 2)):
-                i = rng.randrange(len(words))
-                edit = rng.random()
-                if edit < 0.4:
-                    words[i] = rng.choice(NOUNS + VERBS)
-                elif edit < 0.7 and len(words) > 3:
-                    del words[i]
-                else:
-                    words.insert(i, rng.choice(EXTRA))
-            out.append(" ".join(words))
-        else:
+        if not out or roll >= 0.20:
             out.append(fresh_instruction(rng))
+        else:
+            earlier = rng.choice(out)
+            out.append(earlier if roll < 0.10 else near_repeat(rng, earlier))
     return out
 
 
@@ -125,55 +130,40 @@ def our_filter(instructions: list[str], threshold: float = THRESHOLD) -> list[bo
     return kept
 
 
+@benchmark("novelty_filter")
 def novelty_filter(compared: int = 2_000, large: int = 50_000) -> dict:
-    """ratio = naive seconds / ours on `compared` instructions (identical decisions asserted; goal >= 100);
-    `large` instructions through ours alone in detail (goal <= 60 s on 2 cores)."""
-    import statistics
-
+    """ROUGE-L novelty (Self-Instruct's filter) on 2,000 instructions: the naive rouge_score loop once (~2
+    minutes, where run-to-run noise is a small share) against ours, the median of 5, warm-up excluded,
+    identical decisions asserted. value: our seconds; ratio = naive / ours (goal >= 100); 50,000 instructions
+    through ours alone in detail (goal <= 60 s on 2 cores)."""
     stream = synthetic_instructions(compared, seed=0)
-    warm = synthetic_instructions(200, seed=2)
-    naive_filter(warm[:20])  # imports and first calls, outside the timed runs
-    our_filter(warm)
-    start = time.perf_counter()
-    naive = naive_filter(stream)  # once: ~2 minutes, where run-to-run noise is a small share
-    naive_s = time.perf_counter() - start
-    runs = []
-    for _ in range(5):
-        start = time.perf_counter()
-        ours = our_filter(stream)
-        runs.append(time.perf_counter() - start)
-    ours_s = statistics.median(runs)
-    if ours != naive:
-        first = next(i for i, (a, b) in enumerate(zip(ours, naive, strict=True)) if a != b)
+    naive_filter(synthetic_instructions(20, seed=2))  # imports and first calls, outside the timed runs
+    naive = time_runs({"naive": lambda: naive_filter(stream)}, repeats=1, warmup=0)["naive"]
+    ours = time_runs({"ours": lambda: our_filter(stream)}, repeats=5)["ours"]
+    if ours.result != naive.result:
+        pairs = zip(ours.result, naive.result, strict=True)
+        first = next(i for i, (a, b) in enumerate(pairs) if a != b)
         raise AssertionError(f"decisions differ first at instruction {first}: {stream[first]!r}")
 
     big = synthetic_instructions(large, seed=1)
-    start = time.perf_counter()
-    big_kept = our_filter(big)
-    large_s = time.perf_counter() - start
+    big_run = timed(lambda: our_filter(big))
     return {
-        "value": round(ours_s, 4),
+        "value": round(ours.median, 4),
         "unit": "s",
-        "ratio": round(naive_s / ours_s, 1),
+        "ratio": round(naive.median / ours.median, 1),
         "detail": {
             "instructions": compared,
-            "kept": sum(ours),
+            "kept": sum(ours.result),
             "identical_decisions": True,
-            "naive_s": round(naive_s, 2),
-            "ours_s": round(ours_s, 4),
-            "ours_runs_s": [round(r, 4) for r in runs],
+            "naive_s": round(naive.median, 2),
+            "ours_s": round(ours.median, 4),
+            "ours_runs_s": [round(r, 4) for r in ours.seconds],
             "timing": "warm-up excluded; naive once, ours the median of 5",
             "large_instructions": large,
-            "large_kept": sum(big_kept),
-            "large_s": round(large_s, 2),
+            "large_kept": sum(big_run.result),
+            "large_s": round(big_run.seconds, 2),
             "threshold": THRESHOLD,
             "ratio_means": "naive rouge_score loop / ours, same decisions (higher is better; goal >= 100; "
             "large_s goal <= 60)",
         },
     }
-
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(novelty_filter(), indent=2))

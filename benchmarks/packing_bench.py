@@ -6,12 +6,11 @@ Data: the workspace's scrape stage output (records.jsonl) turned into docstring 
 stage does (tasks/synthesize/docstring_pairs.py), tokenized by the tokenize stage's own function with the
 SmolLM2 tokenizer from the workspace's base_model stage and the default profile's settings (alpaca template,
 max_length 320, train batch 4). Batches are drawn in a seeded random order, as the trainer samples them,
-and built by the collators training uses. value: real tokens / (rows x width) over every packed batch
-(goal >= 0.95); ratio: packed / padded. Detail: both modes at max_length 320, 512 and 1024, and the fixed
+and built by the collators training uses. Detail: both modes at max_length 320, 512 and 1024, and the fixed
 max_length-slot view the tokenize report gives.
 
 Needs a workspace from `make run` (or any run that reached base_model and scrape).
-Run alone: `python -m benchmarks.run packing_efficiency` (or `python -m benchmarks.packing_bench`).
+Run alone: `python -m benchmarks.run packing_efficiency`.
 """
 
 from __future__ import annotations
@@ -20,6 +19,8 @@ import json
 import random
 import tempfile
 from pathlib import Path
+
+from benchmarks.registry import benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE = ROOT / "workspace" / "stages"
@@ -82,7 +83,11 @@ def measure(pairs_path: Path, model_dir: Path, max_length: int, work: Path) -> d
     return result
 
 
+@benchmark("packing_efficiency")
 def packing_efficiency() -> dict:
+    """Real-token fraction of packed training batches on the scraped data (SmolLM2 tokenizer, max_length
+    320, batch 4; goal >= 0.95): real tokens / (rows x width) over every packed batch, drawn in the trainer's
+    seeded order; ratio = packed / padding mode. Needs a workspace from `make run`."""
     from tasks.common.io import write_jsonl
     from tasks.synthesize.docstring_pairs import docstring_pairs
 
@@ -124,7 +129,3 @@ def packing_efficiency() -> dict:
         "ratio": round(value / main["padded"]["batch_fraction"], 2),
         "detail": detail,
     }
-
-
-if __name__ == "__main__":
-    print(json.dumps(packing_efficiency(), indent=1))

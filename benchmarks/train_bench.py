@@ -1,14 +1,6 @@
-"""train_throughput and packed_layout: training speed on the CPU, measured side by side.
-
-train_throughput: training tokens/s of the train stage's trainer (tasks/training/recipe.py `build_trainer`:
-our SFTTrainer, collator, callbacks and `training_args`) over tokens/s of a plain PyTorch loop on the same
-model, LoRA config, batches, AdamW settings, LR schedule and gradient clipping. The plain loop takes the
-batches our trainer's dataloader yields, collated once up front (so the trainer's collation counts against
-it, the loop's does not). value: our tokens/s; ratio: ours / plain (goal >= 0.95).
-
-packed_layout: the two layouts of a packed batch (tasks/training/collate.py) on the same packed blocks
-through the same plain training step: per row (block-diagonal mask per row) against one flattened row.
-value: flattened tokens/s; ratio: flat / rows (> 1: flattened is faster).
+"""train_throughput and packed_layout (each described in its docstring): training speed on the CPU, measured
+side by side. The plain loop takes the batches our trainer's dataloader yields, collated once up front (so
+the trainer's collation counts against it, the loop's does not).
 
 Model: SmolLM2-135M's shape (hidden 576, 9 heads, 3 KV heads, MLP 1536, vocabulary 49,152, tied embeddings)
 with 2 layers instead of 30 and random weights: the vocabulary is where TRL's per-step metrics cost, and 2
@@ -34,6 +26,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.registry import benchmark
 
 LAYERS, BATCH, LENGTH = 2, 4, 320
 WARMUP, STEPS, REPEATS = 2, 6, 4
@@ -195,7 +189,8 @@ def our_trainer(base: Path, train, cfg, out_dir: Path):
     from transformers import set_seed
 
     from tasks.common.models import load_tokenizer
-    from tasks.training.recipe import build_trainer, load_model
+    from tasks.training.model import load_model
+    from tasks.training.recipe import build_trainer
 
     set_seed(0)
     model = load_model(str(base), cfg, "cpu", trust_remote_code=False)
@@ -206,15 +201,19 @@ def plain_model(base: Path, cfg):
     from peft import get_peft_model
     from transformers import set_seed
 
-    from tasks.training.recipe import load_model, lora_config
+    from tasks.training.model import load_model, lora_config
 
     set_seed(0)
     return get_peft_model(load_model(str(base), cfg, "cpu", trust_remote_code=False), lora_config(cfg))
 
 
+@benchmark("train_throughput")
 def train_throughput() -> dict:
-    """Our trainer and the plain loop in lockstep (ours, plain, ours, plain, ...: this machine's load
-    changes within seconds), plain first on odd repeats; each repeat starts both from fresh models."""
+    """Training tokens/s of the train stage's trainer (recipe.py `build_trainer`) over a plain PyTorch loop
+    on the same SmolLM2-shaped 2-layer model, LoRA, batches, AdamW, schedule and clipping: the two in
+    lockstep (ours, plain, ours, plain, ...: this machine's load changes within seconds), plain first on odd
+    repeats, each repeat from fresh models, warm-up steps dropped; value: our tokens/s; ratio = ours / plain,
+    the median of 4 repeats (goal >= 0.95)."""
     from datasets import Dataset
 
     steps = WARMUP + STEPS
@@ -239,6 +238,8 @@ def train_throughput() -> dict:
 
 
 def summary(runs: dict, top: str, bottom: str, tokens: int, cfg) -> dict:
+    import torch
+
     rates = {side: [t.tokens_per_s(tokens) for t in timings] for side, timings in runs.items()}
     step_rates = {side: [t.tokens_per_s(tokens, "step") for t in timings] for side, timings in runs.items()}
     ratios = [a / b for a, b in zip(rates[top], rates[bottom], strict=True)]
@@ -259,14 +260,17 @@ def summary(runs: dict, top: str, bottom: str, tokens: int, cfg) -> dict:
             "warmup_steps": WARMUP,
             "repeats": REPEATS,
             "order": "lockstep, one step each in turn; the other side first on odd repeats",
-            "torch_threads": __import__("torch").get_num_threads(),
+            "torch_threads": torch.get_num_threads(),
         },
     }
 
 
+@benchmark("packed_layout")
 def packed_layout() -> dict:
-    """The same packed blocks collated per row and flattened (tasks/training/collate.py), through the
-    same plain training step; the two layouts give the same loss (checked on the first batch)."""
+    """Tokens/s of a training step on the same packed blocks, one flattened row vs per-row block-diagonal
+    masks (tasks/training/collate.py) on CPU sdpa, through the same plain training step, in lockstep as
+    train_throughput; the two layouts give the same loss (checked on the first batch). value: flattened
+    tokens/s; ratio = flat / rows (> 1: flattened is faster)."""
     import torch
 
     from tasks.training.collate import PackedCollator

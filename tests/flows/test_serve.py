@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from ops import servers
+from ops import processes, servers
 from tests.conftest import REPO
 from tests.flows.helpers import free_port
 
@@ -106,7 +106,7 @@ def served(tmp_path_factory):
     pids = {s: p for s in SERVICES if (p := servers.read_pid(servers_setup(served), s))}
     subprocess.run(["make", "stop"], cwd=REPO, env=served.env, capture_output=True, timeout=180)
     for pid, start in pids.values():
-        servers.terminate(pid, start)
+        processes.terminate(pid, start)
 
 
 def servers_setup(served: Served) -> servers.Setup:
@@ -197,7 +197,7 @@ def test_the_nightly_schedule_queues_runs(served):
 def test_stop_leaves_no_process_behind(served):
     setup = servers_setup(served)
     records = {s: servers.read_pid(setup, s) for s in SERVICES}
-    family = {pid: start for pid, _ in records.values() for pid, start in servers.family(pid).items()}
+    family = {pid: start for pid, _ in records.values() for pid, start in processes.family(pid).items()}
     assert set(family) > {pid for pid, _ in records.values()}  # the servers' own children are counted too
 
     output = served.make("stop", timeout=180)
@@ -207,7 +207,7 @@ def test_stop_leaves_no_process_behind(served):
         "mlflow-server",
         "prefect-server",
     ]
-    assert not [pid for pid, start in family.items() if servers.alive(pid, start)]
+    assert not [pid for pid, start in family.items() if processes.alive(pid, start)]
     assert not list((served.root / "serve").glob("*.pid"))
     assert not servers.port_taken(served.ports["PREFECT_PORT"])
     assert not servers.port_taken(served.ports["MLFLOW_PORT"])
@@ -244,20 +244,20 @@ def test_only_a_workers_heartbeat_may_be_locked_out():
 def test_terminate_stops_a_process_group_and_its_children():
     shell = subprocess.Popen(["bash", "-c", "sleep 300 & sleep 300 & wait"], start_new_session=True)
     deadline = time.monotonic() + 10
-    while len(family := servers.family(shell.pid)) < 3:
+    while len(family := processes.family(shell.pid)) < 3:
         assert time.monotonic() < deadline, family
         time.sleep(0.05)
-    servers.terminate(shell.pid, family[shell.pid], grace=10)
+    processes.terminate(shell.pid, family[shell.pid], grace=10)
     shell.wait(timeout=10)
-    assert not [pid for pid, start in family.items() if servers.alive(pid, start)]
+    assert not [pid for pid, start in family.items() if processes.alive(pid, start)]
 
 
 def test_terminate_spares_a_process_that_reused_the_pid():
     other = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
-        start = servers.family(other.pid)[other.pid]
-        servers.terminate(other.pid, start - 1, grace=1)  # the recorded process started at another time
-        assert servers.alive(other.pid, start)
+        start = processes.family(other.pid)[other.pid]
+        processes.terminate(other.pid, start - 1, grace=1)  # the recorded process started at another time
+        assert processes.alive(other.pid, start)
     finally:
         other.kill()
         other.wait(timeout=10)

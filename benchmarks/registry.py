@@ -26,6 +26,7 @@ MODULES = (
     "benchmarks.novelty_bench",
     "benchmarks.packing_bench",
     "benchmarks.train_bench",
+    "benchmarks.precision_bench",
     "benchmarks.eval_power",
 )
 

@@ -12,7 +12,7 @@ from pipeline_config.schema.base import Section
 class NearDedupConfig(Section):
     """MinHash LSH over word n-grams of instruction + input + output; every LSH candidate is checked by
     its exact Jaccard, so `threshold` is exact and the banding only has to find candidates (see
-    tasks/clean/near_dedup.py for how bands are chosen)."""
+    tasks/clean/dedup.py lsh_bands for how bands are chosen)."""
 
     enabled: bool = True
     ngram: int = Field(5, gt=0)  # words per shingle

@@ -19,7 +19,8 @@ from tasks.common.templates import TEMPLATE_FILE
 from tasks.training.job import TrainJob
 from tasks.training.launch import accelerate_config_file, train_in_processes
 from tasks.training.merge import check_inputs, merge_adapter
-from tasks.training.recipe import resolved, train_model
+from tasks.training.model import resolved
+from tasks.training.recipe import train_model
 
 
 def run(cfg, inputs, out_dir, context: StageContext) -> StageResult:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pipeline_config.schema import TrainConfig
 from tasks.common.models import load_causal_lm, load_tokenizer
+from tasks.training.model import resolved
 
 CHECK_PROMPTS = 4
 CHECK_TOKENS = 128  # per prompt: enough to reach every layer's typical inputs, cheap on a CPU
@@ -69,8 +70,9 @@ def merge_adapter(
             f"{len(inputs)} held-out prompts (train.merge_tolerance: {cfg.merge_tolerance}); the merged "
             "model would not be the trained one, so nothing was exported"
         )
-    if device == "cuda" and cfg.precision != "fp32":  # stored as the base was trained in
-        merged = merged.to(torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+    precision = resolved(cfg, device).precision
+    if device == "cuda" and precision != "fp32":  # stored as the base was trained in
+        merged = merged.to(torch.bfloat16 if precision == "bf16" else torch.float16)
     merged.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return {

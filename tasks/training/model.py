@@ -8,7 +8,7 @@ before training, naming its key.
 from __future__ import annotations
 
 from pipeline_config.schema import TrainConfig
-from tasks.common.models import load_causal_lm
+from tasks.common.models import load_causal_lm, resolve_precision
 from tasks.common.runtime import logger
 
 
@@ -137,3 +137,9 @@ def keep_4bit_layers_trainable(model) -> None:
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
+
+
+def resolved(cfg: TrainConfig, device: str) -> TrainConfig:
+    """`cfg` with train.precision resolved for `device` (auto: bf16 where it is native, else fp32)."""
+    precision = resolve_precision(cfg.precision, device, quantized=cfg.method == "qlora")
+    return cfg.model_copy(update={"precision": precision})

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from pipeline_config.schema import TrainConfig
-from tasks.common.models import load_tokenizer, pick_device, resolve_precision
+from tasks.common.models import load_tokenizer, pick_device
 from tasks.common.progress import Progress
 from tasks.common.runtime import logger
 from tasks.common.templates import TEMPLATE_FILE
@@ -21,7 +21,7 @@ from tasks.tokenization.encode import TOKENIZER_DIR
 from tasks.training.collate import PackedCollator, needs_flat_batches
 from tasks.training.job import TrainJob
 from tasks.training.memory import out_of_memory_advice, peak_memory_mb, reset_peak_memory
-from tasks.training.model import embedding_modules, load_model, lora_config
+from tasks.training.model import embedding_modules, load_model, lora_config, resolved
 from tasks.training.plots import plot_losses
 
 
@@ -282,12 +282,6 @@ def train_model(job: TrainJob) -> dict:
         "stopped_early": cfg.early_stopping_patience is not None
         and result.global_step < trainer_state.max_steps,
     }
-
-
-def resolved(cfg: TrainConfig, device: str) -> TrainConfig:
-    """`cfg` with train.precision resolved for `device` (auto: bf16 where it is native, else fp32)."""
-    precision = resolve_precision(cfg.precision, device, quantized=cfg.method == "qlora")
-    return cfg.model_copy(update={"precision": precision})
 
 
 def checkpoint_step(checkpoint: str | None) -> int | None:

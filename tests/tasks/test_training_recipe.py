@@ -15,8 +15,8 @@ from training_builders import base_parameters, logged_losses, lora_b_norm, train
 from pipeline_config.schema import QuantizationSection, TokenizeConfig
 from tasks.common.models import cpu_has_bf16
 from tasks.common.templates import TEMPLATE_FILE
-from tasks.training.model import load_model
-from tasks.training.recipe import build_trainer, resolved, train_model, training_args
+from tasks.training.model import load_model, resolved
+from tasks.training.recipe import build_trainer, train_model, training_args
 
 
 def test_training_args_carry_values(tmp_path: Path) -> None:

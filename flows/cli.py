@@ -119,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         from flows.finetune import DAG, finetune  # imports Prefect: only once the config is known good
         from flows.runner import plan
         from tasks.base_model.sources import ModelNotFoundError
+        from tasks.dataset_sources.read import DatasetUnavailable
 
         try:
-            plan(cfg, DAG, args.only, args.force, args.config)  # keys, --only/--force, the base model
-        except ModelNotFoundError as exc:
+            plan(cfg, DAG, args.only, args.force, args.config)  # keys, --only/--force, the model, the data
+        except (ModelNotFoundError, DatasetUnavailable) as exc:
             raise UsageError(str(exc)) from None
     except (ConfigError, UsageError) as exc:
         return fail(str(exc))

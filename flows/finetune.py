@@ -1,4 +1,4 @@
-"""The `finetune` flow: scrape, base_model, synthesize, clean, tokenize, train, evaluate, register.
+"""The `finetune` flow: scrape, base_model, synthesize, datasets, clean, tokenize, train, evaluate, register.
 
 A table of contents, no logic: each line of DAG is one cached, retryable stage task and the stages whose
 outputs it reads (tasks/common/stage.py has the contract; flows/runner.py the bookkeeping).
@@ -15,6 +15,7 @@ from pipeline_config import load_config
 from tasks import (
     base_model,
     clean,
+    dataset_sources,
     evaluation,
     registration,
     scrape,
@@ -27,7 +28,9 @@ DAG = (
     (scrape, ()),
     (base_model, ("scrape",)),  # only a scratch model reads the scraped code (its tokenizer, pretraining)
     (synthesize, ("scrape", "base_model")),  # the base model only when it is the teacher
-    (clean, ("synthesize", "scrape", "base_model")),  # scrape: held-out doctests; base_model: tokenizer
+    (dataset_sources, ()),  # the user's own datasets (`datasets:` in the config)
+    # scrape: the held-out doctests; base_model: its tokenizer
+    (clean, ("synthesize", "datasets", "scrape", "base_model")),
     (tokenization, ("clean", "base_model")),
     (training, ("tokenize", "base_model")),
     (evaluation, ("tokenize", "train", "base_model", "scrape")),  # scrape: the doctest benchmark

@@ -22,6 +22,7 @@ os.environ.update(
     FINETUNE_CACHE=str(SESSION_DIR / "cache"),  # a remote workspace's local cache (tasks/common/io.py)
     HF_HUB_OFFLINE="1",
     HF_DATASETS_OFFLINE="1",
+    HF_DATASETS_CACHE=str(SESSION_DIR / "hf-datasets"),  # what `datasets` builds from local files
     TRANSFORMERS_OFFLINE="1",
     TOKENIZERS_PARALLELISM="false",
     MLFLOW_ENABLE_ASYNC_LOGGING="false",

@@ -9,6 +9,7 @@ one of a registry's (a template, a teacher backend, a sandbox backend, an optimi
     model.py       model: the source kinds, the architecture, the miniature
     scrape.py      scrape        synthesize.py  synthesize (teacher, Self-/OSS-Instruct, verify)
     clean.py       clean         tokenize.py    split, tokenize
+    datasets.py    datasets (the user's own data: hub, files, save_to_disk; formats, the mix)
     train.py       train         evaluate.py    evaluate (the pass@k benchmarks, completion)
     register.py    register      runtime.py     executor, sandbox
     pipeline.py    PipelineConfig and the rules across sections
@@ -22,6 +23,7 @@ from pipeline_config.schema.clean import (
     DecontaminateConfig,
     NearDedupConfig,
 )
+from pipeline_config.schema.datasets import DatasetSource
 from pipeline_config.schema.evaluate import CompletionConfig, EvaluateConfig, PassAtKConfig
 from pipeline_config.schema.model import (
     ARCHITECTURE_LINEAR_MODULES,
@@ -63,6 +65,7 @@ __all__ = [
     "CleanConfig",
     "CodeHeuristicsConfig",
     "CompletionConfig",
+    "DatasetSource",
     "DecontaminateConfig",
     "EvaluateConfig",
     "ExecutorConfig",

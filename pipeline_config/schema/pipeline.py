@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import warnings
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from pipeline_config.metrics import BASELINES, PASS_K_SUITES, SUITES, pass_k_metrics, scores_baseline
 from pipeline_config.metrics import parse as parse_metric
 from pipeline_config.schema.base import Section
 from pipeline_config.schema.clean import CleanConfig
+from pipeline_config.schema.datasets import DatasetSource, check_unique_names
 from pipeline_config.schema.evaluate import EvaluateConfig
 from pipeline_config.schema.model import ARCHITECTURE_LINEAR_MODULES, ModelConfig, ScratchSource
 from pipeline_config.schema.register import RegisterConfig
@@ -34,6 +35,7 @@ with warnings.catch_warnings():
         model: ModelConfig
         scrape: ScrapeConfig = ScrapeConfig()
         synthesize: SynthesizeConfig = SynthesizeConfig()
+        datasets: list[DatasetSource] = []  # the user's own instruction and chat data
         clean: CleanConfig = CleanConfig()
         split: SplitConfig = SplitConfig()
         tokenize: TokenizeConfig = TokenizeConfig()
@@ -42,6 +44,8 @@ with warnings.catch_warnings():
         register: RegisterConfig = RegisterConfig()
         executor: ExecutorConfig = ExecutorConfig()  # how, not what: in no stage key
         sandbox: SandboxConfig = SandboxConfig()  # how, not what: in no stage key
+
+        _unique_datasets = field_validator("datasets")(check_unique_names)
 
         @model_validator(mode="after")
         def _cross_section(self) -> PipelineConfig:

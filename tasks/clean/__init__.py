@@ -1,7 +1,9 @@
 """Stage clean: filters, PII redaction, decontamination and dedup over the synthesized instruction pairs,
 with a reason for every dropped row.
 
-Input: synthesize's `pairs.jsonl` (`id, instruction, input, output, source, metadata`); scrape's records
+Input: synthesize's `pairs.jsonl` (`id, instruction, input, output, source, metadata`) and, when the config
+names datasets, the datasets stage's (the same schema, chat rows with their `messages`): one set, so dedup
+and decontamination work across every source; scrape's records
 when the held-out sets are decontaminated (the docstring examples of held-out functions); the base
 model's tokenizer when `clean.max_tokens` is set. Output: the kept pairs in `pairs.jsonl` (same schema,
 PII replaced by placeholders), every dropped row in `rejected.jsonl` with its `reason` and `detail`,
@@ -21,8 +23,9 @@ from tasks.common.stage import StageResult, StageSpec
 def run(cfg, inputs, out_dir, context) -> StageResult:
     scrape = inputs.get("scrape")
     base = inputs.get("base_model")
+    pairs = [inputs[name].file("pairs") for name in ("synthesize", "datasets") if name in inputs]
     report = clean_pairs(
-        inputs["synthesize"].file("pairs"),
+        pairs,
         out_dir,
         cfg.clean,
         cfg.split,
@@ -35,7 +38,7 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
 
 
 def uses(cfg) -> tuple[str, ...]:
-    used = ["synthesize"]
+    used = ["synthesize", "datasets"] if cfg.datasets else ["synthesize"]
     if cfg.clean.decontaminate.held_out:
         used.append("scrape")  # docstring examples of held-out functions: the doctest benchmark's checks
     if cfg.clean.max_tokens is not None:

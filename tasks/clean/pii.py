@@ -91,10 +91,19 @@ def redact_text(text: str, counts: Counter) -> str:
 
 
 def redact(row: dict) -> tuple[dict, Counter]:
-    """The row with PII replaced in its text fields, and how many of each kind were replaced."""
+    """The row with PII replaced in its text fields, and how many of each kind were replaced. A chat row's
+    turns are redacted, and its instruction and output (its first user and last assistant turn) follow."""
     counts: Counter = Counter()
     changed = {}
-    for name in FIELDS:
+    if row.get("messages"):
+        messages = [{**m, "content": redact_text(m["content"], counts)} for m in row["messages"]]
+        if +counts:
+            changed = {
+                "messages": messages,
+                "instruction": next(m["content"] for m in messages if m["role"] == "user"),
+                "output": messages[-1]["content"],
+            }
+    for name in () if row.get("messages") else FIELDS:
         text = row.get(name) or ""
         new = redact_text(text, counts)
         if new != text:

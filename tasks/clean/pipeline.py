@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -129,7 +129,7 @@ def default_workers() -> int:
 
 
 def clean_pairs(
-    pairs_path: Path,
+    pairs_path: Path | Sequence[Path],
     out_dir: Path,
     cfg: CleanConfig,
     split: SplitConfig | None = None,
@@ -139,16 +139,22 @@ def clean_pairs(
     workers: int | None = None,
     executor: ExecutorConfig | None = None,
 ) -> dict:
-    """Filter a pairs JSONL into `out_dir/pairs.jsonl` (kept) and `out_dir/rejected.jsonl` (every dropped
-    or unreadable row with its `reason` and `detail`); write report.md; return the stage report.
+    """Filter pairs JSONL files (the synthesized pairs, the user's datasets: one set, deduplicated across
+    them) into `out_dir/pairs.jsonl` (kept) and `out_dir/rejected.jsonl` (every dropped or unreadable row
+    with its `reason` and `detail`); write report.md; return the stage report.
     `workers`: local processes (default: the cores, up to 8); `executor`: local or a Dask cluster."""
     out_dir = Path(out_dir)
     split = split or SplitConfig()
-    rows, quarantined = read_rows(pairs_path)
+    paths = [Path(pairs_path)] if isinstance(pairs_path, str | Path) else [Path(p) for p in pairs_path]
+    rows, quarantined = [], []
+    for path in paths:
+        readable, bad = read_rows(path)
+        rows += readable
+        quarantined += bad
     if not rows and not cfg.allow_empty:
         raise ValueError(
-            f"clean: {pairs_path} has no readable rows ({len(quarantined)} quarantined in "
-            f"{out_dir / 'rejected.jsonl'}); set clean.allow_empty: true to let an empty set through"
+            f"clean: {' and '.join(map(str, paths))} hold no readable rows ({len(quarantined)} quarantined "
+            f"in {out_dir / 'rejected.jsonl'}); set clean.allow_empty: true to let an empty set through"
         )
     context = Context(cfg, split, seed, *_indexes(cfg, rows, split, seed, records_path), tokenizer_dir)
     rows_in, held_out_rows = len(rows) + len(quarantined), sum(context.held_out(r) for r in rows)
@@ -187,6 +193,7 @@ def clean_pairs(
         "dropped": dict(total.counts),
         "redacted": {kind: redacted.get(kind, 0) for kind in ("rows", *pii.PLACEHOLDERS)},
         "kept_by_source": dict(Counter(r.get("source", "unknown") for r in total.kept)),
+        "by_source": by_source(rows, total),
         "held_out_rows": held_out_rows,
         "benchmark_items": {"every_row": len(context.everyone), "training_rows": len(context.training_only)},
     }
@@ -194,6 +201,20 @@ def clean_pairs(
         report["near_dedup"] = near.report()
     write_report(out_dir, report, total.rejected, redacted_samples, cfg.report_samples)
     return report
+
+
+def by_source(rows: list[dict], total: Filtered) -> dict[str, dict]:
+    """Per source (a generator, a dataset): rows in, kept, and dropped by reason. Rows quarantined before
+    they were read have no source and are counted under the reason only."""
+    table = {}
+    for source, count in Counter(r["source"] for r in rows).items():
+        table[source] = {"in": count, "kept": 0, "dropped": Counter()}
+    for row in total.kept:
+        table[row["source"]]["kept"] += 1
+    for row in total.rejected:
+        if row.get("source") in table:
+            table[row["source"]]["dropped"][row["reason"]] += 1
+    return {name: {**entry, "dropped": dict(entry["dropped"])} for name, entry in table.items()}
 
 
 def _indexes(

@@ -1,7 +1,8 @@
 """The held-out split, decided per source so that near-identical code never straddles train and test.
 
 A row's group is its source: the scraped module file for scraped records and the pairs built from them,
-the row itself otherwise (a Self-Instruct task has no source file). A group is held out when a seeded hash
+a dataset's `group_by` column value for its rows (`metadata.group`), the row itself otherwise (a
+Self-Instruct task has no source file, nor has a dataset record without a group). A group is held out when a seeded hash
 of its name falls under `split.test_fraction`: a pure function of (group, seed, fraction), so every stage
 that could see held-out code applies the same rule without reading another stage's output (the tokenize
 split; the scratch model's pretraining corpus), and a source keeps its side as the corpus grows nightly.
@@ -19,7 +20,7 @@ from tasks.common.io import hash_json
 
 def group_of(row: Mapping) -> str:
     metadata = row.get("metadata") or {}
-    return metadata.get("path") or row.get("path") or f"row:{row['id']}"
+    return metadata.get("path") or metadata.get("group") or row.get("path") or f"row:{row['id']}"
 
 
 def is_held_out(group: str, cfg: SplitConfig, seed: int) -> bool:

@@ -12,8 +12,25 @@ import yaml
 from tasks.common.templates import PromptTemplate
 from tasks.evaluation.report import comparisons_table, generation_line, suites_line, table
 
-DATA_STAGES = ("scrape", "synthesize", "clean", "tokenize")
+DATA_STAGES = ("scrape", "synthesize", "datasets", "clean", "tokenize")
 TRAIN_FACTS = ("method", "steps", "train_runtime_s", "first_logged_loss", "last_logged_loss")
+
+
+def mix_rows(reports: Mapping[str, Mapping]) -> list[list]:
+    """Per source: rows into clean, kept by it, and in the train and test splits (clean's and tokenize's
+    `by_source`); empty when the reports predate them."""
+    cleaned = reports.get("clean", {}).get("by_source", {})
+    split = reports.get("tokenize", {}).get("by_source", {})
+    return [
+        [
+            source,
+            entry["in"],
+            entry["kept"],
+            split.get(source, {}).get("train", 0),
+            split.get(source, {}).get("test", 0),
+        ]
+        for source, entry in cleaned.items()
+    ]
 
 
 def model_card(
@@ -36,7 +53,7 @@ def model_card(
     data_rows = [
         [stage, lineage["stage_keys"].get(stage, ""), reports[stage]["rows_in"], reports[stage]["rows_out"]]
         for stage in DATA_STAGES
-        if stage in reports
+        if stage in reports and (stage != "datasets" or config.get("datasets"))
     ]
     train_report = reports.get("train", {})
     train_settings = {k: v for k, v in config["train"].items() if v not in (None, {}, [])}
@@ -48,10 +65,13 @@ def model_card(
         f"{base_card.get('parameters', '?')} parameters) by the finetune pipeline, "
         f"profile `{config['name']}`.",
         "## Data",
-        f"Scraped from `{config['scrape'].get('package')}`, synthesized, cleaned and tokenized; rows in and "
-        "out of each stage:",
+        f"Scraped from `{config['scrape'].get('package')}`, synthesized"
+        + "".join(f", with the dataset `{d['name']}`" for d in config.get("datasets", []))
+        + ", cleaned and tokenized; rows in and out of each stage:",
         table(["stage", "key", "rows in", "rows out"], data_rows),
     ]
+    if mix := mix_rows(reports):
+        parts += ["The mix, rows per source:", table(["source", "into clean", "kept", "train", "test"], mix)]
     if split := reports.get("tokenize", {}).get("split"):
         parts.append(
             f"Held out by source: {split['held_out_sources']} of {split['sources']} sources "

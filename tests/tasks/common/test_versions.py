@@ -116,7 +116,8 @@ def test_synthesize_follows_the_model_only_when_it_is_the_teacher(keys_of, tmp_p
         raw["model"]["source"]["hidden_size"] = 64
 
     base, model = keys_of(), keys_of(bigger_model)
-    assert changed(base, model) == set(STAGES) - {"scrape"}  # the local teacher is the base model
+    # the local teacher is the base model; no dataset is configured
+    assert changed(base, model) == set(STAGES) - {"scrape", "datasets"}
 
     def openai_teacher(raw):
         raw["synthesize"]["teacher"] = {
@@ -139,7 +140,17 @@ def test_seed_task_file_is_keyed_by_content(keys_of, tmp_path):
     seeds.write_text(
         seeds.read_text() + '{"instruction": "Sort a list.", "input": "", "output": "sorted(x)"}\n'
     )
-    assert changed(before, keys_of(use)) == set(STAGES) - {"scrape", "base_model"}
+    assert changed(before, keys_of(use)) == set(STAGES) - {"scrape", "base_model", "datasets"}
+
+
+def test_a_dataset_file_is_keyed_by_content_and_reaches_clean_only_when_configured(keys_of, tmp_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text('{"instruction": "Add two numbers.", "output": "a + b"}\n')
+    use = lambda raw: raw.update(datasets=[{"name": "mine", "files": [str(data)]}])  # noqa: E731
+    without, before = keys_of(), keys_of(use)
+    assert changed(without, before) == set(STAGES) - {"scrape", "base_model", "synthesize"}
+    data.write_text(data.read_text() + '{"instruction": "Sort a list.", "output": "sorted(x)"}\n')
+    assert changed(before, keys_of(use)) == set(STAGES) - {"scrape", "base_model", "synthesize"}
 
 
 @pytest.mark.parametrize(
@@ -147,8 +158,8 @@ def test_seed_task_file_is_keyed_by_content(keys_of, tmp_path):
     [
         ("trl", DOWNSTREAM_OF_TRAIN),
         ("mlflow", {"register"}),
-        ("datasets", {"tokenize", "train", "evaluate", "register"}),
-        ("transformers", set(STAGES) - {"scrape"}),
+        ("datasets", {"datasets", "tokenize", "train", "evaluate", "register"}),
+        ("transformers", set(STAGES) - {"scrape", "datasets"}),
         ("numpy", set()),  # no stage declares it
     ],
 )
@@ -170,7 +181,7 @@ def test_scraped_package_content_is_in_the_scrape_key(keys_of, tmp_path, monkeyp
     use = lambda raw: raw["scrape"].update(package="scrapeme")  # noqa: E731
     before = keys_of(use)
     (pkg / "core.py").write_text('def f():\n    """Doc, edited."""\n')
-    assert changed(before, keys_of(use)) == set(STAGES)  # tiny's scratch model reads it too
+    assert changed(before, keys_of(use)) == set(STAGES) - {"datasets"}  # tiny's scratch model reads it too
     (pkg / "__pycache__").mkdir()
     (pkg / "__pycache__" / "core.cpython-311.pyc").write_bytes(b"\x00")
     after_edit = keys_of(use)
@@ -187,7 +198,7 @@ def test_local_model_folder_is_keyed_by_content(keys_of, tmp_path, tiny_model_di
     before = keys_of(use)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5 + 1e-9}))
-    assert changed(before, keys_of(use)) == set(STAGES) - {"scrape"}
+    assert changed(before, keys_of(use)) == set(STAGES) - {"scrape", "datasets"}
 
 
 def test_local_teacher_folder_is_keyed_by_content(keys_of, tmp_path, tiny_model_dir):
@@ -198,4 +209,14 @@ def test_local_teacher_folder_is_keyed_by_content(keys_of, tmp_path, tiny_model_
     use = lambda raw: raw["synthesize"]["teacher"].update(model=str(folder))  # noqa: E731
     before = keys_of(use)
     (folder / "generation_config.json").write_text('{"temperature": 0.5}')
-    assert changed(before, keys_of(use)) == set(STAGES) - {"scrape", "base_model"}
+    assert changed(before, keys_of(use)) == set(STAGES) - {"scrape", "base_model", "datasets"}
+
+
+def test_a_dataset_file_is_keyed_by_content_and_reaches_clean_only_when_configured(keys_of, tmp_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text('{"instruction": "Add two numbers.", "output": "a + b"}\n')
+    use = lambda raw: raw.update(datasets=[{"name": "mine", "files": [str(data)]}])  # noqa: E731
+    without, before = keys_of(), keys_of(use)
+    assert changed(without, before) == set(STAGES) - {"scrape", "base_model", "synthesize"}
+    data.write_text(data.read_text() + '{"instruction": "Sort a list.", "output": "sorted(x)"}\n')
+    assert changed(before, keys_of(use)) == set(STAGES) - {"scrape", "base_model", "synthesize"}

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from tasks.common.record_formats import BadRecord, check_conversation
+from tasks.common.chat import conversation_problem
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +31,8 @@ def schema_problem(row: object) -> str | None:
             return f"field {name!r} is a {type(row[name]).__name__}, not a string"
     if row.get("metadata") is not None and not isinstance(row["metadata"], dict):
         return f"field 'metadata' is a {type(row['metadata']).__name__}, not an object"
-    if row.get("messages") is not None:
-        return conversation_problem(row["messages"])
-    return None
-
-
-def conversation_problem(messages: object) -> str | None:
-    """What is wrong with a chat row's `messages` (tasks/common/record_formats.py's rules), or None."""
-    if not isinstance(messages, list) or not messages:
-        return "field 'messages' is not a non-empty list of turns"
-    for number, turn in enumerate(messages, 1):
-        if not (
-            isinstance(turn, dict)
-            and isinstance(turn.get("role"), str)
-            and isinstance(turn.get("content"), str)
-        ):
-            return f"turn {number} of 'messages' is not an object with a string role and content"
-    try:
-        check_conversation(messages)
-    except BadRecord as bad:
-        return f"field 'messages': {bad}"
+    if row.get("messages") is not None and (problem := conversation_problem(row["messages"])):
+        return f"field 'messages' {problem}"
     return None
 
 

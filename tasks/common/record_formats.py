@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
+from tasks.common.chat import ASSISTANT, SYSTEM, USER, conversation_problem
 
 
 class BadRecord(ValueError):
@@ -137,16 +137,8 @@ def _turn(turn: object, number: int, columns: Mapping[str, str], roles: Mapping[
 
 
 def check_conversation(messages: list) -> None:
-    """What tokenize relies on: at most one system turn, first; then user and assistant in turn, starting
-    with a user; at least one assistant turn, and the last turn an assistant's."""
-    if not any(isinstance(m, Mapping) and m.get("role") == ASSISTANT for m in messages):
+    """What tokenize relies on (tasks/common/chat.py `conversation_problem`), as a BadRecord."""
+    if not any(m["role"] == ASSISTANT for m in messages):
         raise BadRecord("no_assistant_turn", "the conversation has no assistant turn to learn")
-    body = messages[1:] if messages[0]["role"] == SYSTEM else messages
-    for i, message in enumerate(body):
-        expected = USER if i % 2 == 0 else ASSISTANT
-        if message["role"] != expected:
-            number = i + 1 + (len(messages) - len(body))
-            raise BadRecord(
-                "bad_conversation",
-                f"turn {number} is a {message['role']} turn where a {expected} turn belongs",
-            )
+    if problem := conversation_problem(messages):
+        raise BadRecord("bad_conversation", f"the conversation {problem}")

@@ -2,10 +2,11 @@
 
 A row's group is its source: the scraped module file for scraped records and the pairs built from them,
 a dataset's `group_by` column value for its rows (`metadata.group`), the row itself otherwise (a
-Self-Instruct task has no source file, nor has a dataset record without a group). A group is held out when a seeded hash
-of its name falls under `split.test_fraction`: a pure function of (group, seed, fraction), so every stage
-that could see held-out code applies the same rule without reading another stage's output (the tokenize
-split; the scratch model's pretraining corpus), and a source keeps its side as the corpus grows nightly.
+Self-Instruct task has no source file, nor has a dataset record without a group). A group is held out
+when a seeded hash of its name falls under `split.test_fraction`: a pure function of (group, seed,
+fraction), so every stage that could see held-out code applies the same rule without reading another
+stage's output (the tokenize split; the scratch model's pretraining corpus), and a source keeps its side
+as the corpus grows nightly.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pipeline_config.schema import DatasetSource
 from tasks.common.io import write_jsonl
-from tasks.dataset_sources import read
 from tasks.common.record_formats import FORMATS, REASONS, BadRecord
+from tasks.dataset_sources import read
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""Encode pairs into token ids with loss masking and truncation that keeps the response; split them."""
+"""Encode pairs into token ids with loss masking and truncation that keeps the response; split them.
+
+A row that carries `messages` (a conversation) trains on every assistant turn: tasks/tokenization/
+conversation.py encodes it, never with FIM."""
 
 from __future__ import annotations
 
@@ -6,56 +9,32 @@ import random
 from pathlib import Path
 
 from pipeline_config.schema import SplitConfig, TokenizeConfig
+from tasks.common.chat import conversation_problem
 from tasks.common.io import iter_jsonl
 from tasks.common.splits import eval_set_key, split_rows
 from tasks.common.templates import resolve_template
+from tasks.tokenization.conversation import ConversationEncoder
 from tasks.tokenization.fim import FIM_MIDDLE, add_fim_tokens, fim_cut
 from tasks.tokenization.packing import pack_rows, real_token_fraction
+from tasks.tokenization.pair import IGNORE, encode_pair
 
-IGNORE = -100
 # the tokenizer whose ids dataset/ holds (FIM sentinels added when the base lacked them): training loads it
 TOKENIZER_DIR = "tokenizer"
-
-
-def encode_pair(tokenizer, prompt: str, response: str, cfg: TokenizeConfig) -> tuple[dict | None, bool]:
-    """Token ids for prompt + response + eos; labels hide the prompt when masking -> (row, truncated).
-
-    An example over `max_length` follows `tokenize.overlong` and `tokenize.truncation_side`; the row is
-    None when it is dropped (overlong: drop, or a right cut that leaves no response token to learn)."""
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    truncated = len(prompt_ids) + len(response_ids) > cfg.max_length
-    if truncated and cfg.overlong == "drop":
-        return None, True
-    if (
-        truncated and cfg.truncation_side == "right"
-    ):  # the start stays, the end goes (the pythia-70m Q&A tutorial)
-        response_ids = response_ids[: max(cfg.max_length - len(prompt_ids), 0)]
-        if not response_ids:
-            return None, True
-    elif truncated:
-        # A long prompt must not squeeze out the response (no loss tokens left): it gets at most half the
-        # window, cut from the left so that its end ("### Response:") stays next to the response.
-        keep = min(len(prompt_ids), max(cfg.max_length - len(response_ids), cfg.max_length // 2))
-        prompt_ids = prompt_ids[len(prompt_ids) - keep :]
-        response_ids = response_ids[: cfg.max_length - keep]
-    prompt_labels = [IGNORE] * len(prompt_ids) if cfg.mask_prompt else prompt_ids
-    input_ids = prompt_ids + response_ids
-    row = {
-        "input_ids": input_ids,
-        "attention_mask": [1] * len(input_ids),
-        "labels": prompt_labels + response_ids,
-    }
-    return row, truncated
 
 
 TEMPLATE_FIELDS = {"instruction": True, "output": True, "input": False}  # field -> required
 
 
 def check_fields(pairs: list[dict], path: Path, template: str) -> None:
-    """Every row has what the template formats, as strings: the first row without is named (a KeyError
-    deep in encoding would name neither the file nor the line)."""
+    """Every row has what the template formats, as strings, and a `messages` value is a conversation: the
+    first row without is named (a KeyError deep in encoding would name neither the file nor the line)."""
     for line, pair in enumerate(pairs, 1):
+        if pair.get("messages") is not None and (problem := conversation_problem(pair["messages"])):
+            raise ValueError(
+                f"line {line} of {path} (id {pair.get('id', '?')!r}): 'messages' {problem}; a conversation "
+                "is a list of {role, content} turns: at most one system turn, first, then user and "
+                "assistant in turn, ending with an assistant turn"
+            )
         for name, required in TEMPLATE_FIELDS.items():
             value = pair.get(name)
             if (value is None and not required) or (
@@ -90,9 +69,12 @@ def tokenize_pairs(
     # held-out rows are never dropped (the evaluation set must not depend on the training policy); an
     # over-long one keeps its response, for perplexity, and its whole prompt text, for generation
     eval_cfg = cfg.model_copy(update={"overlong": "truncate", "truncation_side": "left"})
+    conversations = ConversationEncoder(tokenizer, template)
 
     def encode(i: int, train: bool) -> tuple[dict | None, bool]:
         p = pairs[i]
+        if p.get("messages") is not None:
+            return conversations.encode(p, cfg if train else eval_cfg, train)
         prompt = template.format(p["instruction"], p.get("input", ""))
         response = p["output"]
         row = None
@@ -126,6 +108,12 @@ def tokenize_pairs(
     truncated = sum(t for r, t in train + test if r is not None)
     dropped = sum(r is None for r, _ in train)
     train_rows = [r for r, _ in train if r is not None]
+    by_source: dict[str, dict[str, int]] = {}
+    for side, idx, encoded in (("train", train_idx, train), ("test", test_idx, test)):
+        for i, (row, _) in zip(idx, encoded, strict=True):
+            if row is not None:
+                counts = by_source.setdefault(str(pairs[i].get("source")), {"train": 0, "test": 0})
+                counts[side] += 1
     if not train_rows:
         why = (
             f"all {dropped} were over tokenize.max_length {cfg.max_length} (tokenize.overlong: "
@@ -159,6 +147,8 @@ def tokenize_pairs(
             real_token_fraction([len(r["input_ids"]) for r in train_rows], cfg.max_length), 4
         ),
         "fim": fim,
+        "conversations": conversations.report(),
+        "by_source": dict(sorted(by_source.items())),  # rows encoded per source, before packing
         "loss_tokens": sum(sum(t != IGNORE for t in r["labels"]) for r in train_rows),
         "base_model": str(model_path),
         "template": cfg.template,

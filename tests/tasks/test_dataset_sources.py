@@ -103,7 +103,7 @@ def test_sharegpt_roles_are_mapped_and_a_trailing_user_turn_is_dropped():
             "messages",
             {"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]},
             "bad_conversation",
-            "turn 1 is a assistant turn where a user turn belongs",
+            "turn 1 is an assistant turn where a user turn belongs",
         ),
         ("sharegpt", {"conversations": [{"from": "bot", "value": "x"}]}, "bad_conversation", "'bot'"),
         ("sharegpt", {"conversations": [{"from": "gpt", "value": " "}]}, "bad_conversation", "non-empty"),
@@ -379,4 +379,7 @@ def test_clean_quarantines_a_chat_row_whose_turns_are_broken(tmp_path):
     out.mkdir()
     clean_pairs(path, out, CleanConfig(allow_empty=True, decontaminate={"held_out": False}))
     (rejected,) = iter_jsonl(out / "rejected.jsonl")
-    assert rejected["reason"] == "bad_schema" and "no assistant turn" in rejected["detail"]["error"]
+    assert (
+        rejected["reason"] == "bad_schema"
+        and "does not end with an assistant turn" in rejected["detail"]["error"]
+    )

@@ -62,6 +62,13 @@ def test_tokenize_pairs_dataset_and_report(tmp_path_factory, tiny_model_dir: Pat
         "loss_tokens": expected_loss_tokens,
         "base_model": str(tiny_model_dir),
         "template": "alpaca",
+        "conversations": {
+            "rows": 0,
+            "multi_turn": 0,
+            "assistant_turns_trained": 0,
+            "turns_dropped_by_truncation": 0,
+        },
+        "by_source": {"test": {"train": len(train_idx), "test": len(test_idx)}},
     }
     assert report["loss_tokens"] == sum(sum(t != IGNORE for t in r["labels"]) for r in train_rows)
 

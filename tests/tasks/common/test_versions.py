@@ -212,11 +212,3 @@ def test_local_teacher_folder_is_keyed_by_content(keys_of, tmp_path, tiny_model_
     assert changed(before, keys_of(use)) == set(STAGES) - {"scrape", "base_model", "datasets"}
 
 
-def test_a_dataset_file_is_keyed_by_content_and_reaches_clean_only_when_configured(keys_of, tmp_path):
-    data = tmp_path / "mine.jsonl"
-    data.write_text('{"instruction": "Add two numbers.", "output": "a + b"}\n')
-    use = lambda raw: raw.update(datasets=[{"name": "mine", "files": [str(data)]}])  # noqa: E731
-    without, before = keys_of(), keys_of(use)
-    assert changed(without, before) == set(STAGES) - {"scrape", "base_model", "synthesize"}
-    data.write_text(data.read_text() + '{"instruction": "Sort a list.", "output": "sorted(x)"}\n')
-    assert changed(before, keys_of(use)) == set(STAGES) - {"scrape", "base_model", "synthesize"}

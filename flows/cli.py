@@ -24,6 +24,7 @@ import contextlib
 import json
 import signal
 import sys
+from pathlib import Path
 
 from flows.quiet import library_output_to, log_path
 from flows.runner import UsageError, check_stage_names
@@ -69,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     gen.add_argument("--config", default="pipeline_config/offline.yaml", help="names the registered model")
     gen.add_argument("--model", default="champion", help="champion, challenger, a version, or models:/...")
     gen.add_argument("--input", default="", help="the prompt's input block (a signature, some code)")
+    gen.add_argument(
+        "--messages",
+        metavar="FILE",
+        help='continue a conversation: a JSON list of {"role", "content"} turns ending with a user turn '
+        "(- reads standard input)",
+    )
     gen.add_argument("--max-new-tokens", type=int, default=None, help="default: as the evaluation ran it")
     return parser.parse_args(argv)
 
@@ -150,8 +157,13 @@ def generate(cfg, args: argparse.Namespace) -> int:
     from tasks.registration.registry import RegistryUnavailable, reachable_registry, why_no_champion
     from tasks.registration.serving import load_registered, model_uri
 
-    if bool(args.infill is not None) == bool(args.instruction):
-        return fail('generate takes instructions or --infill "prefix<FILL>suffix" (one of the two)')
+    if sum((args.infill is not None, bool(args.instruction), args.messages is not None)) != 1:
+        return fail('generate takes instructions, --infill "prefix<FILL>suffix" or --messages FILE (one)')
+    if args.messages is not None:
+        try:
+            messages = read_messages(args.messages)
+        except ValueError as exc:
+            return fail(str(exc))
     if args.infill is not None:
         from tasks.evaluation.completion import infill_case
 
@@ -173,10 +185,36 @@ def generate(cfg, args: argparse.Namespace) -> int:
         )
     if args.infill is not None:
         return infill(model, case, args)
-    prompts = [model.format(text, args.input) for text in args.instruction]
+    if args.messages is not None:
+        try:
+            prompts = [model.format_conversation(messages)]
+        except ValueError as exc:
+            return fail(str(exc))
+    else:
+        prompts = [model.format(text, args.input) for text in args.instruction]
     for completion in model.complete(prompts, args.max_new_tokens):
         print(completion.text.strip())
     return 0
+
+
+def read_messages(source: str) -> list[dict]:
+    """--messages: the turns of a conversation to continue, its last a user turn."""
+    from tasks.common.chat import USER, conversation_problem
+
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        messages = json.loads(text)
+    except OSError as exc:
+        raise ValueError(f"--messages {source}: cannot read it: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--messages {source}: not JSON: {exc}") from None
+    if not (isinstance(messages, list) and messages and isinstance(messages[-1], dict)):
+        raise ValueError(f"--messages {source}: a JSON list of turns is expected")
+    if messages[-1].get("role") != USER:
+        raise ValueError(f"--messages {source}: the last turn is the question to answer: a user turn")
+    if problem := conversation_problem([*messages, {"role": "assistant", "content": "?"}]):
+        raise ValueError(f"--messages {source}: the conversation {problem}")
+    return messages
 
 
 def infill(model, case: dict, args: argparse.Namespace) -> int:

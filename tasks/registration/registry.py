@@ -129,10 +129,19 @@ def log_model(c: Candidate, run_id: str):
             base_model_path=hub_id if is_adapter else None,
             signature=infer_signature([SIGNATURE_EXAMPLE[0]], [SIGNATURE_EXAMPLE[1]], params=defaults),
             model_config=defaults,  # serving defaults: greedy, the evaluation's budget
-            prompt_template=template.without_input.replace("{instruction}", "{prompt}"),
+            prompt_template=serving_template(template),
             metadata=metadata,
             model_card=ModelCard(c.card),
         )
+
+
+def serving_template(template: PromptTemplate) -> str:
+    """MLflow's `prompt_template` (one `{prompt}` field, other braces doubled): the template's prompt for
+    an instruction without an input, as `finetune generate` formats one (a template that always has an
+    Input block, such as codegen_task, gets it empty)."""
+    marker = "\x00prompt\x00"
+    rendered = template.format(marker)
+    return rendered.replace("{", "{{").replace("}", "}}").replace(marker, "{prompt}")
 
 
 def version_tags(c: Candidate, run_id: str) -> dict[str, str]:

@@ -43,6 +43,13 @@ class RegisteredModel:
     def format(self, instruction: str, input_text: str = "") -> str:
         return self.template.format(instruction, input_text)
 
+    def format_conversation(self, messages: list[dict]) -> str:
+        """A conversation ending with the user turn to answer, rendered as training rendered its turns
+        (tasks/common/chat.py: the held-out conversations were evaluated from the same prompt)."""
+        from tasks.common.chat import generation_form
+
+        return generation_form(messages, self.template, self.tokenizer, row_id="--messages")[0]
+
 
 def load_registered(uri: str) -> RegisteredModel:
     import mlflow

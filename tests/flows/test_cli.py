@@ -127,8 +127,9 @@ def test_sigterm_records_failure_and_exits_promptly(tmp_path, tiny_profile):
     [
         (["--infill", "no marker"], "--infill needs exactly one <FILL> marker (found 0)"),
         (["--infill", "a<FILL>b<FILL>"], "(found 2)"),
-        (["an instruction", "--infill", "a<FILL>b"], "instructions or --infill"),
-        ([], "instructions or --infill"),
+        (["an instruction", "--infill", "a<FILL>b"], "instructions, --infill"),
+        (["an instruction", "--messages", "chat.json"], "instructions, --infill"),
+        ([], "instructions, --infill"),
     ],
 )
 def test_generate_infill_checks_its_marker_before_loading_a_model(
@@ -179,3 +180,67 @@ def test_generate_infill_prints_the_middle_of_a_psm_prompt(tiny_profile, capsys,
     assert capsys.readouterr().out == "1 + 2\n"
     ((case,), budget) = seen[0]
     assert completion.prompt(case) == "<fim_prefix>x = <fim_suffix>\nprint(x)\n<fim_middle>" and budget == 7
+
+
+USER_TURN = {"role": "user", "content": "Sum a list."}
+ANSWER = {"role": "assistant", "content": "sum(xs)"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read it"),
+        ("[{", "not JSON"),
+        (json.dumps({"role": "user"}), "a JSON list of turns"),
+        (json.dumps([USER_TURN, ANSWER]), "the last turn is the question to answer: a user turn"),
+        (json.dumps([USER_TURN, USER_TURN]), "turn 2 is a user turn where an assistant turn belongs"),
+    ],
+)
+def test_generate_messages_checks_the_conversation_before_loading_a_model(
+    tiny_profile, capsys, monkeypatch, tmp_path, content, message
+):
+    from tasks.registration import serving
+
+    monkeypatch.setattr(serving, "load_registered", lambda uri: pytest.fail("loaded a model"))
+    path = tmp_path / "chat.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["generate", "--config", str(tiny_profile()), "--messages", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--messages {path}: " in err and message in err and err.count("\n") == 1
+
+
+def test_generate_messages_prompts_the_way_training_rendered_the_conversation(
+    tiny_profile, capsys, monkeypatch, tmp_path
+):
+    import contextlib
+    from types import SimpleNamespace
+
+    from flows import tracking
+    from tasks.common.chat import generation_form
+    from tasks.common.generation import Completion
+    from tasks.common.templates import ALPACA
+    from tasks.registration import registry, serving
+
+    tokenizer = SimpleNamespace(bos_token_id=None, bos_token=None)
+    model = serving.RegisteredModel("models:/m/1", None, tokenizer, ALPACA, {"max_new_tokens": 7})
+    prompts = []
+    monkeypatch.setattr(
+        serving.RegisteredModel,
+        "complete",
+        lambda self, p, n=None: prompts.extend(p) or [Completion("sum(xs) / len(xs)", 5, False)],
+    )
+    monkeypatch.setattr(serving, "load_registered", lambda uri: model)
+    monkeypatch.setattr(tracking, "client", lambda: None)
+    monkeypatch.setattr(registry, "reachable_registry", lambda uri: contextlib.nullcontext())
+    turns = [USER_TURN, ANSWER, {"role": "user", "content": "And the mean?"}]
+    (tmp_path / "chat.json").write_text(json.dumps(turns))
+    argv = ["generate", "--config", str(tiny_profile()), "--messages", str(tmp_path / "chat.json")]
+    assert main(argv) == 0
+    assert capsys.readouterr().out == "sum(xs) / len(xs)\n"
+    (prompt,) = prompts
+    expected = generation_form([*turns, {"role": "assistant", "content": "x"}], ALPACA, tokenizer)[0]
+    assert prompt == expected
+    assert prompt.startswith(ALPACA.format("Sum a list.") + "sum(xs)\n") and prompt.endswith(
+        ALPACA.format("And the mean?")
+    )

@@ -1,24 +1,20 @@
-"""Every seed recipe, in miniature: each seed profile's architecture built tiny from its config class
-(`model.miniature`), run through the real base_model, tokenize, train and evaluate stages on the CPU with
-the profile's method, quantization, LoRA targets, optimizer, template, FIM and packing; only steps, sample
-counts and max_length shrink. Also: the architecture table the profiles are checked against, a target
-module the architecture lacks, an optimizer the machine lacks, and QLoRA's 4-bit layers on the CPU."""
+"""The miniature: each seed profile's architecture built tiny from its config class (`model.miniature`;
+tests/flows/test_seed_profiles.py runs every seed profile through the whole flow that way). Also: the
+architecture table the profiles are checked against, a target module the architecture lacks, an
+optimizer the machine lacks, and QLoRA's 4-bit layers on the CPU."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from builders import PYTHON_CORPUS, make_pairs, write_pairs
+from builders import PYTHON_CORPUS
 
 from pipeline_config import ConfigError, load_config
 from pipeline_config.schema import ARCHITECTURE_LINEAR_MODULES, ModelConfig, TrainConfig
-from tasks.common.stage import StageOutput
 from tasks.common.templates import TEMPLATES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +78,10 @@ def test_base_model_key_holds_the_switch_and_never_reads_the_hub(tiny_model_dir,
     }
     assert len(keys) == 3
     # the profile's hub model is not in the local cache here: a miniature neither needs nor reads it
-    mini = load_miniature_profile("phi3_mini_qlora.yaml", tmp_path / "ws")
+    raw = yaml.safe_load((CONFIGS / "phi3_mini_qlora.yaml").read_text())
+    raw["model"]["miniature"] = True
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(raw))
+    mini = load_config(tmp_path / "mini.yaml")
     assert mini.model.source.kind == "hub" and base_model.uses(mini) == ("scrape",)
     assert base_model.SPEC.key(mini, {"scrape": "s"})
 
@@ -234,136 +233,3 @@ def test_a_4bit_layer_still_passes_gradients_after_an_evaluation(tmp_path):
     embeddings = model.get_input_embeddings()(ids).detach().requires_grad_(True)
     model(inputs_embeds=embeddings).logits.sum().backward()
     assert embeddings.grad is not None and embeddings.grad.abs().sum() > 0
-
-
-# --------------------------------------------------------------------------------------------------------
-# Each seed profile end to end, in miniature
-# --------------------------------------------------------------------------------------------------------
-
-STEPS = 6
-LEARNING_RATE = 1e-2
-
-
-def load_miniature_profile(profile: str, workspace: Path):
-    """The profile with `model.miniature: true`; only sizes and counts shrink, and the device is the CPU."""
-    raw = yaml.safe_load((CONFIGS / profile).read_text())
-    raw["workspace"] = str(workspace)
-    raw["model"]["miniature"] = True
-    raw["tokenize"]["max_length"] = 256  # packing: two or three examples per block
-    raw["split"] = {"test_fraction": 0.25, "max_test_rows": 4}
-    train = raw["train"]
-    # a random model shows learning within a few steps only at a rate far above a pretrained one's
-    train.update(device="cpu", max_steps=STEPS, logging_steps=1, learning_rate=LEARNING_RATE)
-    if "eval_steps" in train:  # the recipe's evaluation, checkpoints and best-model choice, every 3 steps
-        train["eval_steps"] = 3
-    if "save_steps" in train:
-        train["save_steps"] = 3
-    raw["evaluate"] = {
-        "max_samples": 4,
-        "max_new_tokens": 8,
-        "batch_size": 4,
-        "humaneval": {"enabled": False},
-        "sklearn_doctests": {"enabled": False},
-    }
-    raw.get("register", {}).pop("guards", None)  # their benchmarks are off here: held-out likelihood only
-    path = workspace.parent / f"mini-{profile}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(raw))
-    return load_config(path)
-
-
-def fake_output(stage: str, folder: Path, outputs: dict) -> StageOutput:
-    """What the scrape / clean stages would hand on: the miniature run starts from their files."""
-    return StageOutput(
-        stage=stage,
-        key=f"fixture-{stage}",
-        path=str(folder),
-        rows_in=0,
-        rows_out=0,
-        status="cached",
-        seconds=0.0,
-        outputs=outputs,
-    )
-
-
-def upstream(tmp_path: Path) -> tuple[StageOutput, StageOutput]:
-    scraped = tmp_path / "scrape"
-    scraped.mkdir()
-    with open(scraped / "records.jsonl", "w") as fh:
-        for i in range(24):  # the tokenizer reads the records outside the held-out split
-            fh.write(
-                json.dumps({"id": f"r{i}", "path": f"pkg/m{i}.py", "code": "\n".join(TOKENIZER_TEXT)}) + "\n"
-            )
-    pairs = write_pairs(tmp_path / "clean", make_pairs(48))
-    return (
-        fake_output("scrape", scraped, {"records": "records.jsonl"}),
-        fake_output("clean", pairs, {"pairs": "pairs.jsonl"}),
-    )
-
-
-def quantized_layers(model_dir: Path, cfg: TrainConfig) -> list:
-    import bitsandbytes as bnb  # a missing bitsandbytes fails the QLoRA seeds; never a skip
-
-    from tasks.training.model import load_model
-
-    model = load_model(str(model_dir), cfg, "cpu", trust_remote_code=False)
-    return [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-
-
-@pytest.mark.parametrize("profile", list(SEEDS))
-def test_seed_recipe_runs_in_miniature(profile, tmp_path):
-    from tasks import base_model, evaluation, tokenization, training
-    from tasks.common.stage import read_report
-
-    model_class, template = SEEDS[profile]
-    cfg = load_miniature_profile(profile, tmp_path / "ws")
-    scrape, clean = upstream(tmp_path)
-
-    base = base_model.SPEC.build(cfg, {"scrape": scrape})
-    card = base.output("card")
-    assert base.output("kind") == "miniature" and card["model_class"] == model_class
-    assert card["architecture"] == cfg.model.architecture and card["parameters"] < 500_000
-    model_dir = base.file("model_dir")
-    assert json.loads((model_dir / "config.json").read_text())["architectures"] == [model_class]
-
-    tokenized = tokenization.SPEC.build(cfg, {"clean": clean, "base_model": base})
-    tok_report = read_report(tokenized)
-    assert tok_report["template"] == template and tok_report["truncated"] == 0
-    if cfg.tokenize.packing:
-        assert tok_report["train_rows"] < tok_report["train_examples"]  # several examples per block
-    if cfg.tokenize.fim_rate:
-        # StarCoder's vocabulary has the sentinels: none added, the embeddings keep their size
-        assert tok_report["fim"]["rows"] > 0 and tok_report["fim"]["tokens_added"] == []
-
-    trained = training.SPEC.build(cfg, {"tokenize": tokenized, "base_model": base})
-    report = read_report(trained)
-    t = cfg.train
-    assert (report["method"], report["device"], report["steps"]) == (t.method, "cpu", STEPS)
-    assert all(math.isfinite(x) for x in (report["first_logged_loss"], report["last_logged_loss"]))
-    tuned = trained.file("model_dir")
-    assert json.loads((tuned / "prompt_template.json").read_text())["name"] == template
-    if t.method == "full":
-        assert report["trainable_parameters"] == report["total_parameters"]
-    else:  # evaluation reads the merged weights; the adapter is kept beside them
-        assert report["merge"]["max_abs_logit_diff"] <= t.merge_tolerance
-        assert not (tuned / "adapter_config.json").exists() and (tuned / "model.safetensors").is_file()
-        adapter = json.loads((trained.file("adapter_dir") / "adapter_config.json").read_text())
-        assert (adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]) == (
-            t.lora.r,
-            t.lora.alpha,
-            t.lora.dropout,
-        )
-        assert sorted(adapter["target_modules"]) == sorted(t.lora.target_modules)
-    if t.method == "qlora":  # 4-bit NF4 + double quantization with the recipe's compute dtype, on the CPU
-        layers = quantized_layers(model_dir, t)
-        assert layers and all(m.weight.quant_state.quant_type == "nf4" for m in layers)
-        assert all(m.weight.quant_state.nested for m in layers) == t.quantization.double_quant
-        assert {m.compute_dtype for m in layers} == {getattr(torch, t.quantization.compute_dtype)}
-
-    evaluated = evaluation.SPEC.build(cfg, {"tokenize": tokenized, "train": trained, "base_model": base})
-    ev = read_report(evaluated)
-    before, after = (ev["means"][s]["heldout.nll"] for s in ("base", "finetuned"))
-    seconds = {o.stage: round(read_report(o)["seconds"], 1) for o in (base, tokenized, trained, evaluated)}
-    print(f"{profile}: held-out loss {before:.3f} -> {after:.3f}; seconds {seconds}")  # pytest -s
-    assert after < before - 0.05  # the recipe learned, measured on held-out rows
-    assert 0.0 <= ev["means"]["finetuned"]["heldout.rougeL"] <= 1.0

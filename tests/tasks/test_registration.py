@@ -313,3 +313,14 @@ def test_an_unreachable_registry_is_a_clear_retryable_error(model_dir, tmp_path,
         ]
         == "1"
     )
+
+
+@pytest.mark.parametrize("name", ["alpaca", "codegen_task", "question_answer"])
+def test_the_serving_template_has_one_prompt_field_and_formats_as_generate_does(name):
+    from tasks.common.templates import get_template
+    from tasks.registration.registry import serving_template
+
+    template = get_template(name)
+    served = serving_template(template)
+    assert served.count("{prompt}") == 1
+    assert served.format(prompt="Sort a list {of} words.") == template.format("Sort a list {of} words.")

@@ -45,6 +45,15 @@ def _synthesize(r: Report) -> str:
     return f"{r['rows_out']} pairs: " + ", ".join(f"{n} {source}" for source, n in by_source.items())
 
 
+def _datasets(r: Report) -> str:
+    sources = r.get("sources") or {}
+    if not sources:
+        return "none configured"
+    rejected = sum(sum(s["rejected"].values()) for s in sources.values())
+    mix = ", ".join(f"{s['rows']} {name.removeprefix('dataset:')}" for name, s in sources.items())
+    return f"{r['rows_out']} rows: {mix}" + (f" ({rejected} bad records quarantined)" if rejected else "")
+
+
 def _clean(r: Report) -> str:
     dropped = {k: v for k, v in (r.get("dropped") or {}).items() if v}
     top = sorted(dropped.items(), key=lambda kv: -kv[1])[:2]
@@ -96,6 +105,7 @@ HEADLINES: dict[str, Callable[[Report], str]] = {
     "scrape": _scrape,
     "base_model": _base_model,
     "synthesize": _synthesize,
+    "datasets": _datasets,
     "clean": _clean,
     "tokenize": _tokenize,
     "train": _train,

@@ -102,3 +102,20 @@ def test_an_enabled_benchmark_is_a_metric_suite_the_gate_accepts(name):
     assert evaluated_metrics(cfg.evaluate)[name] == {"pass_at_1": "higher", "pass_at_2": "higher"}
     with pytest.raises(ValueError, match=f"unknown suite '{name}'"):
         PipelineConfig(name="t", model={"source": {"kind": "scratch"}}, register=register)
+
+
+# --- dataset formats
+
+
+def test_dataset_formats_registry_schema_and_readme_agree():
+    from pipeline_config.schema import DatasetSource
+    from tasks.common.record_formats import FORMATS
+
+    assert readme_table("| `datasets[].format`") == list(FORMATS)
+    for name, fmt in FORMATS.items():  # every format is accepted, with each of its fields renamable
+        source = DatasetSource(
+            name="d", files=["x.jsonl"], format=name, columns=dict.fromkeys(fmt.columns, "c")
+        )
+        assert set(source.column_names()) == set(fmt.columns)
+    with pytest.raises(ValueError, match="not a dataset format"):
+        DatasetSource(name="d", files=["x.jsonl"], format="openai")

@@ -26,3 +26,12 @@ def test_evaluate_headline_gives_scores_beside_their_baselines():
 
 def test_evaluate_headline_without_the_suites_shows_what_it_has():
     assert HEADLINES["evaluate"]({"suites": {}}) == "no scores"
+
+
+def test_datasets_headline_gives_the_mix_and_the_quarantined():
+    def source(rows: int, bad: int) -> dict:
+        return {"rows": rows, "rejected": {"malformed_json": bad, "missing_field": 0}}
+
+    report = {"rows_out": 30, "sources": {"dataset:alpaca": source(20, 2), "dataset:chat": source(10, 1)}}
+    assert HEADLINES["datasets"](report) == "30 rows: 20 alpaca, 10 chat (3 bad records quarantined)"
+    assert HEADLINES["datasets"]({"rows_out": 0, "sources": {}}) == "none configured"

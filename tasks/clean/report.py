@@ -11,6 +11,12 @@ from pathlib import Path
 from tasks.common.io import write_jsonl
 
 SAMPLE_CHARS = 160
+POLICIES = {
+    "same_task": "same_task (the same code up to names is a duplicate only when the instruction and input "
+    "are near-identical too, names canonicalised)",
+    "same_code": "same_code (the same code up to names is a duplicate whatever the instructions say)",
+    "off": "off",
+}
 
 
 def _snippet(row: dict) -> str:
@@ -41,6 +47,32 @@ def rejection_summary(dropped: dict, rejected: list[dict], samples: int) -> list
     ]
 
 
+def _decontamination(report: dict, rejected: list[dict], samples: int) -> list[str]:
+    """Per rule and benchmark, the rows dropped, and samples with the item and the span they matched."""
+    found = report.get("decontamination")
+    if not found:
+        return []
+    lines = ["", "Decontamination (n-grams and phrases common in this corpus are ignored as idioms):"]
+    for who, index in found.items():
+        lines.append(
+            f"- {who.replace('_', ' ')}: {index['items']} items, {index['ngrams']} n-grams "
+            f"({index['common_ngrams_ignored']} common, ignored), "
+            f"{index['common_substrings_ignored']} common substrings ignored"
+        )
+    by_rule = defaultdict(list)
+    for row in rejected:
+        if row.get("reason", "").startswith("contaminated_"):
+            by_rule[(row["reason"], row["detail"]["benchmark"])].append(row)
+    for (reason, benchmark), rows in sorted(by_rule.items()):
+        lines.append(f"- {reason} against {benchmark}: {len(rows)} rows")
+        for row in rows[:samples]:
+            d = row["detail"]
+            span = d["span"].replace("|", "\\|")
+            shared = f", {d['shared_ngrams']} of {d['item_ngrams']} n-grams" if "shared_ngrams" in d else ""
+            lines.append(f'  - {row["id"]} matches {d["item"]}{shared}: "{span}"')
+    return lines
+
+
 def write_report(
     out_dir: Path, report: dict, rejected: list[dict], redacted: list[dict], samples: int
 ) -> None:
@@ -58,6 +90,9 @@ def write_report(
     for entry in summary:
         example = entry["samples"].split("\n", 1)[0].replace("|", "\\|")
         lines.append(f"| {entry['reason']} | {entry['dropped']} | {example} |")
+    lines += _decontamination(report, rejected, samples)
+    if policy := report.get("structural_dedup_policy"):
+        lines += ["", f"Structural dedup policy: {POLICIES.get(policy, policy)}."]
     r = report["redacted"]
     lines += [
         "",

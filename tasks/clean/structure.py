@@ -80,6 +80,13 @@ def structural_key(tree: ast.Module) -> str | None:
     Bound names are numbered in order of first appearance, wherever they appear (a use before the
     binding included), so two codes that differ only in those names give the same stream.
     """
+    found = structure_and_names(tree)
+    return None if found is None else found[0]
+
+
+def structure_and_names(tree: ast.Module) -> tuple[str, dict[str, str]] | None:
+    """(fingerprint, the numbering of the bound names: {"max_evens": "_0", "votes": "_1", ...}); the
+    numbering lets the prompt be compared with the names canonicalised too (tasks/clean/dedup.py)."""
     if not tree.body or (len(tree.body) == 1 and _has_docstring(tree)):
         return None
     out: list[str] = []
@@ -89,4 +96,4 @@ def structural_key(tree: ast.Module) -> str | None:
     canonical = [
         numbers.setdefault(t, f"_{len(numbers)}") if type(t) is _Name and t in bound else t for t in out
     ]
-    return hashlib.blake2b("\x1f".join(canonical).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b("\x1f".join(canonical).encode(), digest_size=16).hexdigest(), numbers

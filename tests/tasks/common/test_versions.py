@@ -210,5 +210,3 @@ def test_local_teacher_folder_is_keyed_by_content(keys_of, tmp_path, tiny_model_
     before = keys_of(use)
     (folder / "generation_config.json").write_text('{"temperature": 0.5}')
     assert changed(before, keys_of(use)) == set(STAGES) - {"scrape", "base_model", "datasets"}
-
-

@@ -1,7 +1,7 @@
 """`finetune` command line: `finetune run --config PATH [--only STAGE...] [--force STAGE...]`,
-`finetune runs` (recent runs and their stage statuses), `finetune show STAGE` (a stage's report and data
-path) and `finetune generate --config PATH [--model champion] "instruction"` with a registered model
-(`--infill "prefix<FILL>suffix"`: the middle, from a model trained with FIM).
+`finetune runs` (recent runs: stage statuses, durations, MLflow links), `finetune show STAGE` (a stage's
+report and data path) and `finetune generate --config PATH [--model champion] "instruction"` with a
+registered model (`--infill "prefix<FILL>suffix"`: the middle, from a model trained with FIM).
 
 Bad input (missing or invalid config, an unusable workspace, an unknown stage, --only without cached
 inputs, --force outside --only, a base model that is not on this machine) exits with code 2 and one
@@ -52,7 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     run.add_argument("--verbose", action="store_true", help="show library warnings and progress bars too")
-    runs = sub.add_parser("runs", help="list recent runs in the workspace with their stage statuses")
+    runs = sub.add_parser(
+        "runs", help="list recent runs in the workspace: stage statuses, how long each took, its MLflow run"
+    )
     runs.add_argument("--config", default="pipeline_config/offline.yaml", help="names the workspace")
     runs.add_argument("-n", type=int, default=10, help="how many (newest first)")
     show = sub.add_parser("show", help="print a stage's report and the path of its data")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.flow_runs import flow_run_name
 from flows.runner import StageRunner, report_failure, stage_names
 from pipeline_config import load_config
 from tasks import (
@@ -39,7 +40,7 @@ DAG = (
 STAGES = stage_names(DAG)  # what --only, --force and `finetune show` accept
 
 
-@flow(name="finetune", on_failure=[report_failure])
+@flow(name="finetune", flow_run_name=flow_run_name, on_failure=[report_failure])
 def finetune(
     config_path: str = "pipeline_config/offline.yaml",
     only: list[str] | None = None,

@@ -22,7 +22,11 @@ from pathlib import Path
 # CPU kernel package it could not import, on every QLoRA or merge-check load).
 LIBRARY_LOGGERS = ("bitsandbytes",)
 # Library progress bars that say nothing a user needs (loading 11 weights, saving a 79-row dataset).
-QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # the register stage downloads the evaluate report
+}
 
 
 def log_path(workspace: Path) -> Path:

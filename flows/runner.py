@@ -3,9 +3,10 @@
 `plan` computes every stage's key before anything runs (keys are content addresses: config, code,
 libraries and the inputs' keys, no data needed) and checks `--only` / `--force` against them, so a refused
 run writes nothing. `StageRunner` takes the flow through its steps, in this order: `plan_stages`,
-`remove_leftovers`, `open_mlflow_run`, then one call per stage of the DAG (it reads Prefect's Cached state
-and logs the stage to the pipeline's MLflow run), then `finish`, which writes
-`<workspace>/runs/<run-id>/summary.json`.
+`remove_leftovers`, `open_mlflow_run` (which also marks what killed runs left RUNNING, in MLflow and in
+Prefect: flows/flow_runs.py), then one call per stage of the DAG (it reads Prefect's Cached state, logs the
+stage to the pipeline's MLflow run and publishes its Prefect artifacts), then `finish`, which writes
+`<workspace>/runs/<run-id>/summary.json` and puts the end-of-run table in the flow run's log.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from flows import tracking
-from flows.stage_tasks import publish_artifacts, publish_mlflow_links, stage_task
-from flows.summary import headline
+from flows import flow_runs, tracking
+from flows.stage_tasks import publish_artifacts, publish_mlflow_links, reused_task, stage_task
+from flows.summary import format_footer, format_table, headline
 from pipeline_config import PipelineConfig, load_config
 from pipeline_config.redact import public_dump
 from tasks.common import sandbox
@@ -94,29 +95,46 @@ def plan(cfg: PipelineConfig, dag: Dag, only=None, force=None, config_path: str 
         check_sandbox(cfg, specs, keys, tuple(specs), forced)
         return Plan(keys, tuple(specs), (), frozenset(forced))
 
-    workspace = workspace_location(cfg)
-    last = max(stages.index(n) for n in only)
     run = tuple(s for s in specs if s in only)
-    reuse, missing = [], []
+    reuse, missing = read_or_missing(cfg, dag, run, keys)
+    if missing:
+        raise UsageError(
+            f"--only {' '.join(only)} needs the output of {', '.join(missing)}, never built with this "
+            f"config; build them all at once with:\n  {build_command(config_path, dag, only, missing)}"
+        )
+    check_sandbox(cfg, specs, keys, run, forced)
+    return Plan(keys, run, reuse, frozenset(forced))
+
+
+def read_or_missing(
+    cfg: PipelineConfig, dag: Dag, run: Sequence[str], keys: Mapping[str, str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The stages outside `run` whose outputs the stages in `run` read, in DAG order: those found finished
+    in the workspace, and those missing (with what they read in turn that is not there either)."""
+    stages = stage_names(dag)
+    specs = {module.SPEC.name: module.SPEC for module, _ in dag}
+    needs = {module.SPEC.name: inputs for module, inputs in dag}
+    workspace = workspace_location(cfg)
+    reuse, missing = set(), set()
     wanted = [n for s in run for n in specs[s].used_inputs(cfg, dict.fromkeys(needs[s]))]
     while wanted:
         name = wanted.pop()
         if name in run or name in reuse or name in missing:
             continue
         if usable(specs[name], workspace, keys[name]):
-            reuse.append(name)
+            reuse.add(name)
         else:
-            missing.append(name)  # it must be built, and so must whatever it reads that is not there
+            missing.add(name)  # it must be built, and so must whatever it reads that is not there
             wanted += [n for n in specs[name].used_inputs(cfg, dict.fromkeys(needs[name]))]
-    if missing:
-        build = [s for s in stages[: last + 1] if s in missing or s in only]
-        raise UsageError(
-            f"--only {' '.join(only)} needs the output of {', '.join(s for s in stages if s in missing)}, "
-            f"never built with this config; build them all at once with:\n"
-            f"  finetune run --config {config_path} --only {' '.join(build)}"
-        )
-    check_sandbox(cfg, specs, keys, run, forced)
-    return Plan(keys, run, tuple(s for s in stages if s in reuse), frozenset(forced))
+    return tuple(s for s in stages if s in reuse), tuple(s for s in stages if s in missing)
+
+
+def build_command(config_path: str, dag: Dag, only: Sequence[str], missing: Sequence[str]) -> str:
+    """The one command that builds `only` and the missing stages they read (and nothing after them)."""
+    stages = stage_names(dag)
+    last = max(stages.index(n) for n in only)
+    build = [s for s in stages[: last + 1] if s in missing or s in only]
+    return f"finetune run --config {config_path} --only {' '.join(build)}"
 
 
 def check_sandbox(cfg: PipelineConfig, specs: Mapping[str, StageSpec], keys, run, forced) -> None:
@@ -163,6 +181,8 @@ class StageRunner:
         self.config_hash = hash_json(self.resolved)
         self.plan: Plan | None = None  # plan_stages
         self.mlflow_run_id: str | None = None  # open_mlflow_run
+        self.mlflow_url: str | None = None  # its page, where the store is a tracking server
+        self.mlflow_experiment_id: str | None = None
         self.outputs: dict[str, StageOutput] = {}
         # Cached stages are logged with their numbers once some stage executes; a run that executes
         # nothing is a no-op and records only tags (metrics copied from earlier runs would crowd the UI).
@@ -197,13 +217,19 @@ class StageRunner:
             },
             experiment=tracking.experiment_name(self.cfg.name),
         )
+        self.mlflow_url = tracking.run_url(self.mlflow_run_id)
+        self.mlflow_experiment_id = tracking.client().get_run(self.mlflow_run_id).info.experiment_id
         self.warn_about_other_runs()
         return self.mlflow_run_id
 
-    @staticmethod
-    def warn_about_other_runs() -> None:
-        """After this run's MLflow run is open, so that of two runs started at the same instant the later to
-        look sees the other (looking before opening, neither would)."""
+    def warn_about_other_runs(self) -> None:
+        """After this run's MLflow run is open and its Prefect flow run labelled with its owner, so that of
+        two runs started at the same instant the later to look sees the other (looking before, neither
+        would). What killed runs left RUNNING in MLflow and in Prefect is marked so."""
+        if self.flow_run_id != "local":
+            flow_runs.claim(self.flow_run_id)
+            for name in flow_runs.mark_crashed(current=self.flow_run_id):
+                logger().warning("flow run %r was left RUNNING by a killed process: marked Crashed", name)
         ended, live = tracking.end_orphaned_runs()
         for run_id in ended:
             logger().warning("MLflow run %s was left RUNNING by a killed process: marked KILLED", run_id)
@@ -229,6 +255,7 @@ class StageRunner:
                 raise MissingInputError(
                     f"the cached output of stage '{spec.name}' disappeared during the run"
                 )
+            reused_task(spec.name)(out, return_state=True)  # the UI lists it, Cached
         elif spec.name in planned.run:
             out = self._run_task(spec, task, inputs)
         else:
@@ -251,7 +278,7 @@ class StageRunner:
             self._log(entry)
         else:
             self.unlogged.append(entry)
-        publish_artifacts(spec.name, small)
+        publish_artifacts(self.cfg.name, out, small, self.mlflow_url)
         return out
 
     def _log(self, entry: StageLog, numbers: bool = True) -> None:
@@ -276,6 +303,7 @@ class StageRunner:
         return out
 
     def finish(self, error: BaseException | None = None) -> dict[str, Any]:
+        finished = datetime.now(UTC)
         summary = {
             "run_id": self.run_id,
             "prefect_flow_run_id": self.flow_run_id,
@@ -285,6 +313,9 @@ class StageRunner:
             "status": "failed" if error else "completed",
             "error": f"{type(error).__name__}: {error}" if error else None,
             "failed_stage": self.current if error else None,
+            "started": self.started.isoformat(),
+            "finished": finished.isoformat(),
+            "seconds": round((finished - self.started).total_seconds(), 1),
             "stages": {
                 name: {
                     **{k: v for k, v in asdict(o).items() if k not in ("stage", "outputs")},
@@ -294,7 +325,7 @@ class StageRunner:
             },
             "mlflow": self._mlflow_record(),
         }
-        publish_mlflow_links(summary["mlflow"])
+        publish_mlflow_links(self.cfg.name, summary["mlflow"])
         for entry in self.unlogged:  # nothing executed: tags only
             self._log(entry, numbers=False)
         if not error:
@@ -305,6 +336,8 @@ class StageRunner:
             target.parent.mkdir(parents=True, exist_ok=True)
         write_json(target, summary)
         summary["summary_path"] = str(target)
+        if self.flow_run_id != "local":  # the table the command line prints, in the run's log in the UI
+            flow_runs.ui_logger().info("%s\n\n%s", format_table(summary), format_footer(summary))
         return summary
 
     def _mlflow_record(self) -> dict[str, Any]:
@@ -312,7 +345,8 @@ class StageRunner:
             "tracking_uri": tracking.tracking_uri(),
             "run_id": self.mlflow_run_id,
             "experiment": tracking.experiment_name(self.cfg.name),
-            "run_url": tracking.run_url(self.mlflow_run_id),
+            "run_url": self.mlflow_url,
+            "experiment_id": self.mlflow_experiment_id,  # `finetune runs` links the run with it
         }
         registered = self.outputs.get("register")
         if registered:

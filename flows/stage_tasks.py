@@ -14,6 +14,7 @@ a bad request or a bad config fails at once.
 from __future__ import annotations
 
 import contextlib
+import json
 from functools import cache
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import requests
 
 from flows.tracking import TABLES, table_rows
 from tasks.common.io import hash_json, workspace_location
+from tasks.common.progress import artifact_key, stage_scope
 from tasks.common.stage import StageContext, StageOutput, StageSpec
 
 # what a retry can fix; anything else (a 401, a config error, a bug) would fail the same way again
@@ -63,18 +65,40 @@ def stage_task(spec: StageSpec, retry_delay_seconds: float = 10):
         cfg, inputs: dict[str, StageOutput], force: bool = False, context: StageContext | None = None
     ):
         from prefect.concurrency.sync import concurrency
-        from prefect.states import Completed
 
         names = existing_limits(spec.resources(cfg)) if spec.resources else []
         with concurrency(names, occupy=1, strict=False) if names else contextlib.nullcontext():
-            out = spec.build(cfg, inputs, force, context)
+            with stage_scope(cfg.name, spec.name):  # the stage's progress bars: one UI artifact
+                out = spec.build(cfg, inputs, force, context)
         if out.status == "cached":
             # The stage folder is the truth: a worker whose result store has never seen this key still
             # finds the finished output, and the UI should say Cached, not "Completed in 0.0 s".
-            return Completed(name="Cached", data=out, message=f"stage folder {out.path}")
+            return cached_state(out)
         return out
 
     return run_stage
+
+
+def cached_state(out: StageOutput):
+    """The state of a stage whose output was found in the workspace: a Completed state named Cached (what
+    Prefect itself gives a cache hit), so the UI counts it as cached."""
+    from prefect.states import Completed
+
+    return Completed(name="Cached", data=out, message=f"found in the workspace: {out.path}")
+
+
+@cache
+def reused_task(name: str):
+    """The Prefect task of a stage outside --only whose finished output feeds the stages that run: it runs
+    nothing and ends Cached, so the flow run's task list still shows every stage it read."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    @task(name=name, task_run_name=name, cache_policy=NO_CACHE)
+    def reuse_stage(out: StageOutput):
+        return cached_state(out)
+
+    return reuse_stage
 
 
 def existing_limits(names) -> list[str]:
@@ -95,21 +119,80 @@ def existing_limits(names) -> list[str]:
     return found
 
 
-def publish_artifacts(stage: str, folder: Path) -> None:
-    """A stage's `report.md` and per-example tables as Prefect artifacts of the running flow (the UI's
-    Artifacts tab). Keys are per stage, so each run adds a version and the UI shows the history."""
+def publish_artifacts(profile: str, out: StageOutput, folder: Path, mlflow_url: str | None = None) -> None:
+    """A stage's report (`report.md`; train's numbers, which have none) and per-example tables as Prefect
+    artifacts of the running flow (the UI's Artifacts tab). Keys name the profile and the stage, so each
+    run adds a version to its profile's history and profiles do not mix."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    slug = stage.replace("_", "-")
+    stage = out.stage
+    about = f"stage `{stage}` of profile `{profile}` ({out.status}, key `{out.key[:12]}`)"
     if (folder / "report.md").is_file():
-        create_markdown_artifact((folder / "report.md").read_text(), key=f"{slug}-report")
+        create_markdown_artifact(
+            (folder / "report.md").read_text(),
+            key=artifact_key(profile, stage, "report"),
+            description=f"The report of {about}; its data: `{out.path}`",
+        )
+    elif stage == "train":
+        create_markdown_artifact(
+            train_markdown(profile, out, folder, mlflow_url),
+            key=artifact_key(profile, stage, "report"),
+            description=f"Steps, tokens and losses of {about}",
+        )
     for name in TABLES:
         if (folder / name).is_file() and (rows := table_rows(folder / name)):
-            table_key = f"{slug}-{Path(name).stem.replace('_', '-')}"
-            create_table_artifact(rows, key=table_key, description=f"{stage}: {name}")
+            create_table_artifact(
+                rows,
+                key=artifact_key(profile, stage, Path(name).stem),
+                description=f"`{name}` of {about}: one row per example",
+            )
 
 
-def publish_mlflow_links(record: dict) -> None:
+def train_markdown(profile: str, out: StageOutput, folder: Path, mlflow_url: str | None) -> str:
+    """The train stage in numbers: steps, tokens, the loss at the first and last logged step, the held-out
+    loss (measured during training with `train.eval_steps`), and where the loss plot is."""
+    report = json.loads((folder / "report.json").read_text())
+    history = json.loads(h.read_text()) if (h := folder / "log_history.json").is_file() else []
+    evals = [row for row in history if "eval_loss" in row]
+    steps = f"{report.get('steps')}"
+    if report.get("resumed_from_step"):
+        steps += f" (resumed from the checkpoint of step {report['resumed_from_step']})"
+    if evals:
+        heldout = f"{evals[-1]['eval_loss']:.4f} at step {evals[-1].get('step')}"
+        if report.get("best_eval_loss") is not None:
+            heldout += f"; best {report['best_eval_loss']:.4f} at step {report.get('best_step')}"
+    else:
+        heldout = "not measured during training (set `train.eval_steps`); see the evaluate report"
+    plot = f"`{out.path}/loss.png`"
+    if mlflow_url:
+        plot += f" ([in MLflow]({mlflow_url}/artifactPath/stages/train/loss.png))"
+    rows = [
+        ("method", f"{report.get('method')} on {report.get('device')} ({report.get('precision')})"),
+        ("steps", steps),
+        ("tokens seen", _count(report.get("tokens_seen"))),
+        ("training rows", _count(report.get("rows_in"))),
+        ("first logged loss", _number(report.get("first_logged_loss"))),
+        ("last logged loss", _number(report.get("last_logged_loss"))),
+        ("held-out loss", heldout),
+        (
+            "trainable parameters",
+            f"{_count(report.get('trainable_parameters'))} of {_count(report.get('total_parameters'))}",
+        ),
+        ("loss plot", plot),
+    ]
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return f"# train: profile {profile}\n\n| | |\n|---|---|\n{table}\n\nmodel: `{out.path}`\n"
+
+
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def _count(value) -> str:
+    return f"{value:,}" if isinstance(value, int | float) else "-"
+
+
+def publish_mlflow_links(profile: str, record: dict) -> None:
     """The flow run's link to its MLflow run and registered version (the UI's Artifacts tab)."""
     from prefect.artifacts import create_markdown_artifact
 
@@ -124,4 +207,8 @@ def publish_mlflow_links(record: dict) -> None:
             f"- registered: `models:/{record['model_name']}/{record['version']}` "
             f"(aliases: {', '.join(record['aliases']) or 'none'}), {decision}: {record['gate_reason']}"
         )
-    create_markdown_artifact("\n".join(lines) + "\n", key="mlflow-run")
+    create_markdown_artifact(
+        "\n".join(lines) + "\n",
+        key=artifact_key(profile, "mlflow-run"),
+        description=f"Where profile `{profile}`'s run is in MLflow, and the version it registered",
+    )

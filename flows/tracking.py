@@ -6,9 +6,14 @@ Each profile has its own experiment (`finetune-<profile>`), so runs that can be 
 Each run is tagged with the host and process that own it, so that a run left RUNNING by a killed process
 is marked KILLED by the next run on that host (`end_orphaned_runs`).
 
-Metric names are laid out for the UI, which draws one chart section per name prefix: the headline numbers
-(the loss curves, the evaluation scores beside their baselines) have no prefix and come first; everything
-else a stage reports is under `<stage>/...`.
+Metric names are laid out for the UI, which draws one chart section per name prefix (everything before the
+last "/"), sorted by name, with un-prefixed names last ("Model metrics"): the headline numbers (the loss
+curves, the final training loss, the evaluation's headline scores beside the base model's) are
+`headline/...` and come first; each stage's own numbers are `stages/<stage>/...`, one section per stage, and
+only the few that compare across runs: the report's top-level numbers (rows in and out, seconds, steps...)
+and the evaluation's means per system. Counters by reason, per-item scores and settings stay in the
+stage's report.json, logged as an artifact. The run's description, the gate's decision as tags, the
+comparison chart and the dataset inputs are flows/run_page.py's.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from flows import run_page
 from pipeline_config.redact import redact_value
 from tasks.common.io import iter_jsonl
 from tasks.common.mlflow_store import (  # noqa: F401 -- the store's names, for the flows' use
@@ -33,6 +39,7 @@ from tasks.common.mlflow_store import (  # noqa: F401 -- the store's names, for 
     version_exists,
 )
 from tasks.common.publish import HOST, process_alive
+from tasks.evaluation.report import HEADLINE_METRICS
 
 
 def end_orphaned_runs() -> tuple[list[str], list[dict[str, str]]]:
@@ -75,6 +82,8 @@ def start_run(
     c = client()
     owner = {"host": HOST, "pid": str(os.getpid())}
     run = c.create_run(experiment_id(c, experiment), run_name=run_name, tags={**tags, **owner})
+    if (name := distinct_name(c, run)) != run_name:
+        c.update_run(run.info.run_id, name=name)
     params = flatten("", redact_value(config))
     from mlflow.entities import Param
 
@@ -82,6 +91,28 @@ def start_run(
     for i in range(0, len(items), 100):
         c.log_batch(run.info.run_id, params=items[i : i + 100])
     return run.info.run_id
+
+
+def distinct_name(c, run) -> str:
+    """`run`'s name, or, when an earlier run of its experiment has that name (two runs of one config started
+    within the minute the name shows), the name with this run's start time to the second and the start of
+    its id. Looked up after the run exists, so that of two runs opened at the same instant the later (by
+    start time, then id) is the one renamed."""
+    from datetime import UTC, datetime
+
+    name, info = run.info.run_name, run.info
+    quote = next((q for q in "'\"" if q not in name), None)
+    if quote:
+        found = f"attributes.run_name = {quote}{name}{quote}"
+    else:  # MLflow's filter has no escapes: a superset by the name's start, matched exactly below
+        found = f"attributes.run_name LIKE '{name.split(chr(39))[0]}%'"
+    same = [o for o in c.search_runs([info.experiment_id], filter_string=found) if o.info.run_name == name]
+    if not any((o.info.start_time, o.info.run_id) < (info.start_time, info.run_id) for o in same):
+        return name
+    started = datetime.fromtimestamp(info.start_time / 1000, UTC)
+    minute, second = f" {started:%H:%M} ", f" {started:%H:%M:%S} "
+    timed = name.replace(minute, second, 1) if minute in name else f"{name}{second.rstrip()}"
+    return f"{timed} ({info.run_id[:6]})"
 
 
 def numeric_metrics(prefix: str, report: Mapping[str, Any], sep: str = ".") -> dict[str, float]:
@@ -96,29 +127,24 @@ def numeric_metrics(prefix: str, report: Mapping[str, Any], sep: str = ".") -> d
     return out
 
 
-# The headline numbers, un-prefixed so that the UI shows them first: name -> the report path it copies.
+HEADLINE_GROUP = "headline"  # sorts before "stages": the UI's first chart section
+STAGE_GROUP = "stages"
+# The headline numbers: name -> the report path it copies.
 HEADLINE = {
-    "train": {"train_loss": ("train_loss",)},
+    "train": {f"{HEADLINE_GROUP}/train_loss": ("train_loss",)},
     "evaluate": {
-        f"{name}{suffix}": ("means", system, name)
-        for name in (
-            "heldout.bits_per_byte",
-            "heldout.nll",
-            "heldout.rougeL",
-            "heldout.rougeL_written",
-            "completion.edit_similarity",
-            "fim.exact_match",
-            "humaneval.pass_at_1",
-            "sklearn_doctests.pass_at_1",
-        )
+        f"{HEADLINE_GROUP}/{name}{suffix}": ("means", system, name)
+        for name in HEADLINE_METRICS
         for system, suffix in (("finetuned", ""), ("base", "_base"))
     },
 }
-CURVES = {
-    "loss": "loss",
-    "eval_loss": "eval_loss",
-    "learning_rate": "train/learning_rate",
-    "num_input_tokens_seen": "train/tokens_seen",
+# the nested parts of a report worth a chart each besides its top-level numbers
+STAGE_SECTIONS = {"evaluate": ("means",)}
+CURVES = {  # the trainer's log history, by step
+    "loss": f"{HEADLINE_GROUP}/loss",
+    "eval_loss": f"{HEADLINE_GROUP}/eval_loss",
+    "learning_rate": f"{STAGE_GROUP}/train/learning_rate",
+    "num_input_tokens_seen": f"{STAGE_GROUP}/train/input_tokens_by_step",
 }
 
 
@@ -131,6 +157,16 @@ def headline_metrics(stage: str, report: Mapping[str, Any]) -> dict[str, float]:
         if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
             out[name] = float(value)
     return out
+
+
+def stage_metrics(stage: str, report: Mapping[str, Any]) -> dict[str, float]:
+    """`stages/<stage>/<name>`: the report's top-level numbers, and its sections in STAGE_SECTIONS
+    flattened (`stages/evaluate/means.base.heldout.rougeL`)."""
+    prefix = f"{STAGE_GROUP}/{stage}"
+    kept = {
+        k: v for k, v in report.items() if k in STAGE_SECTIONS.get(stage, ()) or not isinstance(v, Mapping)
+    }
+    return numeric_metrics(prefix, kept, sep="/")
 
 
 # the evaluation's per-item files (one per suite) and its comparisons
@@ -187,8 +223,9 @@ def log_stage(
     folder: Path,
     numbers: bool = True,
 ) -> None:
-    """A stage's key and status as tags; with `numbers`, its report as metrics and its small files as
-    artifacts (a run that only found every stage cached logs tags alone: nothing new to compare)."""
+    """A stage's key and status as tags; with `numbers`, its report as metrics, its small files as
+    artifacts and what it adds to the run's page (flows/run_page.py). A run that only found every stage
+    cached logs tags alone: nothing new to compare."""
     from mlflow.entities import Metric, RunTag
 
     c = client()
@@ -196,7 +233,7 @@ def log_stage(
     if not numbers:
         c.log_batch(run_id, tags=tags)
         return
-    found = headline_metrics(stage, report) | numeric_metrics(stage, report, sep="/")
+    found = headline_metrics(stage, report) | stage_metrics(stage, report)
     metrics = [Metric(k, v, 0, 0) for k, v in found.items()] + curve_metrics(folder)
     for i in range(0, max(len(metrics), 1), 1000):  # log_batch takes at most 1000 metrics
         c.log_batch(run_id, metrics=metrics[i : i + 1000], tags=tags if i == 0 else [])
@@ -208,6 +245,7 @@ def log_stage(
             import pandas as pd
 
             c.log_table(run_id, pd.DataFrame(rows), f"stages/{stage}/{Path(name).stem}.table.json")
+    run_page.log_page(c, run_id, stage, key, report, folder)
 
 
 def set_tags(run_id: str, tags: Mapping[str, str]) -> None:

@@ -2,7 +2,8 @@
 generation settings, and example rows.
 
 The same comparison table goes into the registered model's card (tasks/registration/card.py) and the
-Prefect artifact (the stage's report.md).
+Prefect artifact (the stage's report.md); `systems_table`, every system's headline scores side by side, heads
+the pipeline's MLflow run description (flows/run_page.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,19 @@ from tasks.common.io import iter_jsonl
 
 EXAMPLES_SHOWN = 10
 CELL_CHARS = 160
+# the few scores a person reads first: the MLflow run's headline charts, its description and comparison chart
+HEADLINE_METRICS = (
+    "heldout.bits_per_byte",
+    "heldout.nll",
+    "heldout.rougeL",
+    "heldout.rougeL_written",
+    "completion.edit_similarity",
+    "fim.exact_match",
+    "humaneval.pass_at_1",
+    "sklearn_doctests.pass_at_1",
+)
+SYSTEM_NAMES = {"finetuned": "fine-tuned", "echo_input": "echo_input (baseline)"}
+SYSTEM_NAMES |= {"previous_line": "previous_line (baseline)"}
 SHOWN_METRICS = {  # the metrics the summary table shows per suite (report.json has all of them)
     "heldout": ("bits_per_byte", "nll", "rougeL", "rougeL_written", "edit_similarity_written", "exact_match"),
 }
@@ -31,9 +45,42 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows])
 
 
-def interval(mean: float, ci: list[float], signed: bool = False) -> str:
+def interval(mean: float, ci: list[float] | None, signed: bool = False) -> str:
     f = "{:+.3f}" if signed else "{:.3f}"
+    if ci is None or None in ci:
+        return f.format(mean)
     return f"{f.format(mean)} [{f.format(ci[0])}, {f.format(ci[1])}]"
+
+
+def metric_entry(report: Mapping, name: str) -> Mapping | None:
+    """The evaluation report's entry for `suite.metric` (direction, n, systems, vs), or None."""
+    suite, _, metric = name.partition(".")
+    return report.get("suites", {}).get(suite, {}).get("metrics", {}).get(metric)
+
+
+def systems_in(report: Mapping, metrics: tuple[str, ...] | list[str]) -> list[str]:
+    """The systems scored on any of `metrics`: the fine-tuned model, its base, then the baselines."""
+    found = [s for m in metrics if (e := metric_entry(report, m)) for s in e["systems"]]
+    return list(dict.fromkeys(s for s in ("finetuned", "base", *found) if s in found))
+
+
+def systems_table(report: Mapping, metrics: tuple[str, ...] | list[str] = HEADLINE_METRICS) -> str:
+    """Systems x metrics: each system's mean with its 95% interval on the same items; a system a metric does
+    not score (a baseline that writes no code) is left blank."""
+    shown = [m for m in dict.fromkeys(metrics) if metric_entry(report, m)]
+    header = ["system"] + [
+        f"{m} ({metric_entry(report, m)['direction']} is better, n {metric_entry(report, m)['n']})"
+        for m in shown
+    ]
+    rows = [
+        [SYSTEM_NAMES.get(system, system)]
+        + [
+            interval(s["mean"], s.get("ci")) if (s := metric_entry(report, m)["systems"].get(system)) else ""
+            for m in shown
+        ]
+        for system in systems_in(report, shown)
+    ]
+    return table(header, rows)
 
 
 def comparison_records(report: Mapping) -> list[dict]:

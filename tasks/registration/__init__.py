@@ -90,6 +90,7 @@ def run(cfg, inputs, out_dir, context: StageContext) -> StageResult:
         ),
         version_key=version_key(cfg, inputs, context),
         adapter_dir=train.file("adapter_dir") if train.outputs.get("adapter_dir") else None,
+        training=reports["train"],
     )
     report = register_model(
         candidate,

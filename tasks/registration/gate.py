@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from pipeline_config.metrics import LOWER, direction
 from tasks.evaluation.paired import compare
+from tasks.evaluation.report import table
 
 Scores = Mapping[str, float]  # item id -> the metric on that item
 CHALLENGER = "finetuned"
@@ -40,6 +41,17 @@ class Comparison:
     required: str  # what the gain's lower bound had to be, e.g. "> 0" or ">= -0.05"
     passed: bool
     note: str = ""  # why it is undecidable, when it is
+
+    def short(self) -> str:
+        """The comparison in one cell: `-0.0020 [-0.0026, -0.0015], n 8, lower is better, > 0: passed`."""
+        if self.ci is None:
+            return self.note
+        better = "lower" if direction(self.metric) == LOWER else "higher"
+        verdict = ("passed" if self.passed else "failed") + (f" ({self.note})" if self.note else "")
+        return (
+            f"{self.difference:+.4f} [{self.ci[0]:+.4f}, {self.ci[1]:+.4f}], n {self.n}, {better} is better, "
+            f"gain bound {self.required}: {verdict}"
+        )
 
     def line(self) -> str:
         if self.ci is None:
@@ -145,6 +157,37 @@ def decide(
             f"beats the champion v{champion_version} and every baseline on {primary}, and no guard regressed"
         )
     return Decision(not failed, reason, primary, [asdict(c) for c in comparisons], champion_version)
+
+
+GATE_HEADER = [
+    "role",
+    "against",
+    "metric",
+    "n",
+    "challenger - other",
+    "paired 95% CI",
+    "gain bound",
+    "result",
+]
+
+
+def gate_table(record: Mapping) -> str:
+    """A decision's comparisons (`Decision.record()`), one row each: the registration report's table and
+    the MLflow run description's."""
+    rows = [
+        [
+            c["role"],
+            c["against"],
+            c["metric"],
+            c["n"],
+            "" if c["difference"] is None else f"{c['difference']:+.4f}",
+            "" if c["ci"] is None else f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]",
+            c["required"],
+            ("passed" if c["passed"] else "failed") + (f" ({c['note']})" if c["note"] else ""),
+        ]
+        for c in record["comparisons"]
+    ]
+    return table(GATE_HEADER, rows) if rows else ""
 
 
 def from_record(record: Mapping) -> Decision | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline_config.metrics import LIKELIHOOD
@@ -30,7 +30,7 @@ from tasks.common.io import iter_jsonl, write_json
 from tasks.common.templates import PromptTemplate
 from tasks.common.versions import library_versions
 from tasks.evaluation.metrics import likelihood, per_example_scores
-from tasks.evaluation.report import table
+from tasks.registration.describe import decision_markdown, description
 from tasks.registration.gate import Decision, decide, from_record
 from tasks.registration.serving import load_registered
 
@@ -77,6 +77,7 @@ class Candidate:
     card: str  # the model card (README.md)
     version_key: str  # one version per key (tasks/registration/__init__.py `version_key`)
     adapter_dir: Path | None = None  # the LoRA adapter alone, when there is one
+    training: Mapping = field(default_factory=dict)  # the train stage's report: steps, rows, losses
 
 
 def pip_requirements() -> list[str]:
@@ -308,7 +309,7 @@ def _register(c: Candidate, out_dir: Path, run_id: str, cfg: RegisterConfig, cac
         info = log_model(c, run_id)
         # created with its version_key tag in one call: a retry after any later crash finds it
         version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)
-    client.update_model_version(name, version, description(c.base.get("card", {}), c.metrics, decision))
+    client.update_model_version(name, version, description(c, decision))
     tags |= {
         "gate.promoted": str(decision.promote),
         "gate.reason": decision.reason,
@@ -350,38 +351,4 @@ def gate(c: Candidate, cfg: RegisterConfig, client, cache: Path, batch_size: int
     version = str(champion.version) if champion else None
     return decide(
         found, cfg.primary_metric, cfg.must_beat, cfg.min_improvement, guards, theirs, version, seed
-    )
-
-
-def decision_markdown(record: Mapping) -> str:
-    gate = record["gate"]
-    verdict = "promoted to champion" if record["promoted"] else "not promoted"
-    rows = [
-        [
-            c["role"],
-            c["against"],
-            c["metric"],
-            c["n"],
-            "" if c["difference"] is None else f"{c['difference']:+.4f}",
-            "" if c["ci"] is None else f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]",
-            c["required"],
-            ("passed" if c["passed"] else "failed") + (f" ({c['note']})" if c["note"] else ""),
-        ]
-        for c in gate["comparisons"]
-    ]
-    header = ["role", "against", "metric", "n", "challenger - other", "paired 95% CI", "gain bound", "result"]
-    return (
-        f"# {record['model_name']} v{record['version']}: {verdict}\n\n{gate['reason']}.\n\n"
-        f"Aliases: {', '.join(record['aliases'])}. Model: `{record['model_uri']}`.\n\n"
-        + (table(header, rows) if rows else "")
-        + "\n"
-    )
-
-
-def description(card: Mapping, metrics: Mapping, decision: Decision) -> str:
-    facts = ", ".join(f"{k}: {card[k]}" for k in ("name", "license", "parameters", "origin") if card.get(k))
-    verdict = "Promoted" if decision.promote else "Not promoted"
-    return (
-        f"Fine-tuned from {facts}. {decision.metric} = {metrics.get(decision.metric)}. "
-        f"{verdict}: {decision.reason}."
     )

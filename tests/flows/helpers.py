@@ -37,3 +37,24 @@ def unfinished_folders(workspace: Path) -> list[str]:
         for entry in parent.iterdir()
         if entry.is_dir() and entry.name != ".locks" and not (entry / "manifest.json").is_file()
     ]
+
+
+def flow_run_log_messages(flow_run_id, wanted: str, wait_s: int = 60) -> list[str]:
+    """The messages of a flow run's log in Prefect, once `wanted` is among them (or after `wait_s`): the
+    log worker sends in batches and the server stores them in its own time, later on a loaded machine."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    messages: list[str] = []
+    for _ in range(wait_s):
+        with get_client(sync_client=True) as client:
+            found = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        messages = [log.message for log in found]
+        if wanted in messages:
+            break
+        time.sleep(1)
+    return messages

@@ -244,3 +244,64 @@ def test_generate_messages_prompts_the_way_training_rendered_the_conversation(
     assert prompt.startswith(ALPACA.format("Sum a list.") + "sum(xs)\n") and prompt.endswith(
         ALPACA.format("And the mean?")
     )
+
+
+def test_show_suggests_the_one_command_that_builds_the_stage(tiny_profile, capsys):
+    """Nothing built yet: `--only train` alone would be refused for its missing inputs, so `show` names
+    the command `run` accepts: the stage and every unbuilt stage it reads."""
+    from flows.finetune import DAG
+    from flows.runner import UsageError, plan
+    from pipeline_config import load_config
+
+    path = tiny_profile(lambda raw: raw.update(sandbox={"backend": "none"}))
+    assert main(["show", "train", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    suggested = err.rsplit("\n  ", 1)[1].split()
+    assert suggested[:4] == ["finetune", "run", "--config", str(path)] and suggested[4] == "--only"
+    only = suggested[5:]
+    assert only == ["scrape", "base_model", "synthesize", "clean", "tokenize", "train"]
+    cfg = load_config(path)
+    with pytest.raises(UsageError):
+        plan(cfg, DAG, only=["train"], config_path=str(path))  # what `show` used to suggest
+    assert plan(cfg, DAG, only=only, config_path=str(path)).run == tuple(only)  # accepted: it runs
+
+
+def test_runs_lists_durations_and_mlflow_links(tiny_profile, tmp_path, capsys):
+    from tasks.common.mlflow_store import STORE_DIR
+
+    path = tiny_profile()
+    runs = tmp_path / "ws" / "runs"
+    stages = {"train": {"status": "executed"}, "evaluate": {"status": "cached"}}
+    mlflow = {"run_id": "r1", "experiment_id": "3", "tracking_uri": f"sqlite:///{STORE_DIR / 'mlflow.db'}"}
+    summaries = {
+        "20261201T100000Z-aaaaaaaa": {"seconds": 42.4, "mlflow": mlflow},
+        "20261202T100000Z-bbbbbbbb": {
+            "seconds": 3725.0,
+            "mlflow": {**mlflow, "run_id": "r2", "run_url": "http://mlflow:5000/#/experiments/3/runs/r2"},
+        },
+        "20261203T100000Z-cccccccc": {
+            "seconds": 83.0,
+            "mlflow": {**mlflow, "tracking_uri": "sqlite:////x/mlflow.db"},
+        },
+        "20261130T100000Z-dddddddd": {"mlflow": {}},  # written before runs recorded their duration
+    }
+    for run_id, extra in summaries.items():
+        (runs / run_id).mkdir(parents=True)
+        summary = {"run_id": run_id, "profile": "tiny", "status": "completed", "stages": stages, **extra}
+        (runs / run_id / "summary.json").write_text(json.dumps(summary))
+    assert main(["runs", "--config", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[3:5] for line in lines if not line.startswith(" ")] == [
+        ["1", "min"],  # 83 s
+        ["1", "h"],  # 3725 s
+        ["42", "s"],
+        ["-", "train:run"],
+    ]
+    assert "1 min 23 s" in lines[0] and "1 h 02 min" in lines[2]
+    served = "http://127.0.0.1:5000/#/experiments/3/runs/r1 (after `{}make tracking-server`)"
+    assert lines[1] == "    mlflow: " + served.format("MLFLOW_STORE=/x ")
+    assert lines[3] == "    mlflow: http://mlflow:5000/#/experiments/3/runs/r2"
+    assert (
+        lines[5] == "    mlflow: http://127.0.0.1:5000/#/experiments/3/runs/r1 (after `make tracking-server`)"
+    )
+    assert len(lines) == 7  # the old summary has no MLflow run to link

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -94,16 +95,17 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
     assert run.info.run_name.startswith("tiny 20") and run.info.run_name.endswith(
         stages["register"]["key"][:8]
     )
-    # headline numbers un-prefixed (the UI's first chart section), the rest under their stage
+    # headline numbers under headline/ (the UI's first chart section), the rest under stages/<stage>/
     means = eval_report["means"]
-    assert run.data.metrics["heldout.bits_per_byte"] == means["finetuned"]["heldout.bits_per_byte"]
-    assert run.data.metrics["heldout.bits_per_byte_base"] == means["base"]["heldout.bits_per_byte"]
-    assert run.data.metrics["humaneval.pass_at_1"] == means["finetuned"]["humaneval.pass_at_1"]
+    assert run.data.metrics["headline/heldout.bits_per_byte"] == means["finetuned"]["heldout.bits_per_byte"]
+    assert run.data.metrics["headline/heldout.bits_per_byte_base"] == means["base"]["heldout.bits_per_byte"]
+    assert run.data.metrics["headline/humaneval.pass_at_1"] == means["finetuned"]["humaneval.pass_at_1"]
     assert (
-        run.data.metrics["evaluate/means.echo_input.heldout.rougeL"] == means["echo_input"]["heldout.rougeL"]
+        run.data.metrics["stages/evaluate/means.echo_input.heldout.rougeL"]
+        == means["echo_input"]["heldout.rougeL"]
     )
-    assert run.data.metrics["train/steps"] == 6.0
-    curve = mlflow.MlflowClient().get_metric_history(record["run_id"], "loss")
+    assert run.data.metrics["stages/train/steps"] == 6.0
+    curve = mlflow.MlflowClient().get_metric_history(record["run_id"], "headline/loss")
     assert [m.step for m in curve] == [2, 4, 6]  # tiny.yaml: logging_steps 2, max_steps 6
     bpb = means["finetuned"]["heldout.bits_per_byte"]
     assert stages["evaluate"]["headline"].startswith(f"bits/byte {bpb:.3f} (base ")
@@ -175,26 +177,59 @@ def test_evaluation_is_published_as_prefect_artifacts(cold):
             flow_run = ArtifactFilterFlowRunId(any_=[cold["prefect_flow_run_id"]])
             return await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=flow_run))
 
-    artifacts = {a.key: a for a in asyncio.run(read())}
+    published = asyncio.run(read())
+    artifacts = {a.key: a for a in published}
+    # keys name the profile (tiny's history does not mix with offline's), one artifact per key and run
+    assert len(artifacts) == len(published)
     expected = {
-        "evaluate-report",
-        "evaluate-comparisons",  # one row per paired comparison, in the UI's table view
-        "evaluate-predictions",
-        "evaluate-completion",
-        "evaluate-humaneval",
-        "register-report",
-        "clean-report",
+        "tiny-evaluate-report",
+        "tiny-evaluate-comparisons",  # one row per paired comparison, in the UI's table view
+        "tiny-evaluate-predictions",
+        "tiny-evaluate-completion",
+        "tiny-evaluate-humaneval",
+        "tiny-register-report",
+        "tiny-clean-report",
+        "tiny-clean-rejections",
+        "tiny-train-report",  # train has no report.md: its steps, tokens and losses
+        "tiny-mlflow-run",
     }
-    assert expected | {"clean-rejections", "train-progress", "generation-progress"} <= set(artifacts)
-    assert float(artifacts["train-progress"].data) == 100.0  # updated to the end as training went
-    links = artifacts["mlflow-run"].data  # from the flow run to its MLflow run and registered version
+    assert expected <= set(artifacts)
+    assert all(a.key.startswith("tiny-") and a.description for a in published)  # each says what it is
+    # one progress artifact per stage that loops, moved to the end, whatever its number of loops
+    progress = {
+        a.key.removeprefix("tiny-").removesuffix("-progress"): a for a in published if a.type == "progress"
+    }
+    assert {"train", "evaluate"} <= set(progress) <= set(STAGES)
+    assert {float(a.data) for a in progress.values()} == {100.0}
+    assert "(loop " in progress["evaluate"].description  # evaluate generated for each model and suite
+    train = artifacts["tiny-train-report"].data
+    stages = cold["stages"]
+    assert "| steps | 6 |" in train and f"`{stages['train']['path']}/loss.png`" in train
+    train_report = json.loads((Path(stages["train"]["path"]) / "report.json").read_text())
+    assert f"| last logged loss | {train_report['last_logged_loss']:.4f} |" in train
+    links = artifacts["tiny-mlflow-run"].data  # from the flow run to its MLflow run and registered version
     assert cold["mlflow"]["run_id"] in links and "models:/e2e-model/1" in links
-    assert cold["mlflow"]["gate_reason"] in artifacts["register-report"].data  # the gate's decision
-    assert "| heldout.rougeL | higher |" in artifacts["evaluate-report"].data  # the comparisons table
-    table = artifacts["evaluate-predictions"].data
+    assert cold["mlflow"]["gate_reason"] in artifacts["tiny-register-report"].data  # the gate's decision
+    assert "| heldout.rougeL | higher |" in artifacts["tiny-evaluate-report"].data  # the comparisons table
+    table = artifacts["tiny-evaluate-predictions"].data
     table = json.loads(table) if isinstance(table, str) else table
     generated = [row for row in table if "scores.finetuned.rougeL" in row]
     assert len(generated) == 4 and "scores.base.bits_per_byte" in table[-1]  # tiny.yaml: max_samples 4
+
+
+def test_the_flow_run_is_named_for_its_profile_and_logs_the_end_of_run_table(cold):
+    from prefect.client.orchestration import get_client
+
+    from flows.summary import format_footer, format_table
+    from tests.flows.helpers import flow_run_log_messages
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(cold["prefect_flow_run_id"])
+    assert re.fullmatch(r"tiny \d{4}-\d\d-\d\d \d\d:\d\d", run.name)  # not two random words
+    # what the command line prints at the end, in the run's log in the UI: the table, then the gate's line
+    table = f"{format_table(cold)}\n\n{format_footer(cold)}"
+    assert table in flow_run_log_messages(run.id, table)
+    assert cold["mlflow"]["gate_reason"] in format_footer(cold)
 
 
 def prefect_task_states(flow_run_id: str) -> dict[str, str]:
@@ -236,6 +271,7 @@ def test_force_train_reruns_train_and_after(cold, tiny_config, capsys):
         "scrape": "cached",
         "base_model": "cached",
         "synthesize": "cached",
+        "datasets": "cached",
         "clean": "cached",
         "tokenize": "cached",
         "train": "executed",
@@ -245,7 +281,7 @@ def test_force_train_reruns_train_and_after(cold, tiny_config, capsys):
     assert forced["mlflow"]["version"] == "2"
     # the cached stages' numbers are logged too: a run that trains is comparable as a whole
     run = mlflow.MlflowClient().get_run(forced["mlflow"]["run_id"])
-    assert run.data.tags["noop"] == "false" and "clean/rows_out" in run.data.metrics
+    assert run.data.tags["noop"] == "false" and "stages/clean/rows_out" in run.data.metrics
     assert "challenger" in forced["mlflow"]["aliases"]
     tags = mlflow.MlflowClient().get_model_version("e2e-model", "2").tags
     assert tags["gate.reason"] == forced["mlflow"]["gate_reason"]  # the decision is on the version too
@@ -289,12 +325,18 @@ def test_only_reads_cached_inputs(cold, tiny_config):
     # the inputs evaluate reads come from cache (scrape: the held-out code of the completion benchmark);
     # nothing else is touched, register does not run
     assert list(only["stages"]) == ["scrape", "base_model", "tokenize", "train", "evaluate"]
+    # the stages it read from the workspace are in the flow run too, and say Cached
+    assert prefect_task_states(only["prefect_flow_run_id"]) == dict.fromkeys(only["stages"], "Cached")
 
 
 def test_runs_and_show_read_the_workspace(cold, tiny_config, capsys):
     assert main(["runs", "--config", str(tiny_config)]) == 0
     listed = capsys.readouterr().out
     assert cold["run_id"] in listed and "train:run" in listed and "-> v1" in listed
+    [line] = [line for line in listed.splitlines() if line.startswith(cold["run_id"])]
+    assert float(line.split()[3]) > 0 and line.split()[4] in ("s", "min")  # how long it took
+    experiment = cold["mlflow"]["experiment_id"]
+    assert f"/#/experiments/{experiment}/runs/{cold['mlflow']['run_id']}" in listed  # where it is in MLflow
     assert main(["show", "clean", "--config", str(tiny_config)]) == 0
     shown = capsys.readouterr().out
     assert f"data: {cold['stages']['clean']['path']}" in shown and "pairs: pairs.jsonl" in shown

@@ -1,6 +1,7 @@
 """A run killed mid-training (SIGKILL to its whole process group, as a lost worker or an OOM kill would
 leave it) and started again with the same command: the finished stages are reused, training resumes from
-its last checkpoint, the run completes and nothing the killed run left behind stays in the workspace."""
+its last checkpoint, the run completes, nothing the killed run left behind stays in the workspace, and its
+runs in MLflow and Prefect no longer read RUNNING."""
 
 from __future__ import annotations
 
@@ -66,3 +67,17 @@ def test_killed_run_resumes_from_finished_stages_and_checkpoint(prefect_server, 
     experiment = client.get_run(summary["mlflow"]["run_id"]).info.experiment_id
     [killed] = client.search_runs([experiment], filter_string=f"tags.pid = '{proc.pid}'")
     assert killed.info.status == "KILLED"  # marked by the second run, not left RUNNING forever
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
+
+    from flows.flow_runs import PID_LABEL
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["finetune"])))
+        [killed_run] = [r for r in runs if r.labels.get(PID_LABEL) == str(proc.pid)]
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[killed_run.id])))
+        again = client.read_flow_run(summary["prefect_flow_run_id"])
+    assert killed_run.state.name == "Crashed" and f"pid {proc.pid}" in killed_run.state.message
+    assert {t.name: t.state.name for t in tasks}["train"] == "Crashed"  # the stage it died in
+    assert again.state.name == "Completed" and killed_run.name.split()[0] == again.name.split()[0] == "tiny"

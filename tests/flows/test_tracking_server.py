@@ -26,7 +26,7 @@ def test_runs_log_through_the_tracking_server(tracking_server, monkeypatch, tmp_
         timeout=10,
     ).json()["runs"]
     run = next(r for r in found if r["info"]["run_id"] == run_id)
-    assert {"key": "clean/kept", "value": 2.0} in [
+    assert {"key": "stages/clean/kept", "value": 2.0} in [
         {"key": m["key"], "value": m["value"]} for m in run["data"]["metrics"]
     ]
     assert {"key": "train.lora.r", "value": "4"} in run["data"]["params"]

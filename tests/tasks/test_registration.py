@@ -51,6 +51,7 @@ def candidate(model_dir: Path, predictions: Path, level: float, eval_set: str, v
         config={"name": "test", "train": {"method": "full"}},
         card="---\nlicense: apache-2.0\n---\n# card of the test model\n",
         version_key=version_key,
+        training={"steps": 12, "rows_in": 30, "train_loss": 1.5},
     )
 
 
@@ -117,7 +118,19 @@ def test_champion_moves_only_on_paired_evidence(model_dir, tmp_path):
     tags = version.tags
     assert tags["metric.heldout.rougeL"] == "0.4" and tags["eval_set_key"] == "set-a"
     assert tags["gate.promoted"] == "True" and "beats the champion v1" in tags["gate.reason"]
-    assert "Promoted: beats the champion v1" in version.description  # the reason on the version itself
+    # the version's page: the verdict and reason first, how it was trained, its paired scores
+    lines = version.description.splitlines()
+    assert lines[0] == f"**Promoted**: {tags['gate.reason']}." and "beats the champion v1" in lines[0]
+    assert lines[2] == (
+        "A full fine-tune of tiny (licence apache-2.0), 12 steps on 30 training rows, profile `test`; "
+        "evaluated on set `set-a`."
+    )
+    assert any(
+        line.startswith("- heldout.rougeL vs champion v1 (champion, higher is better): ") for line in lines
+    )
+    refused = client.get_model_version(name, "2")
+    assert refused.description.startswith(f"**Not promoted**: {refused.tags['gate.reason']}.")
+    assert "does not beat champion v1" in refused.description
 
 
 def test_without_a_champion_generate_says_why_and_what_loads(model_dir, tmp_path):
@@ -165,7 +178,7 @@ def test_registered_model_loads_on_its_own(model_dir, tmp_path):
     assert isinstance(out[0]["generated_text"], str) and out[0]["generated_text"].startswith("def add")
     assert result["model_uri"].startswith("models:/")
     version = mlflow.MlflowClient().get_model_version("load-test", result["version"])
-    assert "name: tiny, license: apache-2.0" in version.description  # the base model's card
+    assert "of tiny (licence apache-2.0)" in version.description  # the base model's card
     requirements = Path(mlflow.pyfunc.get_model_dependencies(f"models:/load-test/{result['version']}"))
     import importlib.metadata
 

@@ -102,8 +102,10 @@ def ui_logger() -> logging.Logger:
     found = logging.getLogger("finetune.run")
     if not any(isinstance(h, APILogHandler) for h in found.handlers):
         found.addHandler(APILogHandler())
-        found.setLevel(logging.INFO)
-        found.propagate = False  # the root logger's handler is Prefect's console one
+    # set on every call: a logging set-up run since (Prefect's, a library's) may have reset them
+    found.setLevel(logging.INFO)
+    found.propagate = False  # the root logger's handler is Prefect's console one
+    found.disabled = False
     return found
 
 

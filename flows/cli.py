@@ -1,7 +1,9 @@
 """`finetune` command line: `finetune run --config PATH [--only STAGE...] [--force STAGE...]`,
 `finetune runs` (recent runs: stage statuses, durations, MLflow links), `finetune show STAGE` (a stage's
 report and data path) and `finetune generate --config PATH [--model champion] "instruction"` with a
-registered model (`--infill "prefix<FILL>suffix"`: the middle, from a model trained with FIM).
+registered model (`--infill "prefix<FILL>suffix"`: the middle, from a model trained with FIM); given
+several instructions it prints each answer under its instruction ("> instruction"), an empty one as
+"(empty)"; MLflow's and the loaders' messages go to the workspace's logs/ unless --verbose.
 
 Bad input (missing or invalid config, an unusable workspace, an unknown stage, --only without cached
 inputs, --force outside --only, a base model that is not on this machine) exits with code 2 and one
@@ -26,7 +28,7 @@ import signal
 import sys
 from pathlib import Path
 
-from flows.quiet import library_output_to, log_path
+from flows.quiet import library_output_to, log_path, stderr_to
 from flows.runner import UsageError, check_stage_names
 from flows.summary import format_footer, format_table
 from pipeline_config import ConfigError, load_config
@@ -79,6 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(- reads standard input)",
     )
     gen.add_argument("--max-new-tokens", type=int, default=None, help="default: as the evaluation ran it")
+    gen.add_argument(
+        "--verbose", action="store_true", help="show MLflow and loader messages (else: WORKSPACE/logs/)"
+    )
     return parser.parse_args(argv)
 
 
@@ -173,11 +178,14 @@ def generate(cfg, args: argparse.Namespace) -> int:
             case = infill_case(args.infill)
         except ValueError as exc:
             return fail(str(exc))
+    # MLflow's event lines and the loaders' progress bars to the log file: stdout is the answers
+    quiet = contextlib.nullcontext() if args.verbose else stderr_to(log_path(workspace_path(cfg)))
     try:
         uri = model_uri(args.model, cfg.register.model_name)
-        tracking.client()  # points MLflow at the project's store
-        with reachable_registry(tracking.tracking_uri()):
-            model = load_registered(uri)
+        with quiet:
+            tracking.client()  # points MLflow at the project's store
+            with reachable_registry(tracking.tracking_uri()):
+                model = load_registered(uri)
     except RegistryUnavailable as exc:
         return fail(str(exc), 1)
     except Exception as exc:  # no such model, version or alias: MLflow says which
@@ -194,9 +202,22 @@ def generate(cfg, args: argparse.Namespace) -> int:
             return fail(str(exc))
     else:
         prompts = [model.format(text, args.input) for text in args.instruction]
-    for completion in model.complete(prompts, args.max_new_tokens):
-        print(completion.text.strip())
+    answers = [c.text for c in model.complete(prompts, args.max_new_tokens)]
+    print(labelled(args.instruction, answers) if len(args.instruction) > 1 else shown(answers[0]))
     return 0
+
+
+def shown(text: str) -> str:
+    """An answer as printed: an empty generation says so rather than printing a blank line."""
+    return text.strip() or "(empty)"
+
+
+def labelled(instructions: list[str], answers: list[str]) -> str:
+    """Each answer under its instruction (quoted with "> ", as in an e-mail reply), a blank line between."""
+    return "\n\n".join(
+        "\n".join(f"> {line}" for line in instruction.splitlines() or [""]) + f"\n{shown(answer)}"
+        for instruction, answer in zip(instructions, answers, strict=True)
+    )
 
 
 def read_messages(source: str) -> list[dict]:
@@ -230,7 +251,8 @@ def infill(model, case: dict, args: argparse.Namespace) -> int:
             f"{', '.join(FIM_TOKENS)}); train one with tokenize.fim_rate > 0"
         )
     budget = args.max_new_tokens or model.generation["max_new_tokens"]
-    print(complete(model.model, model.tokenizer, [case], 1, budget)[0].text)
+    middle = complete(model.model, model.tokenizer, [case], 1, budget)[0].text
+    print(middle if middle.strip() else "(empty)")
     return 0
 
 

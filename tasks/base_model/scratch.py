@@ -100,8 +100,12 @@ def pretrain(model, tokenizer, texts: list[str], cfg: ScratchSource, seed: int) 
         losses.append(loss.item())
         if len(losses) % 50 == 0 or len(losses) == cfg.pretrain_steps:
             recent = losses[-50:]
-            logger().info(
-                "pretrain step %d/%d loss %.3f", len(losses), cfg.pretrain_steps, sum(recent) / len(recent)
+            logger().info(  # a detail: to the log file and the Prefect UI, not the terminal (flows/quiet.py)
+                "pretrain step %d/%d loss %.3f",
+                len(losses),
+                cfg.pretrain_steps,
+                sum(recent) / len(recent),
+                extra={"detail": True},
             )
     model.eval()
     return losses

@@ -36,7 +36,7 @@ from pipeline_config.schema import TrainConfig
 from tasks.common.models import pick_device
 from tasks.common.runtime import logger
 from tasks.training.job import TrainJob
-from tasks.training.recipe import train_model
+from tasks.training.recipe import DETAIL, train_model
 
 # of the processes' output, in the error when they fail: the launcher's own traceback alone takes ~35
 TAIL_LINES = 100
@@ -129,7 +129,8 @@ def check_processes(cfg: TrainConfig) -> None:
 
 
 def stream(command: list[str], env: dict[str, str], log: logging.Logger) -> list[str] | None:
-    """Run `command`, each output line to `log`; None on success, else the last lines of its output."""
+    """Run `command`, each output line to `log` (as a detail: flows/quiet.py); None on success, else the last
+    lines of its output."""
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     # its own process group: stopping this run (Ctrl-C, a cancelled flow run) stops every rank with it
     process = subprocess.Popen(
@@ -139,7 +140,7 @@ def stream(command: list[str], env: dict[str, str], log: logging.Logger) -> list
         for line in process.stdout:
             line = line.rstrip()
             tail.append(line)
-            log.info("%s", line)
+            log.info("%s", line, extra=DETAIL)  # the ranks' log: the run's log file, not the terminal
         code = process.wait()
     except BaseException:
         os.killpg(process.pid, signal.SIGTERM)

@@ -3,7 +3,8 @@
 Reads top to bottom like a recipe: pick the device, load the model (tasks/training/model.py: the
 quantization and LoRA configs), load the tokenized splits, build the trainer, train, save. LoRA vs QLoRA
 vs full is the `train.method` switch. Output: `model/` (the adapter, or the full weights, plus the
-tokenizer), `log_history.json` and the loss curve in report.json.
+tokenizer), `log_history.json` and the loss curve in report.json. A training resumed from a checkpoint
+reports its loss and time over all its steps, and the step it resumed from (tasks/training/resume.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from tasks.training.job import TrainJob
 from tasks.training.memory import out_of_memory_advice, peak_memory_mb, reset_peak_memory
 from tasks.training.model import embedding_modules, load_model, lora_config, resolved
 from tasks.training.plots import plot_losses
+from tasks.training.resume import (
+    checkpoint_clock,
+    checkpoint_step,
+    earlier_part,
+    last_checkpoint,
+    whole_training,
+)
 
 
 def training_args(cfg: TrainConfig, out_dir: Path, device: str, seed: int, has_eval: bool):
@@ -97,7 +105,10 @@ def check_optimizer(args, device: str) -> None:
             logger().info("train.optim '%s': %s", name, warning.message)
 
 
-SHOWN_LOGS = ("loss", "eval_loss", "grad_norm", "learning_rate", "epoch", "train_loss", "train_runtime")
+SHOWN_LOGS = ("loss", "eval_loss", "grad_norm", "learning_rate", "epoch")
+# A record with `detail` set goes to the Prefect UI and the run's log file, not the terminal (flows/quiet.py):
+# there the progress bar says how far training is, and the end-of-run table what it reached.
+DETAIL = {"detail": True}
 
 
 def route_logs_to_logger(trainer) -> None:
@@ -106,9 +117,11 @@ def route_logs_to_logger(trainer) -> None:
 
     class LogCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
+            if "train_loss" in (logs or {}):  # the trainer's last line: this call's steps only (train_model)
+                return
             # the numbers a person watches; the rest (entropy, token counts) is in log_history.json
             shown = {k: round(v, 4) for k, v in (logs or {}).items() if k in SHOWN_LOGS}
-            logger().info("step %d/%d %s", state.global_step, state.max_steps, shown)
+            logger().info("step %d/%d %s", state.global_step, state.max_steps, shown, extra=DETAIL)
 
     class ProgressCallback(TrainerCallback):
         """A bar with an ETA on the terminal and a Prefect progress artifact, per optimizer step."""
@@ -132,20 +145,6 @@ def add_early_stopping(trainer, cfg: TrainConfig) -> None:
         from transformers import EarlyStoppingCallback
 
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-
-
-def last_checkpoint(resume_dir: Path | None) -> str | None:
-    """The newest checkpoint that was saved whole: a kill during a save leaves a folder without the
-    trainer state, written last, and resuming from it would fail or resume from half a checkpoint."""
-    folder = resume_dir / "checkpoints" if resume_dir is not None else None
-    if folder is None or not folder.is_dir():
-        return None
-    done = [
-        c
-        for c in folder.glob("checkpoint-*")
-        if c.name[11:].isdigit() and (c / "trainer_state.json").is_file()
-    ]
-    return str(max(done, key=lambda c: int(c.name[11:]))) if done else None
 
 
 def loss_only_sft_trainer():
@@ -229,8 +228,10 @@ def train_model(job: TrainJob) -> dict:
     checkpoints_in = job.resume_dir or out_dir
     trainer = build_trainer(model, tokenizer, train, test, cfg, checkpoints_in, device, job.seed, extra)
     checkpoint = last_checkpoint(job.resume_dir)
-    if checkpoint:
-        logger().info("resuming training from %s", checkpoint)
+    earlier = earlier_part(checkpoint)
+    if earlier:
+        logger().info("resuming training from step %d (%s)", earlier.step, checkpoint)
+    trainer.add_callback(checkpoint_clock(earlier.runtime_s if earlier else 0.0))
     reset_peak_memory(device)
     try:
         result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -245,9 +246,24 @@ def train_model(job: TrainJob) -> dict:
     shutil.copyfile(job.template_file, out_dir / "model" / TEMPLATE_FILE)
     trainer_state = trainer.state
     history = trainer_state.log_history
+    # the trainer's own numbers cover the steps of this call; a resumed training reports all its steps
+    train_loss, runtime = whole_training(
+        earlier, result.global_step, result.training_loss, result.metrics.get("train_runtime")
+    )
+    if history and "train_loss" in history[-1]:  # the trainer's last entry, from this call alone
+        history[-1] |= {"train_loss": train_loss, "train_runtime": runtime}
     (out_dir / "log_history.json").write_text(json.dumps(history, indent=1))
     plot_losses(history, out_dir / "loss.png")
     losses = [h["loss"] for h in history if "loss" in h]
+    quarter = max(len(losses) // 4, 1)  # a batch's loss is noisy: the first and the last quarter, averaged
+    logger().info(
+        "trained %d steps%s: train loss %.4f, %.1f s",
+        result.global_step,
+        f" (resumed from step {earlier.step})" if earlier else "",
+        train_loss,
+        runtime or 0.0,
+        extra=DETAIL,
+    )
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     # a 4-bit weight stores two values per byte: count its real (unpacked) size from its quant_state
     total = sum(
@@ -267,12 +283,14 @@ def train_model(job: TrainJob) -> dict:
         "adapter": cfg.method != "full",
         "steps": result.global_step,
         "resumed_from_step": checkpoint_step(checkpoint),
-        "train_loss": result.training_loss,
+        "train_loss": train_loss,  # the mean over every step, resumed or not
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,
+        "mean_loss_first_quarter": sum(losses[:quarter]) / quarter if losses else None,
+        "mean_loss_last_quarter": sum(losses[-quarter:]) / quarter if losses else None,
         "trainable_parameters": trainable,
         "total_parameters": total,
-        "train_runtime_s": result.metrics.get("train_runtime"),
+        "train_runtime_s": runtime,  # every attempt's training time, as train_loss
         "tokens_seen": trainer_state.num_input_tokens_seen,  # real (non-padding) input tokens
         "total_flos": trainer_state.total_flos,  # transformers' estimate: 6 x parameters x tokens
         "peak_memory_mb": peak_memory_mb(device),
@@ -282,7 +300,3 @@ def train_model(job: TrainJob) -> dict:
         "stopped_early": cfg.early_stopping_patience is not None
         and result.global_step < trainer_state.max_steps,
     }
-
-
-def checkpoint_step(checkpoint: str | None) -> int | None:
-    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None

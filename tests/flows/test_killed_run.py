@@ -1,7 +1,8 @@
 """A run killed mid-training (SIGKILL to its whole process group, as a lost worker or an OOM kill would
 leave it) and started again with the same command: the finished stages are reused, training resumes from
 its last checkpoint, the run completes, nothing the killed run left behind stays in the workspace, and its
-runs in MLflow and Prefect no longer read RUNNING."""
+runs in MLflow and Prefect no longer read RUNNING. What it reports is true of the whole training: the loss
+and time of all its steps, and that it resumed (report, end-of-run table, MLflow)."""
 
 from __future__ import annotations
 
@@ -54,8 +55,21 @@ def test_killed_run_resumes_from_finished_stages_and_checkpoint(prefect_server, 
     }
     assert stages["train"]["status"] == "executed"
     report = json.loads((workspace / "stages" / "train" / stages["train"]["key"] / "report.json").read_text())
-    assert SAVE_STEPS <= seen_step <= report["resumed_from_step"] < MAX_STEPS  # not from scratch
+    resumed_from = report["resumed_from_step"]
+    assert SAVE_STEPS <= seen_step <= resumed_from < MAX_STEPS  # not from scratch
     assert report["steps"] == MAX_STEPS
+    # the record covers every step, the killed attempt's too: every 2 steps logged (tiny's logging_steps),
+    # so the mean over all steps is the mean of the logged losses; the time adds up both attempts
+    history = json.loads(
+        (workspace / "stages" / "train" / stages["train"]["key"] / "log_history.json").read_text()
+    )
+    logged = [h for h in history if "loss" in h]
+    assert [h["step"] for h in logged] == list(range(2, MAX_STEPS + 1, 2))
+    assert report["train_loss"] == pytest.approx(sum(h["loss"] for h in logged) / len(logged), rel=1e-6)
+    [before] = [h for h in logged if h["step"] == resumed_from]  # the killed attempt's time, as it logged it
+    assert report["train_runtime_s"] > logged[-1]["train_runtime"] + 0.5 * before["train_runtime"]
+    [train_row] = [line for line in done.stdout.splitlines() if line.startswith("train ")]
+    assert f"{MAX_STEPS} steps (resumed from step {resumed_from}), train loss" in train_row
     assert stages["evaluate"]["status"] == stages["register"]["status"] == "executed"
     # the killed run's unfinished version folder and its resume folder are gone
     assert unfinished_folders(workspace) == []
@@ -64,7 +78,12 @@ def test_killed_run_resumes_from_finished_stages_and_checkpoint(prefect_server, 
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-    experiment = client.get_run(summary["mlflow"]["run_id"]).info.experiment_id
+    finished_run = client.get_run(summary["mlflow"]["run_id"])
+    experiment = finished_run.info.experiment_id
+    metrics = finished_run.data.metrics  # the train report's numbers, through the stage log
+    assert metrics["stages/train/resumed_from_step"] == resumed_from
+    assert metrics["headline/train_loss"] == pytest.approx(report["train_loss"])
+    assert metrics["stages/train/train_runtime_s"] == pytest.approx(report["train_runtime_s"])
     [killed] = client.search_runs([experiment], filter_string=f"tags.pid = '{proc.pid}'")
     assert killed.info.status == "KILLED"  # marked by the second run, not left RUNNING forever
 

@@ -137,7 +137,7 @@ def renamed_copy(rng: random.Random, row: dict) -> dict:
     bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
     bound |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
     bound |= {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
-    fresh = {name: f"{name}_{rng.choice(WORDS)}" for name in bound}
+    fresh = {name: f"{name}_{rng.choice(WORDS)}" for name in sorted(bound)}  # sorted: the same draws
     for node in ast.walk(tree):
         for attr in ("id", "arg", "name"):
             if isinstance(getattr(node, attr, None), str) and getattr(node, attr) in fresh:

@@ -28,6 +28,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -57,6 +58,14 @@ def row_fields(row: Mapping) -> tuple[str, str, str]:
 
 def row_text(row: Mapping) -> str:
     return "\n".join(row_fields(row))
+
+
+class Tally(NamedTuple):
+    """Counts over some corpus rows (BenchmarkIndex.tally)."""
+
+    rows: int
+    gram_rows: np.ndarray
+    substring_rows: np.ndarray
 
 
 @dataclass
@@ -133,13 +142,26 @@ class BenchmarkIndex:
 
     def count(self, text: str) -> None:
         """One corpus row: which of the items' n-grams it holds, which items it contains whole."""
-        self.rows_counted += 1
-        if len(self.gram_hashes):
-            grams = ngram_hashes(text, self.cfg.ngram)
-            found = np.searchsorted(self.gram_hashes, grams[contains(self.gram_hashes, grams)])
-            self.gram_rows[found] += 1
-        for position in self._containing(text):
-            self.substring_rows[position] += 1
+        self.add(self.tally([text]))
+
+    def tally(self, texts: Iterable[str]) -> Tally:
+        """How many of `texts` hold each of the items' n-grams and contain each substring, without changing
+        the index: chunks of the corpus are tallied apart (in workers) and `add`ed in any order."""
+        gram_rows, substring_rows = np.zeros_like(self.gram_rows), np.zeros_like(self.substring_rows)
+        rows = 0
+        for text in texts:
+            rows += 1
+            if len(self.gram_hashes):
+                grams = ngram_hashes(text, self.cfg.ngram)
+                gram_rows[np.searchsorted(self.gram_hashes, grams[contains(self.gram_hashes, grams)])] += 1
+            for position in self._containing(text):
+                substring_rows[position] += 1
+        return Tally(rows, gram_rows, substring_rows)
+
+    def add(self, tally: Tally) -> None:
+        self.rows_counted += tally.rows
+        self.gram_rows += tally.gram_rows
+        self.substring_rows += tally.substring_rows
 
     def finish(self) -> None:
         """What is common, now that the corpus is counted: per gram, per item, per substring."""

@@ -157,7 +157,10 @@ def clean_pairs(
             f"({len(quarantined)} quarantined "
             f"in {out_dir / 'rejected.jsonl'}); set clean.allow_empty: true to let an empty set through"
         )
-    context = Context(cfg, split, seed, *_indexes(cfg, rows, split, seed, records_path), tokenizer_dir)
+    with Executor(executor) as runner:  # the corpus count of decontamination, in chunks where rows are
+        indexes = _indexes(cfg, rows, split, seed, records_path)
+        count_corpus(indexes, rows, workers or default_workers(), runner)
+    context = Context(cfg, split, seed, *indexes, tokenizer_dir)
     rows_in, held_out_rows = len(rows) + len(quarantined), sum(context.held_out(r) for r in rows)
     total = Filtered(counts=Counter(dict.fromkeys(QUARANTINE_REASONS, 0)))
     total.rejected.extend(quarantined)
@@ -239,17 +242,36 @@ def _indexes(
         if records_path is not None:
             records = [r for r in iter_jsonl(records_path) if is_held_out(group_of(r), split, seed)]
         training_only = decontaminate.held_out_items(held, records)
-    indexes = (
+    return (
         decontaminate.BenchmarkIndex.build(everyone, d),
         decontaminate.BenchmarkIndex.build(training_only, d),
     )
-    # how common each item's n-grams are in this corpus: one pass over the rows for both indexes
+
+
+@dataclass
+class Counting:
+    """What a worker needs to tally corpus rows against the indexes (see count_corpus)."""
+
+    indexes: list[decontaminate.BenchmarkIndex]
+
+    def prepare(self) -> None:
+        pass
+
+
+def tally_chunk(rows: list[dict], counting: Counting) -> list[decontaminate.Tally]:
+    texts = [decontaminate.row_text(row) for row in rows]
+    return [index.tally(texts) for index in counting.indexes]
+
+
+def count_corpus(indexes, rows: list[dict], workers: int, executor: Executor) -> None:
+    """How common each item's n-grams and phrases are in this corpus, then `finish` each index: one pass
+    over the rows for both indexes, chunked like the row phase (a fifth of a 100k-row clean, serially)."""
     counted = [index for index in indexes if len(index)]
-    if counted:
-        for row in rows:
-            text = decontaminate.row_text(row)
-            for index in counted:
-                index.count(text)
-        for index in counted:
-            index.finish()
-    return indexes
+    if not counted:
+        return
+    options = {"chunk": CHUNK, "workers": workers, "parallel_from": PARALLEL_FROM}
+    for tallies in executor.map_chunks(tally_chunk, rows, Counting(counted), **options):
+        for index, tally in zip(counted, tallies, strict=True):
+            index.add(tally)
+    for index in counted:
+        index.finish()

@@ -129,7 +129,8 @@ def test_clean_on_dask_writes_what_the_default_runner_writes(cluster, dask_cfg, 
         delta(before, worker_counts(client), "prepared"),
     )
     assert len(tasks) == 2 and min(tasks.values()) >= 1, tasks  # both workers ran chunks
-    assert set(prepared.values()) == {1}  # the filters were built once per worker, not once per chunk
+    # once per worker and pass (decontamination's corpus count, then the row phase), not once per chunk
+    assert set(prepared.values()) == {2}
     assert reports["default"] == reports["dask"]
     assert reports["dask"]["dropped"]["near_duplicate"] >= 148 and reports["dask"]["rows_out"] > 1900
     for name in ("pairs.jsonl", "rejected.jsonl", "rejections.jsonl", "report.md"):

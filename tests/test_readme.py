@@ -47,8 +47,11 @@ def as_here(line: str) -> str:
 @pytest.fixture(scope="module")
 def env(prefect_server, tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("readme")
+    # not MLFLOW_REGISTRY_URI: an earlier test's mlflow.set_registry_uri in this process exports it, and
+    # a user's shell has none (the registry is then the tracking store)
+    inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_REGISTRY_URI"}
     return {
-        **os.environ,
+        **inherited,
         "PREFECT_API_URL": prefect_server,
         "FINETUNE_WORKSPACE": str(root / "workspace"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",

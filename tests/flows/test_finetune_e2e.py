@@ -108,7 +108,8 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
     curve = mlflow.MlflowClient().get_metric_history(record["run_id"], "headline/loss")
     assert [m.step for m in curve] == [2, 4, 6]  # tiny.yaml: logging_steps 2, max_steps 6
     bpb = means["finetuned"]["heldout.bits_per_byte"]
-    assert stages["evaluate"]["headline"].startswith(f"bits/byte {bpb:.3f} (base ")
+    assert stages["evaluate"]["headline"].startswith("held-out loss ")  # then bits/byte, and the rest
+    assert f", bits/byte {bpb:.3f} (base " in stages["evaluate"]["headline"]
     assert stages["train"]["headline"].startswith("lora, 6 steps, loss ")
     scraped = json.loads((Path(stages["scrape"]["path"]) / "report.json").read_text())
     assert stages["scrape"]["headline"].endswith(f", {scraped['definitions']['with_doctests']} with doctests")

@@ -110,7 +110,7 @@ def test_cold_run_executes_every_stage_and_registers(cold, tiny_config):
     bpb = means["finetuned"]["heldout.bits_per_byte"]
     assert stages["evaluate"]["headline"].startswith("held-out loss ")  # then bits/byte, and the rest
     assert f", bits/byte {bpb:.3f} (base " in stages["evaluate"]["headline"]
-    assert stages["train"]["headline"].startswith("lora, 6 steps, loss ")
+    assert stages["train"]["headline"].startswith("lora, 6 steps, train loss ")  # smoothed: flows/summary.py
     scraped = json.loads((Path(stages["scrape"]["path"]) / "report.json").read_text())
     assert stages["scrape"]["headline"].endswith(f", {scraped['definitions']['with_doctests']} with doctests")
     artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(record["run_id"], "stages/train")}

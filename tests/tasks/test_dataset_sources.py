@@ -341,6 +341,17 @@ def test_clean_dedups_and_decontaminates_across_sources(tmp_path):
     assert report["by_source"]["docstring"] == {"in": 1, "kept": 1, "dropped": {}}
 
 
+def chat_file(folder: Path, turns: list[dict]) -> Path:
+    """A pairs file of one chat row, as the datasets stage writes it."""
+    row = {
+        "id": "c:0",
+        "source": "dataset:chat",
+        "instruction": turns[0]["content"],
+        "output": turns[-1]["content"],
+    }
+    return write_jsonl(folder / "chat.jsonl", [{**row, "messages": turns}])
+
+
 def test_clean_redacts_every_turn_of_a_chat_row_and_its_fields_follow(tmp_path):
     turns = [
         {"role": "user", "content": "Mail the report to ada@example.com with a helper function please."},
@@ -348,14 +359,7 @@ def test_clean_redacts_every_turn_of_a_chat_row_and_its_fields_follow(tmp_path):
         {"role": "user", "content": "Now to grace@example.org too, as a second function please."},
         {"role": "assistant", "content": "def send_too(address='grace@example.org'):\n    return address\n"},
     ]
-    row = {
-        "id": "c:0",
-        "source": "dataset:chat",
-        "instruction": turns[0]["content"],
-        "output": turns[-1]["content"],
-    }
-    path = write_jsonl(tmp_path / "chat.jsonl", [{**row, "messages": turns}])
-    out = tmp_path / "out"
+    path, out = chat_file(tmp_path, turns), tmp_path / "out"
     out.mkdir()
     report = clean_pairs(path, out, CleanConfig(decontaminate={"held_out": False, "humaneval": False}))
     (kept,) = iter_jsonl(out / "pairs.jsonl")
@@ -413,14 +417,7 @@ def test_clean_finds_a_leak_in_a_middle_turn_of_a_conversation(tmp_path):
         {"role": "user", "content": "Thanks. Now write a function that doubles a number, please."},
         {"role": "assistant", "content": "def double(x):\n    return 2 * x\n"},
     ]
-    row = {
-        "id": "c:0",
-        "source": "dataset:chat",
-        "instruction": turns[0]["content"],
-        "output": turns[-1]["content"],
-    }
-    path = write_jsonl(tmp_path / "chat.jsonl", [{**row, "messages": turns}])
-    out = tmp_path / "out"
+    path, out = chat_file(tmp_path, turns), tmp_path / "out"
     out.mkdir()
     clean_pairs(path, out, CleanConfig(allow_empty=True, decontaminate={"held_out": False}))
     (rejected,) = iter_jsonl(out / "rejected.jsonl")

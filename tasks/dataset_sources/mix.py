@@ -30,7 +30,7 @@ def map_records(source: DatasetSource, index: int) -> tuple[list[dict], list[dic
     rows, rejected = [], []
     for number, (place, record) in enumerate(read.records(source, index)):
         try:
-            if isinstance(record, read._Malformed):
+            if isinstance(record, read.Malformed):
                 raise BadRecord("malformed_json", record.error)
             if not isinstance(record, dict):
                 raise BadRecord("not_a_record", f"a {type(record).__name__}, not an object")

@@ -139,7 +139,7 @@ def _file_records(path: Path) -> Iterator[tuple[str, object]]:
             yield f"{path}[{number}]", row
 
 
-class _Malformed:
+class Malformed:
     """A line that is not JSON: mapped as a bad record, not raised, so the rest of the file goes on."""
 
     def __init__(self, error: str) -> None:
@@ -150,7 +150,7 @@ def _json_line(line: str) -> object:
     try:
         return json.loads(line)
     except json.JSONDecodeError as error:
-        return _Malformed(str(error))
+        return Malformed(str(error))
 
 
 def _arrow_records(dataset, name: str) -> Iterator[tuple[str, object]]:

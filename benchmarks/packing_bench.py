@@ -2,14 +2,14 @@
 packed (whole examples best-fit into blocks, tasks/tokenization/packing.py) against padding mode (one
 example per row, each batch padded to its longest row: TRL's collator).
 
-Data: the workspace's scrape stage output (records.jsonl) turned into docstring pairs as the synthesize
-stage does (tasks/synthesize/docstring_pairs.py), tokenized by the tokenize stage's own function with the
-SmolLM2 tokenizer from the workspace's base_model stage and the default profile's settings (alpaca template,
-max_length 320, train batch 4). Batches are drawn in a seeded random order, as the trainer samples them,
-and built by the collators training uses. Detail: both modes at max_length 320, 512 and 1024, and the fixed
-max_length-slot view the tokenize report gives.
+Data, built here on every run (never a workspace's, which another profile may have written): the
+installed scikit-learn scraped with the default profile's scrape settings, turned into docstring pairs as
+the synthesize stage does (tasks/synthesize/docstring_pairs.py), tokenized by the tokenize stage's own
+function with the SmolLM2 tokenizer (dequantized from its GGUF file as the base_model stage does) and the
+default profile's settings (alpaca template, max_length 320, train batch 4). Batches are drawn in a
+seeded random order, as the trainer samples them, and built by the collators training uses. Detail:
+both modes at max_length 320, 512 and 1024, and the fixed max_length-slot view the tokenize report gives.
 
-Needs a workspace from `make run` (or any run that reached base_model and scrape).
 Run alone: `python -m benchmarks.run packing_efficiency`.
 """
 
@@ -22,16 +22,7 @@ from pathlib import Path
 
 from benchmarks.registry import benchmark
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKSPACE = ROOT / "workspace" / "stages"
 MAX_LENGTH, BATCH, SEED = 320, 4, 0  # pipeline_config/offline.yaml: tokenize.max_length, train.batch_size
-
-
-def newest(pattern: str) -> Path:
-    found = sorted(WORKSPACE.glob(pattern), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"no {pattern} under {WORKSPACE}: run the pipeline (make run) first")
-    return found[-1]
 
 
 def batch_fraction(rows: list[dict], collate, batch: int, seed: int) -> tuple[float, int]:
@@ -87,15 +78,21 @@ def measure(pairs_path: Path, model_dir: Path, max_length: int, work: Path) -> d
 def packing_efficiency() -> dict:
     """Real-token fraction of packed training batches on the scraped data (SmolLM2 tokenizer, max_length
     320, batch 4; goal >= 0.95): real tokens / (rows x width) over every packed batch, drawn in the trainer's
-    seeded order; ratio = packed / padding mode. Needs a workspace from `make run`."""
+    seeded order; ratio = packed / padding mode. Its inputs are built here: the installed scikit-learn
+    scraped, the SmolLM2 tokenizer from its GGUF file."""
+    import sklearn
+
+    from benchmarks.model_bench import PROFILE, stored_base_model
+    from pipeline_config import load_config
     from tasks.common.io import write_jsonl
+    from tasks.scrape.collect import scrape_sources
     from tasks.synthesize.docstring_pairs import docstring_pairs
 
-    records_path = newest("scrape/.v-*/records.jsonl")
-    model_dir = newest("base_model/.v-*/model/config.json").parent
-    records = [json.loads(line) for line in records_path.open()]
-    pairs = list(docstring_pairs(records, None))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, stored_base_model() as model_dir:
+        scraped = Path(tmp) / "scrape"
+        scrape_sources(scraped, load_config(PROFILE).scrape, Path(tmp))
+        records = [json.loads(line) for line in (scraped / "records.jsonl").open()]
+        pairs = list(docstring_pairs(records, None))
         pairs_path = Path(tmp) / "pairs.jsonl"
         write_jsonl(pairs_path, pairs)
         sweep = {n: measure(pairs_path, model_dir, n, Path(tmp)) for n in (MAX_LENGTH, 512, 1024)}
@@ -113,8 +110,9 @@ def packing_efficiency() -> dict:
         "examples_per_block": main["packed"]["examples_per_block"],
         "batches_packed_vs_padded": f"{main['packed']['batches']} vs {main['padded']['batches']}",
         "truncated": main["packed"]["truncated"],
-        "tokenizer": str(model_dir.relative_to(ROOT)),
-        "records": str(records_path.relative_to(ROOT)),
+        "tokenizer": "SmolLM2-135M-Instruct (pipeline_config/offline.yaml model.source)",
+        "records": f"scikit-learn {sklearn.__version__}, scraped with pipeline_config/offline.yaml: "
+        f"{len(records)} records",
         "sweep": {
             n: {m: {k: r[m][k] for k in ("batch_fraction", "slot_fraction", "rows", "truncated")} for m in r}
             for n, r in sweep.items()

@@ -71,3 +71,101 @@ def pipeline_rerun(config: str | None = None) -> dict:
             "ratio_means": "cold / warm wall time (higher is better)",
         },
     }
+
+
+MODEL_STAGES = ("synthesize", "train", "evaluate")
+# every precision setting pinned to fp32: what the default run computed in before bf16
+ALL_FP32 = {"train": {"precision": "fp32"}, "evaluate": {"precision": "fp32"}}
+
+
+def fp32_profile(config: str, folder: Path) -> Path:
+    """`config` with train, evaluate and the local teacher in fp32, written beside the runs."""
+    import yaml
+
+    raw = yaml.safe_load(Path(config).read_text())
+    for section, values in ALL_FP32.items():
+        raw.setdefault(section, {}).update(values)
+    raw.setdefault("synthesize", {}).setdefault("teacher", {})["precision"] = "fp32"
+    path = folder / f"{Path(config).stem}-fp32.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def fresh_env(folder: Path) -> dict:
+    """A `finetune` environment with its own workspace (teacher cache included), MLflow store and Prefect
+    home under `folder`: a cold run."""
+    return {
+        **os.environ,
+        "FINETUNE_WORKSPACE": str(folder / "workspace"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+        "FINETUNE_MLFLOW_ARTIFACTS": (folder / "artifacts").as_uri(),
+        "PREFECT_HOME": str(folder / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def heldout_scores(summary: dict) -> dict[str, dict]:
+    """{item id: the fine-tuned model's scores} from a run's held-out predictions."""
+    path = Path(summary["stages"]["evaluate"]["path"]) / "predictions.jsonl"
+    return {r["id"]: r["scores"]["finetuned"] for r in map(json.loads, path.read_text().splitlines())}
+
+
+def stage_report(summary: dict, stage: str) -> dict:
+    return json.loads((Path(summary["stages"][stage]["path"]) / "report.json").read_text())
+
+
+@benchmark("default_run_model_stages")
+def default_run_model_stages(config: str = "pipeline_config/offline.yaml") -> dict:
+    """Seconds of synthesize + train + evaluate in one cold default run (`make run`'s profile, fresh
+    workspace, teacher cache and MLflow store), with every precision pinned to fp32 (the default run before
+    bf16) and then with the defaults (auto: bf16 on a CPU with native bf16), each a separate `finetune run`
+    process, once each (~25 minutes for the pair on 2 cores). Beside the time, what bf16 does to quality
+    on the held-out rows both runs share: the paired difference (default - fp32) of the fine-tuned model's
+    per-row held-out loss and bits per byte, with 95% intervals, and each run's scores against its base.
+    value: default seconds; ratio = fp32 / default (goal >= 2, or the same time buying twice the work)."""
+    from tasks.evaluation.paired import compare
+
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    profiles = {"fp32": str(fp32_profile(config, WORK)), "default": config}
+    summaries = {name: finetune_run(path, fresh_env(WORK / name)) for name, path in profiles.items()}
+    seconds = {
+        name: {s: round(summary["stages"][s]["seconds"], 1) for s in MODEL_STAGES}
+        for name, summary in summaries.items()
+    }
+    totals = {name: round(sum(per.values()), 1) for name, per in seconds.items()}
+    scores = {name: heldout_scores(summary) for name, summary in summaries.items()}
+    shared = sorted(set(scores["fp32"]) & set(scores["default"]))
+    quality = {
+        metric: compare(
+            [scores["default"][i][metric] for i in shared], [scores["fp32"][i][metric] for i in shared]
+        )
+        for metric in ("nll", "bits_per_byte")
+    }
+    runs = {}
+    for name, summary in summaries.items():
+        train, evaluate = stage_report(summary, "train"), stage_report(summary, "evaluate")
+        heldout = evaluate["suites"]["heldout"]["metrics"]
+        runs[name] = {
+            "train_precision": train.get("precision"),
+            "generation_precision": evaluate.get("precision", {}).get("generation"),
+            "train_loss": train.get("train_loss"),
+            "merge_max_abs_logit_diff": train.get("merge", {}).get("max_abs_logit_diff"),
+            "heldout_nll": heldout["nll"]["systems"]["finetuned"]["mean"],
+            "bits_per_byte_vs_base": heldout["bits_per_byte"]["vs"]["base"],
+            "suite_seconds": {n: s.get("seconds") for n, s in evaluate["suites"].items()},
+        }
+    return {
+        "value": totals["default"],
+        "unit": "s",
+        "ratio": round(totals["fp32"] / totals["default"], 2),
+        "detail": {
+            "config": config,
+            "stage_seconds": seconds,
+            "total_seconds": totals,
+            "heldout_rows_shared": len(shared),
+            "default_minus_fp32": quality,
+            "runs": runs,
+            "ratio_means": "fp32 / default seconds of synthesize + train + evaluate (higher is better)",
+        },
+    }

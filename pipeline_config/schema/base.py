@@ -6,10 +6,14 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 PACKAGE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")  # an importable (dotted) package name
+# a precision setting (train, evaluate, the local teacher): auto takes bf16 where the device computes it
+# natively, fp32 elsewhere (tasks/common/models.py resolve_precision)
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
 _LISTED = 12  # registries up to this size are listed in full in an error, even when a close name is found
 
 

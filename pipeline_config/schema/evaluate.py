@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline_config.schema.base import Section
+from pipeline_config.schema.base import Precision, Section
 
 
 class PassAtKConfig(Section):
@@ -44,6 +44,10 @@ class EvaluateConfig(Section):
     max_new_tokens: int | Literal["auto"] = "auto"
     max_new_tokens_cap: int = Field(512, gt=0)
     batch_size: int = Field(8, gt=0)
+    # the weights' precision while the models generate (greedy outputs can differ from fp32's where two
+    # tokens are nearly tied: the benchmark eval_generation measures how often); likelihoods, the scores
+    # the gate pairs across runs and machines, are always computed in fp32
+    precision: Precision = "auto"
     humaneval: PassAtKConfig = PassAtKConfig()
     # functions of held-out scraped modules whose docstring examples check a written body
     sklearn_doctests: PassAtKConfig = PassAtKConfig()

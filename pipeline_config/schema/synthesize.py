@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline_config.schema.base import Section, one_of
+from pipeline_config.schema.base import Precision, Section, one_of
 from tasks.common.teacher import BACKENDS as TEACHER_BACKENDS
 
 
@@ -36,6 +36,7 @@ class TeacherConfig(Section):
     # local: each prompt as one user turn of the tokenizer's chat template (an instruct teacher answers a
     # request); false, or a tokenizer without a chat template: the raw prompt, continued by a completion model
     chat_template: bool = True
+    precision: Precision = "auto"  # local: the weights' precision while it generates
 
     @field_validator("backend")
     @classmethod

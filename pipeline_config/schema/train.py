@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline_config.schema.base import Section, one_of
+from pipeline_config.schema.base import Precision, Section, one_of
 
 
 class LoraSection(Section):
@@ -58,8 +58,7 @@ class TrainConfig(Section):
     lora: LoraSection | None = LoraSection()
     quantization: QuantizationSection | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # auto: bf16 where the device computes it natively, else fp32 (tasks/common/models.py resolve_precision)
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    precision: Precision = "auto"  # on the CPU, bf16 autocasts over fp32 weights
     learning_rate: float = Field(2e-4, gt=0)
     num_epochs: float = Field(1.0, gt=0)
     max_steps: int = -1  # > 0 overrides num_epochs

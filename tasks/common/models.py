@@ -40,13 +40,14 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
 
 
 def resolve_precision(requested: str, device: str, quantized: bool = False) -> str:
-    """The compute precision of training on `device` for train.precision `requested`.
+    """The compute precision on `device` for a precision setting `requested` (train.precision,
+    evaluate.precision, synthesize.teacher.precision).
 
     "auto" takes bf16 where the device computes it natively (a CUDA device that has it, a CPU with
-    AVX512-BF16 or AMX) and fp32 elsewhere. On the CPU bf16 is autocast over fp32 weights (the trainer's
-    `bf16`), so LoRA parameters, gradients and optimizer state stay fp32; fp16 (a CUDA recipe's value), bf16
-    on a CPU without it and 4-bit bases (bitsandbytes' CPU kernels choose their own compute dtype) run fp32
-    there, as they always did."""
+    AVX512-BF16 or AMX) and fp32 elsewhere. Training on the CPU autocasts over fp32 weights (the trainer's
+    `bf16`), so LoRA parameters, gradients and optimizer state stay fp32; generation casts the weights.
+    fp16 (a CUDA recipe's value), bf16 on a CPU without it and 4-bit bases (bitsandbytes' CPU kernels
+    choose their own compute dtype) run fp32 there, as they always did."""
     if device == "cuda":
         if requested != "auto":
             return requested
@@ -86,14 +87,15 @@ def load_causal_lm(
     quantization: Any = None,
     trust_remote_code: bool = False,
 ):
-    """A causal LM from a save_pretrained folder; half precision only on CUDA (CPU kernels want fp32)."""
+    """A causal LM from a save_pretrained folder, its weights in `precision` (a DTYPES key) on any device.
+    Training on the CPU passes fp32 and autocasts (tasks/training/model.py); generation casts afterwards
+    (`load_for_inference`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = getattr(torch, DTYPES[precision]) if device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(
         str(path),
-        dtype=dtype,
+        dtype=getattr(torch, DTYPES[precision]),
         quantization_config=quantization,
         trust_remote_code=trust_remote_code,
         device_map={"": device} if quantization else None,
@@ -102,18 +104,36 @@ def load_causal_lm(
 
 
 def load_for_inference(
-    base_dir: str | Path, tuned_dir: str | Path | None = None, adapter: bool = True, trust_remote_code=False
+    base_dir: str | Path,
+    tuned_dir: str | Path | None = None,
+    adapter: bool = True,
+    trust_remote_code=False,
+    precision: str = "auto",
 ):
-    """The base model, or the fine-tuned one: full weights, or base + LoRA adapter merged.
+    """The base model, or the fine-tuned one: full weights, or base + LoRA adapter merged, in `precision`
+    resolved for the device (auto: bf16 where it is native; `resolve_precision`).
 
-    Merged weights generate about twice as fast as a LoRA wrapper and give the same outputs.
+    Loaded and merged in fp32, then cast: the merge is exact, and a bf16 model is the fp32 one rounded
+    once. Merged weights generate about twice as fast as a LoRA wrapper and give the same outputs.
     """
     device = pick_device()
-    precision = "bf16" if device == "cuda" else "fp32"
     path = tuned_dir if tuned_dir is not None and not adapter else base_dir
-    model = load_causal_lm(path, device, precision, trust_remote_code=trust_remote_code)
+    model = load_causal_lm(path, device, "fp32", trust_remote_code=trust_remote_code)
     if tuned_dir is not None and adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(tuned_dir)).merge_and_unload()
-    return model.eval()
+    return cast(model.eval(), resolve_precision(precision, device))
+
+
+def cast(model, precision: str):
+    """`model` with its floating-point weights in `precision` (a DTYPES key), in place."""
+    import torch
+
+    return model.to(getattr(torch, DTYPES[precision]))
+
+
+def model_precision(model) -> str:
+    """The DTYPES key of a model's weights."""
+    names = {v: k for k, v in DTYPES.items()}
+    return names[str(model.dtype).removeprefix("torch.")]

@@ -21,7 +21,7 @@ from __future__ import annotations
 from tasks.common import sandbox
 from tasks.common.benchmarks import benchmark_key, humaneval_problems, program
 from tasks.common.io import iter_jsonl
-from tasks.common.models import gpu_resource
+from tasks.common.models import gpu_resource, pick_device, resolve_precision
 from tasks.common.runtime import logger
 from tasks.common.splits import group_of, is_held_out
 from tasks.common.stage import StageResult, StageSpec
@@ -105,10 +105,17 @@ def run(cfg, inputs, out_dir, context) -> StageResult:
         "suite_files": {name: suite_file(name) for name in report["suites"]},
         "metrics": report["means"]["finetuned"],
         "eval_set_key": report["eval_set_key"],
-        "generation": {k: report["generation"][k] for k in ("max_new_tokens", "stop", "temperature")},
+        "generation": {
+            k: report["generation"][k] for k in ("max_new_tokens", "stop", "temperature", "precision")
+        },
         "benchmark_keys": {name: s["key"] for name, s in report["suites"].items() if "key" in s},
     }
     return StageResult(report, outputs)
+
+
+def environment(cfg) -> dict:
+    """The precision the models generate in (evaluate.precision auto: bf16 where it is native)."""
+    return {"generation_precision": resolve_precision(cfg.evaluate.precision, pick_device())}
 
 
 def uses(cfg) -> tuple[str, ...]:
@@ -142,5 +149,6 @@ SPEC = StageSpec(
         "scikit-learn",  # the doctests run against it
     ),
     uses=uses,
+    environment=environment,
     resources=resources,
 )

@@ -26,7 +26,7 @@ from pipeline_config.schema import EvaluateConfig
 from tasks.common import sandbox
 from tasks.common.generation import Completion, generate
 from tasks.common.io import write_jsonl
-from tasks.common.models import load_for_inference, load_tokenizer
+from tasks.common.models import cast, load_for_inference, load_tokenizer, pick_device, resolve_precision
 from tasks.common.templates import PromptTemplate
 from tasks.evaluation import completion
 from tasks.evaluation.metrics import likelihood, per_example_scores
@@ -176,18 +176,26 @@ def evaluate_models(
     references = [r["response"] for r in rows[:generated]]
     given = [r.get("input", "") for r in rows[:generated]]
     budget = new_token_budget(cfg, references, tokenizer)
-    generation = {**budget, "stop": list(template.stop), "temperature": 0.0, "template": template.name}
+    precision = resolve_precision(cfg.precision, pick_device())
+    generation = {
+        **budget,
+        "stop": list(template.stop),
+        "temperature": 0.0,
+        "template": template.name,
+        "precision": precision,
+    }
     suites = {"heldout": heldout_suite(rows, generated)}
     for name, (cases, key) in (completion_cases or {}).items():
         suites[name] = completion_suite(name, cases, key)
     suites |= {b.name: passk_suite(b) for b in benchmarks}
     for system in SYSTEMS:
         model = load_for_inference(
-            base_path, None if system == "base" else model_dir, is_adapter, trust_remote_code
+            base_path, None if system == "base" else model_dir, is_adapter, trust_remote_code, "fp32"
         )
         own = base_tokenizer if system == "base" else tokenizer
         with timed(suites["heldout"], system):
             suites["heldout"].add(system, None, likelihood(model, tokenizer, rows, cfg.batch_size))
+            model = cast(model, precision)  # the scores above are fp32's on any machine
             outputs = generate(
                 model, tokenizer, prompts, budget["max_new_tokens"], cfg.batch_size, stop=template.stop
             )
@@ -222,6 +230,7 @@ def evaluate_models(
         "suites": reports,
         "means": means(reports),
         "generation": generation,
+        "precision": {"likelihood": "fp32", "generation": precision},
     }
     if benchmarks:  # generated code ran: in which sandbox
         backend = sandbox.resolve()

@@ -140,9 +140,11 @@ def generation_line(g: Mapping) -> str:
     per = "; ".join(
         f"{s}: {g[s]['hit_cap']} hit the cap, {g[s]['empty']} empty" for s in ("base", "finetuned") if s in g
     )
+    precision = g.get("precision", "fp32")
     return (
-        f"Greedy, max_new_tokens {g['max_new_tokens']} ({g['rule']}; {g['references_longer']} references "
-        f"are longer), template `{g['template']}`, stop at its headers. {per}."
+        f"Greedy in {precision}, max_new_tokens {g['max_new_tokens']} ({g['rule']}; "
+        f"{g['references_longer']} references are longer), template `{g['template']}`, stop at its headers; "
+        f"likelihoods in fp32. {per}."
     )
 
 

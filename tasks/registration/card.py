@@ -13,7 +13,9 @@ from tasks.common.templates import PromptTemplate
 from tasks.evaluation.report import comparisons_table, generation_line, suites_line, table
 
 DATA_STAGES = ("scrape", "synthesize", "datasets", "clean", "tokenize")
-TRAIN_FACTS = ("method", "steps", "train_runtime_s", "first_logged_loss", "last_logged_loss")
+TRAIN_FACTS = (
+    "method", "device", "precision", "steps", "train_runtime_s", "first_logged_loss", "last_logged_loss"
+)  # fmt: skip
 
 
 def mix_rows(reports: Mapping[str, Mapping]) -> list[list]:

@@ -155,6 +155,8 @@ def version_tags(c: Candidate, run_id: str) -> dict[str, str]:
         "version_key": c.version_key,
         "pipeline_run_id": run_id,
         "eval_set_key": c.eval_set_key,  # scores compare on one set only
+        # generated scores pair only within one precision (likelihoods are fp32's everywhere)
+        "eval_generation_precision": c.generation.get("precision", "fp32"),
         "git_commit": c.lineage["git_commit"],
         "config_hash": c.lineage["config_hash"],
     }
@@ -234,7 +236,7 @@ def champion_scores(champion, primary: str, c: Candidate, cache: Path, batch_siz
 
     suite, metric = primary.split(".", 1)
     theirs = champion.tags.get("eval_set_key" if suite == "heldout" else f"benchmark.{suite}.key")
-    if theirs is not None and theirs == suite_key(c, suite):
+    if theirs is not None and theirs == suite_key(c, suite) and same_precision(champion, metric, c):
         try:
             path = mlflow.artifacts.download_artifacts(
                 run_id=champion.run_id, artifact_path=f"stages/evaluate/{c.suites[suite].name}"
@@ -245,12 +247,21 @@ def champion_scores(champion, primary: str, c: Candidate, cache: Path, batch_siz
     if suite != "heldout":
         return None
     rows = list(iter_jsonl(c.suites["heldout"]))
-    cached = cache / f"{champion.name}-v{champion.version}-{c.eval_set_key}-{metric}.json"
+    precision = "fp32" if metric in LIKELIHOOD else c.generation.get("precision", "fp32")
+    cached = cache / f"{champion.name}-v{champion.version}-{c.eval_set_key}-{metric}-{precision}.json"
     if not cached.is_file():
-        loaded = load_registered(f"models:/{champion.name}/{champion.version}")
+        loaded = load_registered(f"models:/{champion.name}/{champion.version}", precision)
         cached.parent.mkdir(parents=True, exist_ok=True)
         write_json(cached, rescore_heldout(loaded, rows, metric, c, batch_size))
     return json.loads(cached.read_text())
+
+
+def same_precision(champion, metric: str, c: Candidate) -> bool:
+    """Whether the champion's scores on `metric` were computed as ours were: likelihoods always in fp32,
+    generations in the evaluation's precision (a version registered before it was recorded: fp32)."""
+    if metric in LIKELIHOOD:
+        return True
+    return champion.tags.get("eval_generation_precision", "fp32") == c.generation.get("precision", "fp32")
 
 
 def rescore_heldout(loaded, rows: list[dict], metric: str, c: Candidate, batch_size: int) -> dict[str, float]:

@@ -31,7 +31,7 @@ class RegisteredModel:
     model: Any
     tokenizer: Any
     template: PromptTemplate
-    generation: dict  # max_new_tokens, stop, temperature: as the evaluation generated
+    generation: dict  # max_new_tokens, stop, temperature, precision: as the evaluation generated
 
     def complete(
         self, prompts: list[str], max_new_tokens: int | None = None, batch_size: int = 8
@@ -51,8 +51,12 @@ class RegisteredModel:
         return generation_form(messages, self.template, self.tokenizer, row_id="--messages")[0]
 
 
-def load_registered(uri: str) -> RegisteredModel:
+def load_registered(uri: str, precision: str | None = None) -> RegisteredModel:
+    """The registered model, its weights in `precision` resolved for this device (None: the precision the
+    evaluation generated in, recorded with it; fp32 where this device lacks native bf16)."""
     import mlflow
+
+    from tasks.common.models import cast, pick_device, resolve_precision
 
     metadata = mlflow.models.get_model_info(uri).metadata or {}
     if "template" not in metadata or "generation" not in metadata:
@@ -63,4 +67,7 @@ def load_registered(uri: str) -> RegisteredModel:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     template = PromptTemplate.from_dict(metadata["template"])
-    return RegisteredModel(uri, components["model"].eval(), tokenizer, template, metadata["generation"])
+    generation = metadata["generation"]
+    wanted = resolve_precision(precision or generation.get("precision", "fp32"), pick_device())
+    model = cast(components["model"].eval(), wanted)
+    return RegisteredModel(uri, model, tokenizer, template, generation)

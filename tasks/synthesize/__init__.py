@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tasks.common import sandbox
 from tasks.common.io import hash_path, workspace_path
-from tasks.common.models import gpu_resource
+from tasks.common.models import gpu_resource, pick_device, resolve_precision
 from tasks.common.parallel import stage_executor
 from tasks.common.stage import StageResult, StageSpec
 from tasks.common.teacher import is_remote, make_teacher
@@ -68,11 +68,13 @@ def uses(cfg) -> tuple[str, ...]:
 
 def environment(cfg) -> dict:
     """Path inputs named in the config are keyed by content: seed tasks (the default file is part of the
-    package) and a local teacher read from a folder."""
+    package) and a local teacher read from a folder; a local teacher's precision as resolved here."""
     s = cfg.synthesize
     facts = {"seed_tasks": hash_path(s.self_instruct.seed_tasks)} if s.self_instruct.seed_tasks else {}
-    if teacher_modes(s) and s.teacher.backend == "local" and Path(s.teacher.model).is_dir():
-        facts["teacher"] = hash_path(s.teacher.model)
+    if teacher_modes(s) and s.teacher.backend == "local":
+        facts["teacher_precision"] = resolve_precision(s.teacher.precision, pick_device())
+        if Path(s.teacher.model).is_dir():
+            facts["teacher"] = hash_path(s.teacher.model)
     return facts
 
 

@@ -117,7 +117,9 @@ def load_model(
     quant = quantization_config(cfg)
     if quant:
         require_bitsandbytes(cfg, device)
-    model = load_causal_lm(model_path, device, cfg.precision, quant, trust_remote_code)
+    # on the CPU the weights stay fp32 and the trainer autocasts (its `bf16`): the optimizer needs fp32
+    weights = cfg.precision if device == "cuda" else "fp32"
+    model = load_causal_lm(model_path, device, weights, quant, trust_remote_code)
     check_target_modules(model, cfg)
     if vocab_size and vocab_size > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(vocab_size)

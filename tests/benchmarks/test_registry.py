@@ -21,6 +21,7 @@ NAMES = {
     "scrape_sklearn", "scrape_web_rate", "planted_clean", "minhash_dedup_100k",
     "teacher_concurrency", "novelty_filter",
     "packing_efficiency", "train_throughput", "packed_layout", "eval_power", "matmul_peak", "train_precision",
+    "train_mfu", "default_run_model_stages",
 }  # fmt: skip
 
 

@@ -58,7 +58,8 @@ def test_evaluate_models_end_to_end(
     )
     test_rows = load_from_disk(str(tokenized / "dataset"))["test"].to_list()
     assert len(test_rows) > 4  # max_samples takes the first 4 of the (shuffled) held-out rows
-    cfg = EvaluateConfig(max_samples=4, max_new_tokens=6, batch_size=3)  # 4 rows: a full and a ragged batch
+    # 4 rows: a full and a ragged batch; fp32 generation, as the references
+    cfg = EvaluateConfig(max_samples=4, max_new_tokens=6, batch_size=3, precision="fp32")
     report = evaluate_models(tokenized / "dataset", adapter_dir, tmp_path, str(tiny_model_dir), True, cfg)
 
     assert (report["rows_in"], report["rows_out"]) == (len(test_rows), len(test_rows))
@@ -90,7 +91,8 @@ def test_evaluate_models_end_to_end(
             assert pred["outputs"]["base"] == greedy(finetuned, tokenizer, pred["prompt"], 6)
         assert pred["outputs"]["finetuned"] == greedy(finetuned, tokenizer, pred["prompt"], 6)
 
-    assert set(report) == {"rows_in", "rows_out", "suites", "means", "generation"}
+    assert set(report) == {"rows_in", "rows_out", "suites", "means", "generation", "precision"}
+    assert report["precision"] == {"likelihood": "fp32", "generation": "fp32"}
     assert report["generation"]["max_new_tokens"] == 6 and report["generation"]["stop"] == list(ALPACA.stop)
     for name in ("base", "finetuned"):  # a random model never ends on its own within 6 tokens
         assert report["generation"][name]["hit_cap"] + report["generation"][name]["empty"] >= 1
@@ -144,7 +146,7 @@ def test_evaluate_models_full_weights(
     tokenized, _ = tokenized_dataset(
         tmp_path_factory, tiny_model_dir, 20, TokenizeConfig(max_length=200), seed=0
     )
-    cfg = EvaluateConfig(max_samples=2, max_new_tokens=4, batch_size=2)
+    cfg = EvaluateConfig(max_samples=2, max_new_tokens=4, batch_size=2, precision="fp32")
     out_dir = tmp_path / "out_dir"
     out_dir.mkdir()
     report = evaluate_models(tokenized / "dataset", other, out_dir, str(tiny_model_dir), False, cfg)
@@ -199,3 +201,39 @@ def test_a_model_that_writes_nothing_scores_zero_and_is_counted(
     undecided = report["suites"]["heldout"]["metrics"]["rougeL"]["vs"]["base"]["undecidable"]
     assert undecided == "both systems score 0 on all 3 items: no evidence either way"
     assert "base: 0 hit the cap, 3 empty" in (tmp_path / "report.md").read_text()
+
+
+def test_bf16_generation_keeps_fp32_likelihoods(
+    tmp_path_factory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path, adapter_dir: Path
+) -> None:
+    """evaluate.precision bf16 on a CPU with native bf16 (simulated): the models generate with bf16
+    weights (each output is the bf16-cast model's own greedy continuation), while every likelihood, what
+    the gate pairs across runs and machines, is fp32's; the report and its markdown say which is which."""
+    from datasets import load_from_disk
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.common import models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    tokenized, _ = tokenized_dataset(
+        tmp_path_factory, tiny_model_dir, 20, TokenizeConfig(max_length=200), seed=0
+    )
+    cfg = EvaluateConfig(max_samples=3, max_new_tokens=5, batch_size=2, precision="bf16")
+    report = evaluate_models(tokenized / "dataset", adapter_dir, tmp_path, str(tiny_model_dir), True, cfg)
+    assert report["precision"] == {"likelihood": "fp32", "generation": "bf16"}
+    assert report["generation"]["precision"] == "bf16"
+    assert "Greedy in bf16" in (tmp_path / "report.md").read_text()
+
+    preds = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    fp32 = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter_dir)
+    fp32 = fp32.merge_and_unload().eval()
+    test_rows = load_from_disk(str(tokenized / "dataset"))["test"].to_list()
+    for row, pred in zip(test_rows, preds, strict=True):
+        total, count = independent_nll(fp32, row)
+        assert pred["scores"]["finetuned"]["nll"] == pytest.approx(total / count, rel=1e-4)
+    bf16 = fp32.to(torch.bfloat16)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for pred in [p for p in preds if "outputs" in p]:
+        assert pred["outputs"]["finetuned"] == greedy(bf16, tokenizer, pred["prompt"], 5)

@@ -33,7 +33,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
 GENERATION = {"max_new_tokens": 4, "stop": list(ALPACA.stop), "temperature": 0.0}
 
 
-def candidate(model_dir: Path, predictions: Path, level: float, eval_set: str, version_key: str) -> Candidate:
+def candidate(
+    model_dir: Path, predictions: Path, level: float, eval_set: str, version_key: str, generation=GENERATION
+) -> Candidate:
     lineage = {
         "stage_keys": {"scrape": "k-scrape", "train": "k-train"},
         "benchmark_keys": {"humaneval": "k-he"},
@@ -46,7 +48,7 @@ def candidate(model_dir: Path, predictions: Path, level: float, eval_set: str, v
         suites={"heldout": predictions},
         metrics={"heldout.rougeL": level, "heldout.bits_per_byte": 1.0},
         eval_set_key=eval_set,
-        generation=GENERATION,
+        generation=generation,
         lineage=lineage,
         config={"name": "test", "train": {"method": "full"}},
         card="---\nlicense: apache-2.0\n---\n# card of the test model\n",
@@ -63,6 +65,7 @@ def register(
     eval_set: str = "set-a",
     version_key: str = "",
     metric: str = "heldout.rougeL",
+    generation: dict = GENERATION,
 ) -> dict:
     """Register the tiny model as a run whose evaluation scored `level` (+ noise) on every example of
     `eval_set` (rougeL; bits per byte 2 - level, lower being better), its base 0.05 (bits 3.0), the echo
@@ -84,7 +87,7 @@ def register(
     ]
     predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     mlflow.MlflowClient().log_artifact(run_id, str(predictions), artifact_path="stages/evaluate")
-    c = candidate(model_dir, predictions, level, eval_set, version_key or run_id)
+    c = candidate(model_dir, predictions, level, eval_set, version_key or run_id, generation)
     cfg = RegisterConfig(model_name=name, primary_metric=metric, must_beat=["base", "echo_input"])
     if metric.endswith("bits_per_byte"):
         cfg = RegisterConfig(model_name=name, primary_metric=metric)
@@ -153,7 +156,7 @@ def test_champion_from_another_eval_set_is_scored_again_on_this_one(model_dir, t
     register(model_dir, tmp_path, 0.30, name, eval_set="old-set")
     new = register(model_dir, tmp_path, 0.50, name, eval_set="new-set")
     # the champion (the tiny random model) was generated and scored on the new set's prompts: it scores ~0
-    cached = tmp_path / "cache" / f"{name}-v1-new-set-rougeL.json"
+    cached = tmp_path / "cache" / f"{name}-v1-new-set-rougeL-fp32.json"
     assert cached.is_file() and len(json.loads(cached.read_text())) == 30
     assert champion_comparison(new)["n"] == 30 and champion_comparison(new)["difference"] > 0.3
     assert new["promoted"]
@@ -166,9 +169,33 @@ def test_champion_rescored_by_likelihood_on_a_new_set(model_dir, tmp_path):
     metric = "heldout.bits_per_byte"
     register(model_dir, tmp_path, 0.30, name, eval_set="old-set", metric=metric)
     new = register(model_dir, tmp_path, 0.50, name, eval_set="new-set", metric=metric)
-    rescored = json.loads((tmp_path / "cache" / f"{name}-v1-new-set-bits_per_byte.json").read_text())
+    rescored = json.loads((tmp_path / "cache" / f"{name}-v1-new-set-bits_per_byte-fp32.json").read_text())
     assert len(rescored) == 30 and min(rescored.values()) > 2.0
     assert new["promoted"] and champion_comparison(new)["difference"] < -0.5
+
+
+def test_champion_generations_pair_only_within_one_precision(model_dir, tmp_path, monkeypatch):
+    """A champion whose evaluation generated in fp32, against a challenger generating in bf16 on the same
+    set: its generated scores are not paired with ours but generated again in bf16 (cached by precision);
+    likelihoods, fp32's everywhere, are read from its run as they are."""
+    from tasks.common import models
+
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    bf16 = {**GENERATION, "precision": "bf16"}
+    name = "precision-test"
+    register(model_dir, tmp_path, 0.30, name)  # GENERATION: recorded before precision was, so fp32
+    new = register(model_dir, tmp_path, 0.50, name, generation=bf16)
+    assert (tmp_path / "cache" / f"{name}-v1-set-a-rougeL-bf16.json").is_file()
+    assert champion_comparison(new)["difference"] > 0.3  # the tiny champion's own bf16 greedy output: ~0
+    client = mlflow.MlflowClient()
+    assert client.get_model_version(name, new["version"]).tags["eval_generation_precision"] == "bf16"
+
+    metric = "heldout.bits_per_byte"
+    likelihood = "precision-likelihood-test"
+    register(model_dir, tmp_path, 0.30, likelihood, metric=metric)
+    again = register(model_dir, tmp_path, 0.50, likelihood, metric=metric, generation=bf16)
+    assert not list((tmp_path / "cache").glob(f"{likelihood}-*"))  # read from the champion's run
+    assert champion_comparison(again)["difference"] == pytest.approx(-0.20, abs=1e-9)
 
 
 def test_registered_model_loads_on_its_own(model_dir, tmp_path):

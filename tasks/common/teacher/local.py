@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from pipeline_config.schema import TeacherConfig
 from tasks.common.generation import generate, prompt_budget
-from tasks.common.models import load_causal_lm, load_tokenizer, pick_device
+from tasks.common.models import load_for_inference, load_tokenizer, model_precision
 from tasks.common.teacher.accounting import Accounting
 from tasks.common.teacher.cache import CallCache, call_key
 from tasks.common.templates import PromptTemplate, chat_template
@@ -58,13 +58,14 @@ class LocalTeacher:
             self.template = chat_template(self.tokenizer)
             # the end of the assistant's turn, unless it is the EOS token generation stops at anyway
             self.stop = tuple(s for s in self.template.stop if s != self.tokenizer.eos_token)
-        self.model = load_causal_lm(model_dir, pick_device()).eval()
+        self.model = load_for_inference(model_dir, precision=cfg.precision)
+        self.precision = model_precision(self.model)  # resolved: auto is bf16 where it is native
         self.accounting = Accounting(cfg, clock)
         self._calls = 0
         self._identity: str | None = None
 
     def stats(self) -> dict:
-        return self.accounting.stats()
+        return {**self.accounting.stats(), "precision": self.precision}
 
     def close(self) -> None:
         self.model = None  # the weights are the memory a later stage (training) wants back
@@ -131,6 +132,7 @@ class LocalTeacher:
             model=self._model_identity(),
             temperature=self.cfg.temperature,
             max_new_tokens=self.cfg.max_new_tokens,
+            precision=self.precision,  # bf16 and fp32 greedy answers can differ
             seed=seed if sampling else None,
             batch=batch,
             prompt=prompt,

@@ -9,7 +9,15 @@ import torch
 
 from pipeline_config.schema import TrainConfig
 from tasks.common import models
-from tasks.common.models import cpu_has_bf16, pick_device, resolve_precision
+from tasks.common.models import (
+    cast,
+    cpu_has_bf16,
+    load_causal_lm,
+    load_for_inference,
+    model_precision,
+    pick_device,
+    resolve_precision,
+)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
@@ -57,3 +65,32 @@ def test_precision_on_cuda(monkeypatch, supported, expected) -> None:
 
 def test_the_default_precision_is_auto() -> None:
     assert TrainConfig().precision == "auto"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU's choice")
+@pytest.mark.parametrize(
+    ("requested", "native", "expected"),
+    [("auto", True, "bf16"), ("auto", False, "fp32"), ("bf16", False, "fp32"), ("fp32", True, "fp32")],
+)
+def test_inference_models_come_in_the_resolved_precision(
+    monkeypatch, tiny_model_dir, requested, native, expected
+) -> None:
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: native)
+    model = load_for_inference(tiny_model_dir, precision=requested)
+    assert model_precision(model) == expected and not model.training
+    # bf16 is the fp32 model rounded once
+    reference = load_for_inference(tiny_model_dir, precision="fp32")
+    for (name, ours), (_, theirs) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
+        assert torch.equal(ours, theirs.to(ours.dtype)), name
+
+
+def test_a_saved_model_loads_back_in_the_dtype_recorded_with_it(tiny_model_dir, tmp_path) -> None:
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    cast(load_causal_lm(tiny_model_dir), "bf16").save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
+    assert model_precision(AutoModelForCausalLM.from_pretrained(tmp_path)) == "bf16"
+    # the stages ask for what they compute in: fp32 weights to train or to score likelihoods on the CPU
+    assert model_precision(load_causal_lm(tmp_path)) == "fp32"

@@ -122,6 +122,30 @@ def test_local_cache_key_holds_the_seed_when_sampling(tiny_model_dir: Path, tmp_
     assert b.generate(PROMPTS) != a and b.stats()["cache_hits"] == 0
 
 
+def test_local_precision_is_in_the_weights_the_stats_and_the_cache_key(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """teacher.precision: bf16 on a CPU with native bf16 (simulated) generates with bf16 weights; bf16 and
+    fp32 greedy answers can differ, so one precision is never served the other's cached answers."""
+    import torch
+
+    from tasks.common import models
+
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    auto = local_cfg(tiny_model_dir, 0.0)
+    bf16 = LocalTeacher(str(tiny_model_dir), auto, seed=0, cache=CallCache(tmp_path))
+    assert bf16.model.dtype == torch.bfloat16 and bf16.stats()["precision"] == "bf16"
+    bf16.generate(PROMPTS)
+    cfg = local_cfg(tiny_model_dir, 0.0, precision="fp32")
+    fp32 = LocalTeacher(str(tiny_model_dir), cfg, seed=0, cache=CallCache(tmp_path))
+    assert fp32.model.dtype == torch.float32
+    fp32.generate(PROMPTS)
+    assert fp32.stats()["cache_hits"] == 0 and fp32.stats()["produced"] == len(PROMPTS)
+    again = LocalTeacher(str(tiny_model_dir), auto, seed=0, cache=CallCache(tmp_path))
+    again.generate(PROMPTS)
+    assert again.stats()["cache_hits"] == len(PROMPTS)  # its own precision's answers are reused
+
+
 def test_local_max_requests_stops_between_batches(tiny_model_dir: Path) -> None:
     teacher = LocalTeacher(str(tiny_model_dir), local_cfg(tiny_model_dir, 0.0, max_requests=8), seed=0)
     out = teacher.generate(PROMPTS)

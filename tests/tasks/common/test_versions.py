@@ -131,6 +131,30 @@ def test_synthesize_follows_the_model_only_when_it_is_the_teacher(keys_of, tmp_p
     assert changed(remote, remote_model) == {"base_model", "tokenize", "train", "evaluate", "register"}
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the CPU's precision choice")
+def test_precision_auto_is_keyed_by_what_it_resolves_to_here(keys_of, monkeypatch):
+    """The same profile (precision auto) on a CPU with native bf16 and on one without: the stages whose
+    models compute differently get other keys (the local teacher: synthesize and all below it; training;
+    the evaluation's generations), the rest keep theirs; pinned to fp32, no stage depends on the CPU."""
+    from tasks.common import models
+
+    fp32 = {"train": {"precision": "fp32"}, "evaluate": {"precision": "fp32"}}
+
+    def pinned(raw):
+        for section, values in fp32.items():
+            raw[section].update(values)
+        raw["synthesize"]["teacher"].update(precision="fp32")
+
+    only_eval = lambda raw: raw["evaluate"].update(precision="fp32")  # noqa: E731
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    native, native_pinned = keys_of(), keys_of(pinned)
+    assert changed(native, keys_of(only_eval)) == {"evaluate", "register"}
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
+    emulated, emulated_pinned = keys_of(), keys_of(pinned)
+    assert changed(native, emulated) == set(STAGES) - {"scrape", "base_model", "datasets"}
+    assert native_pinned == emulated_pinned
+
+
 def test_seed_task_file_is_keyed_by_content(keys_of, tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text('{"instruction": "Add two numbers.", "input": "", "output": "a + b"}\n')

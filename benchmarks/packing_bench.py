@@ -90,6 +90,7 @@ def packing_efficiency() -> dict:
 
     with tempfile.TemporaryDirectory() as tmp, stored_base_model() as model_dir:
         scraped = Path(tmp) / "scrape"
+        scraped.mkdir()
         scrape_sources(scraped, load_config(PROFILE).scrape, Path(tmp))
         records = [json.loads(line) for line in (scraped / "records.jsonl").open()]
         pairs = list(docstring_pairs(records, None))

@@ -104,10 +104,37 @@ def fresh_env(folder: Path) -> dict:
     }
 
 
-def heldout_scores(summary: dict) -> dict[str, dict]:
-    """{item id: the fine-tuned model's scores} from a run's held-out predictions."""
-    path = Path(summary["stages"]["evaluate"]["path"]) / "predictions.jsonl"
-    return {r["id"]: r["scores"]["finetuned"] for r in map(json.loads, path.read_text().splitlines())}
+def suite_scores(summary: dict) -> dict[str, dict[str, dict]]:
+    """{suite: {item id: the fine-tuned model's scores}} from a run's per-suite evaluation files."""
+    folder = Path(summary["stages"]["evaluate"]["path"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    files = manifest.get("outputs", {}).get("suite_files", {"heldout": "predictions.jsonl"})
+    return {
+        suite: {
+            r["id"]: r["scores"]["finetuned"]
+            for r in map(json.loads, (folder / name).read_text().splitlines())
+        }
+        for suite, name in files.items()
+    }
+
+
+def paired_runs(ours: dict, theirs: dict) -> dict:
+    """Per suite and metric, ours - theirs on the items both runs scored (paired, 95% interval)."""
+    from tasks.evaluation.paired import compare
+
+    out = {}
+    for suite in ours.keys() & theirs.keys():
+        metrics = {m for scores in ours[suite].values() for m in scores}
+        for metric in sorted(metrics):
+            shared = [
+                i for i in ours[suite] if metric in ours[suite][i] and metric in theirs[suite].get(i, {})
+            ]
+            if shared:
+                entry = compare(
+                    [ours[suite][i][metric] for i in shared], [theirs[suite][i][metric] for i in shared]
+                )
+                out[f"{suite}.{metric}"] = {k: entry[k] for k in ("n", "difference", "ci")}
+    return out
 
 
 def stage_report(summary: dict, stage: str) -> dict:
@@ -119,12 +146,10 @@ def default_run_model_stages(config: str = "pipeline_config/offline.yaml") -> di
     """Seconds of synthesize + train + evaluate in one cold default run (`make run`'s profile, fresh
     workspace, teacher cache and MLflow store), with every precision pinned to fp32 (the default run before
     bf16) and then with the defaults (auto: bf16 on a CPU with native bf16), each a separate `finetune run`
-    process, once each (~25 minutes for the pair on 2 cores). Beside the time, what bf16 does to quality
-    on the held-out rows both runs share: the paired difference (default - fp32) of the fine-tuned model's
-    per-row held-out loss and bits per byte, with 95% intervals, and each run's scores against its base.
+    process, once each (~32 minutes for the pair on 2 cores). Beside the time, what bf16 does to quality
+    on the items both runs scored: the paired difference (default - fp32) of each of the fine-tuned model's
+    per-item scores, suite by suite, with 95% intervals, and each run's scores against its base.
     value: default seconds; ratio = fp32 / default (goal >= 2, or the same time buying twice the work)."""
-    from tasks.evaluation.paired import compare
-
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     profiles = {"fp32": str(fp32_profile(config, WORK)), "default": config}
@@ -134,14 +159,8 @@ def default_run_model_stages(config: str = "pipeline_config/offline.yaml") -> di
         for name, summary in summaries.items()
     }
     totals = {name: round(sum(per.values()), 1) for name, per in seconds.items()}
-    scores = {name: heldout_scores(summary) for name, summary in summaries.items()}
-    shared = sorted(set(scores["fp32"]) & set(scores["default"]))
-    quality = {
-        metric: compare(
-            [scores["default"][i][metric] for i in shared], [scores["fp32"][i][metric] for i in shared]
-        )
-        for metric in ("nll", "bits_per_byte")
-    }
+    scores = {name: suite_scores(summary) for name, summary in summaries.items()}
+    quality = paired_runs(scores["default"], scores["fp32"])
     runs = {}
     for name, summary in summaries.items():
         train, evaluate = stage_report(summary, "train"), stage_report(summary, "evaluate")
@@ -163,7 +182,6 @@ def default_run_model_stages(config: str = "pipeline_config/offline.yaml") -> di
             "config": config,
             "stage_seconds": seconds,
             "total_seconds": totals,
-            "heldout_rows_shared": len(shared),
             "default_minus_fp32": quality,
             "runs": runs,
             "ratio_means": "fp32 / default seconds of synthesize + train + evaluate (higher is better)",

@@ -59,6 +59,9 @@ class TrainConfig(Section):
     quantization: QuantizationSection | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Precision = "auto"  # on the CPU, bf16 autocasts over fp32 weights
+    # auto: FlashAttention-2 on CUDA in bf16/fp16 when flash-attn is installed (packed batches flattened,
+    # padding-free), else transformers' default (sdpa); or name one (tasks/common/models.py resolve_attention)
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "flex_attention"] = "auto"
     learning_rate: float = Field(2e-4, gt=0)
     num_epochs: float = Field(1.0, gt=0)
     max_steps: int = -1  # > 0 overrides num_epochs

@@ -58,6 +58,29 @@ def resolve_precision(requested: str, device: str, quantized: bool = False) -> s
     return "bf16" if native else "fp32"
 
 
+def resolve_attention(requested: str, device: str, precision: str) -> str | None:
+    """The attention kernel for train.attn_implementation `requested` (None: transformers' default, sdpa
+    where the model supports it). "auto" takes FlashAttention-2 where it can run: a CUDA device, half
+    precision and the flash-attn package (packed batches are then flattened, padding-free:
+    tasks/training/collate.py). Asking for it where it cannot run is an error naming what is missing."""
+    import importlib.util
+
+    missing = [
+        why
+        for why, ok in (
+            ("a CUDA device", device == "cuda"),
+            ("train.precision bf16 or fp16", precision in ("bf16", "fp16")),
+            ("the flash-attn package (pip install flash-attn)", importlib.util.find_spec("flash_attn")),
+        )
+        if not ok
+    ]
+    if requested == "auto":
+        return None if missing else "flash_attention_2"
+    if requested == "flash_attention_2" and missing:
+        raise ValueError(f"train.attn_implementation flash_attention_2 needs {', '.join(missing)}")
+    return requested
+
+
 def gpu_resource(preference: str = "auto") -> tuple[str, ...]:
     """("gpu",) when work on this device should hold the "gpu" concurrency slot (flows/stage_tasks.py)."""
     return ("gpu",) if pick_device(preference) == "cuda" else ()
@@ -86,19 +109,22 @@ def load_causal_lm(
     precision: str = "fp32",
     quantization: Any = None,
     trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
 ):
     """A causal LM from a save_pretrained folder, its weights in `precision` (a DTYPES key) on any device.
     Training on the CPU passes fp32 and autocasts (tasks/training/model.py); generation casts afterwards
-    (`load_for_inference`)."""
+    (`load_for_inference`). `attn_implementation`: None is transformers' default (`resolve_attention`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model = AutoModelForCausalLM.from_pretrained(
         str(path),
         dtype=getattr(torch, DTYPES[precision]),
         quantization_config=quantization,
         trust_remote_code=trust_remote_code,
         device_map={"": device} if quantization else None,
+        **attention,
     )
     return model if quantization else model.to(device)
 

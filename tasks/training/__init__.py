@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 
 from tasks.common.io import hash_path
-from tasks.common.models import gpu_resource, pick_device
+from tasks.common.models import gpu_resource, pick_device, resolve_attention
 from tasks.common.stage import StageContext, StageResult, StageSpec
 from tasks.common.templates import TEMPLATE_FILE
 from tasks.training.job import TrainJob
@@ -55,10 +55,13 @@ def run(cfg, inputs, out_dir, context: StageContext) -> StageResult:
 
 
 def environment(cfg) -> dict:
-    """What shapes the training beyond the config: the device and the precision "auto" resolves to on it
-    (bf16 here, fp32 on a CPU without it), and an accelerate config file's content (FSDP, DeepSpeed)."""
+    """What shapes the training beyond the config: the device, the precision and attention kernel "auto"
+    resolves to on it (bf16 here, fp32 on a CPU without it; FlashAttention-2 where it is installed), and an
+    accelerate config file's content (FSDP, DeepSpeed)."""
     device = pick_device(cfg.train.device)
-    found = {"device": device, "precision": resolved(cfg.train, device).precision}
+    train = resolved(cfg.train, device)
+    attention = resolve_attention(train.attn_implementation, device, train.precision) or "default"
+    found = {"device": device, "precision": train.precision, "attn_implementation": attention}
     path = accelerate_config_file(cfg.train)
     return found | ({"accelerate_config": hash_path(path)} if path else {})
 

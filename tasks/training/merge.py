@@ -75,9 +75,17 @@ def merge_adapter(
         merged = merged.to(torch.bfloat16 if precision == "bf16" else torch.float16)
     merged.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    stored = str(merged.dtype).removeprefix("torch.")
+    # what generation in bf16 (evaluate.precision auto on bf16 hardware) sees: the merged weights rounded
+    # once; informational (bf16 keeps ~3 significant digits, so logits move by ~1e-2 of their scale)
+    rounded = merged.to(torch.bfloat16)  # in place: the saved copy is what later stages load
+    got_bf16 = _logits(rounded, inputs, device)
+    bf16_diff = max((e - g).abs().max().item() for e, g in zip(expected, got_bf16, strict=True))
     return {
         "max_abs_logit_diff": diff,
         "tolerance": cfg.merge_tolerance,
+        "bf16_max_abs_logit_diff": bf16_diff,
+        "stored_dtype": stored,
         "prompts": len(inputs),
         "merged_into": "nf4-dequantized base" if cfg.method == "qlora" else "base",
     }

@@ -8,7 +8,7 @@ before training, naming its key.
 from __future__ import annotations
 
 from pipeline_config.schema import TrainConfig
-from tasks.common.models import load_causal_lm, resolve_precision
+from tasks.common.models import load_causal_lm, resolve_attention, resolve_precision
 from tasks.common.runtime import logger
 
 
@@ -119,7 +119,8 @@ def load_model(
         require_bitsandbytes(cfg, device)
     # on the CPU the weights stay fp32 and the trainer autocasts (its `bf16`): the optimizer needs fp32
     weights = cfg.precision if device == "cuda" else "fp32"
-    model = load_causal_lm(model_path, device, weights, quant, trust_remote_code)
+    attention = resolve_attention(cfg.attn_implementation, device, cfg.precision)
+    model = load_causal_lm(model_path, device, weights, quant, trust_remote_code, attention)
     check_target_modules(model, cfg)
     if vocab_size and vocab_size > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(vocab_size)

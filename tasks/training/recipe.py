@@ -270,6 +270,7 @@ def train_model(job: TrainJob) -> dict:
         p.quant_state.shape.numel() if getattr(p, "quant_state", None) is not None else p.numel()
         for p in trainer.model.parameters()
     )
+    attention = getattr(model.config, "_attn_implementation", None)
     del trainer, model
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -279,6 +280,7 @@ def train_model(job: TrainJob) -> dict:
         "method": cfg.method,
         "device": device,
         "precision": cfg.precision,  # the compute precision the run used (resolve_precision)
+        "attn_implementation": attention,
         "base_model": str(model_path),
         "adapter": cfg.method != "full",
         "steps": result.global_step,

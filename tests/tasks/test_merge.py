@@ -71,6 +71,27 @@ def test_lora_merge_matches_the_adapter_and_is_saved(tiny_model_dir, tmp_path):
         assert not torch.allclose(logits(merged, ids), logits(base, ids), atol=1e-2)  # the adapter is in
 
 
+def test_the_merge_of_a_bf16_run_is_checked_in_fp32_and_stored_in_fp32_on_the_cpu(tiny_model_dir, tmp_path):
+    """train.precision bf16 on the CPU autocasts over fp32 weights, so the merge check compares fp32 with
+    fp32 at merge_tolerance, and the merged model is stored, and loads back, in fp32. The report also gives
+    what bf16 generation sees: the merged weights rounded to bf16, far above the merge's own difference
+    but small beside the logits."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    adapter = make_adapter(tiny_model_dir, tmp_path / "adapter")
+    cfg = TrainConfig(precision="bf16", device="cpu")
+    report = merge_adapter(tiny_model_dir, adapter, tmp_path / "merged", cfg, INPUTS, "cpu")
+    assert report["max_abs_logit_diff"] <= cfg.merge_tolerance and report["stored_dtype"] == "float32"
+    assert json.loads((tmp_path / "merged" / "config.json").read_text())["dtype"] == "float32"
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "merged").dtype == torch.float32
+    scale = max(
+        logits(AutoModelForCausalLM.from_pretrained(tmp_path / "merged"), ids).abs().max() for ids in INPUTS
+    )
+    assert report["max_abs_logit_diff"] < report["bf16_max_abs_logit_diff"] < 0.1 * float(scale)
+
+
 def test_a_merge_that_changes_the_model_is_an_error(tiny_model_dir, tmp_path, monkeypatch):
     from peft.tuners.tuners_utils import BaseTuner
 

@@ -16,6 +16,7 @@ from tasks.common.models import (
     load_for_inference,
     model_precision,
     pick_device,
+    resolve_attention,
     resolve_precision,
 )
 
@@ -94,3 +95,31 @@ def test_a_saved_model_loads_back_in_the_dtype_recorded_with_it(tiny_model_dir, 
     assert model_precision(AutoModelForCausalLM.from_pretrained(tmp_path)) == "bf16"
     # the stages ask for what they compute in: fp32 weights to train or to score likelihoods on the CPU
     assert model_precision(load_causal_lm(tmp_path)) == "fp32"
+
+
+def test_attention_auto_takes_flash_only_where_it_runs(monkeypatch, tiny_model_dir) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    installed = lambda flag: lambda name: object() if name == "flash_attn" and flag else real(name)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", installed(True))
+    assert resolve_attention("auto", "cuda", "bf16") == "flash_attention_2"
+    assert resolve_attention("auto", "cuda", "fp32") is None  # flash kernels are half precision only
+    assert resolve_attention("auto", "cpu", "bf16") is None
+    monkeypatch.setattr(importlib.util, "find_spec", installed(False))
+    assert resolve_attention("auto", "cuda", "bf16") is None
+    with pytest.raises(
+        ValueError, match=r"train.attn_implementation flash_attention_2 needs a CUDA device, .*flash-attn"
+    ):
+        resolve_attention("flash_attention_2", "cpu", "fp32")
+    assert resolve_attention("eager", "cpu", "fp32") == "eager"
+    eager = load_causal_lm(tiny_model_dir, attn_implementation="eager")
+    assert eager.config._attn_implementation == "eager"
+    assert load_causal_lm(tiny_model_dir).config._attn_implementation == "sdpa"  # transformers' default
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_models_generate_in_its_bf16(tiny_model_dir) -> None:
+    model = load_for_inference(tiny_model_dir)
+    expected = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    assert model.device.type == "cuda" and model_precision(model) == expected

@@ -5,8 +5,10 @@ the trainer's collation counts against it, the loop's does not).
 Model: SmolLM2-135M's shape (hidden 576, 9 heads, 3 KV heads, MLP 1536, vocabulary 49,152, tied embeddings)
 with 2 layers instead of 30 and random weights: the vocabulary is where TRL's per-step metrics cost, and 2
 layers keep a step to a few seconds. Data: random tokens packed into full 320-token blocks (the default
-profile's tokenize.max_length) of 3-5 examples each, labels -100 on each example's first token, batch 4 (the
-default profile's train.batch_size); LoRA and optimizer settings from pipeline_config/offline.yaml.
+profile's tokenize.max_length) of 3-5 examples each, labels -100 on each example's first 43% of tokens (its
+prompt, as loss masking leaves it; the default profile's share), batch 4 (the default profile's
+train.batch_size); LoRA and optimizer settings from pipeline_config/offline.yaml. The plain loop calls the
+model with its labels (an LM head over every position); ours runs the head at labeled positions only.
 
 Timing: a TrainerCallback stamps on_step_begin / on_step_end; `cycle` is the time from one step's end to
 the next (data loading, collation and logging included) and is what the ratio uses, `step` is begin to end.
@@ -67,8 +69,14 @@ def save_base(folder: Path, layers: int = LAYERS) -> Path:
     return folder
 
 
+# the share of an example's tokens before its labels: 43% of the default profile's packed train positions
+# carry no label (the instruction under loss masking, each example's first token), measured 2026-12-07
+PROMPT_SHARE = 0.43
+
+
 def packed_rows(count: int, length: int = LENGTH, vocab: int = 49152, seed: int = 0) -> list[dict]:
-    """Full blocks of 3-5 examples each, as tasks/tokenization/packing.py writes them (no padding)."""
+    """Full blocks of 3-5 examples each, as tasks/tokenization/packing.py writes them (no padding), each
+    example's first PROMPT_SHARE of tokens unlabeled, as loss masking leaves its prompt."""
     rng = random.Random(seed)
     rows = []
     for _ in range(count):
@@ -78,7 +86,8 @@ def packed_rows(count: int, length: int = LENGTH, vocab: int = 49152, seed: int 
         labels = list(ids)
         start = 0
         for n in lengths:
-            labels[start] = -100  # nothing is predicted across a boundary
+            # the prompt, and so the first token: nothing is predicted across a boundary
+            labels[start : start + max(1, int(n * PROMPT_SHARE))] = [-100] * max(1, int(n * PROMPT_SHARE))
             start += n
         rows.append({"input_ids": ids, "labels": labels, "seq_lengths": lengths})
     return rows
@@ -124,9 +133,10 @@ class Timings:
 
 
 class PlainLoop:
-    """A textbook loop, one step per call: forward with labels, backward, clip, AdamW step, scheduler step,
-    zero grads. The optimizer class and its arguments, the schedule and the clipping norm are the
-    trainer's own (transformers' Trainer.get_optimizer_cls_and_kwargs on our training_args).
+    """A textbook loop, one step per call: forward with labels (autocast in the trainer's bf16), backward,
+    clip, AdamW step, scheduler step, zero grads. The optimizer class and its arguments, the schedule and
+    the clipping norm are the trainer's own (transformers' Trainer.get_optimizer_cls_and_kwargs on our
+    training_args).
 
     `args`: built once up front; a new TrainingArguments resets accelerate's state under a built trainer."""
 
@@ -134,6 +144,7 @@ class PlainLoop:
         from transformers import Trainer, get_scheduler
 
         self.model, self.batches, self.max_grad_norm = model.train(), iter(batches), args.max_grad_norm
+        self.bf16 = args.bf16  # the trainer's precision: autocast, as accelerate wraps its forward
         self.params = [p for p in model.parameters() if p.requires_grad]
         optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
         self.optimizer = optimizer_cls([{"params": self.params, "weight_decay": args.weight_decay}], **kwargs)
@@ -149,7 +160,9 @@ class PlainLoop:
         self.timings.begin(new_cycle=True)
         batch = next(self.batches)  # collated up front
         # use_cache=False as the trainer: with a KV cache, transformers drops the packed-sequence mask
-        self.model(**batch, use_cache=False).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.model(**batch, use_cache=False).loss
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()

@@ -6,6 +6,8 @@ a change of dtype or device policy happens in one place (and changes all of thei
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +165,20 @@ def model_precision(model) -> str:
     """The DTYPES key of a model's weights."""
     names = {v: k for k, v in DTYPES.items()}
     return names[str(model.dtype).removeprefix("torch.")]
+
+
+def takes_position_mask(model) -> bool:
+    """Whether `model`'s forward (under its DDP and peft wrappers) takes a boolean (batch, length)
+    `logits_to_keep` and projects only those positions onto the vocabulary: the causal LMs that ship with
+    transformers 5 slice with its `slice_logits_to_keep`; remote code may not."""
+    model = getattr(model, "module", model)  # DDP
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    return slices_by_mask(type(model))
+
+
+@functools.cache
+def slices_by_mask(model_class) -> bool:
+    forward = model_class.forward
+    module = inspect.getmodule(forward)
+    takes_it = "logits_to_keep" in inspect.signature(forward).parameters
+    return takes_it and module is not None and "slice_logits_to_keep" in vars(module)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from tasks.common.models import takes_position_mask
+
 ROUGE_MODULE = Path(__file__).parent / "rouge_local.py"
 
 
@@ -107,6 +109,7 @@ def likelihood(model, tokenizer, rows, batch_size: int) -> dict[str, list[float]
     import torch
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    masked = takes_position_mask(model)
     nll, bpb = [], []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
@@ -114,17 +117,21 @@ def likelihood(model, tokenizer, rows, batch_size: int) -> dict[str, list[float]
         ids = torch.tensor([r["input_ids"] + [pad_id] * (width - len(r["input_ids"])) for r in batch])
         mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
         labels = torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in batch])
+        targets = torch.full_like(labels, -100)
+        targets[:, :-1] = labels[:, 1:]  # position t predicts the label at t + 1
+        scored = (targets != -100).to(model.device)
+        # the LM head at the scored positions only, where the model can (`takes_position_mask`)
+        keep = {"logits_to_keep": scored} if masked else {}
         with torch.no_grad():
             logits = model(
-                input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
+                input_ids=ids.to(model.device), attention_mask=mask.to(model.device), **keep
             ).logits.float()
-        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(logits.device)
+        logits = logits if masked else logits[scored]  # (scored positions, vocabulary), rows in order
         token_nll = torch.nn.functional.cross_entropy(
-            shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="none"
+            logits, targets.to(logits.device)[scored], reduction="none"
         )
-        for row, row_nll, row_labels in zip(batch, token_nll, shift_labels, strict=True):
-            scored = row_labels != -100
-            total, count = float(row_nll[scored].sum()), int(scored.sum())
+        for row, row_nll in zip(batch, token_nll.split(scored.sum(dim=1).tolist()), strict=True):
+            total, count = float(row_nll.sum()), len(row_nll)
             text = tokenizer.decode([t for t in row["labels"] if t != -100], skip_special_tokens=True)
             nll.append(total / max(count, 1))
             bpb.append(total / math.log(2) / max(len(text.encode()), 1))

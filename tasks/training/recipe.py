@@ -14,13 +14,14 @@ import shutil
 from pathlib import Path
 
 from pipeline_config.schema import TrainConfig
-from tasks.common.models import load_tokenizer, pick_device
+from tasks.common.models import load_tokenizer, pick_device, takes_position_mask
 from tasks.common.progress import Progress
 from tasks.common.runtime import logger
 from tasks.common.templates import TEMPLATE_FILE
 from tasks.tokenization.encode import TOKENIZER_DIR
 from tasks.training.collate import PackedCollator, needs_flat_batches
 from tasks.training.job import TrainJob
+from tasks.training.loss import LabeledPositionsLoss
 from tasks.training.memory import out_of_memory_advice, peak_memory_mb, reset_peak_memory
 from tasks.training.model import embedding_modules, load_model, lora_config, resolved
 from tasks.training.plots import plot_losses
@@ -158,7 +159,7 @@ def loss_only_sft_trainer():
     with its labels and `num_items_in_batch` (the label tokens of the whole accumulated batch, so the
     micro-batches' losses sum to the big batch's mean) and scales by the process count under DDP, as TRL's
     own loss did. Lost: the entropy / mean_token_accuracy / num_tokens log lines (num_input_tokens_seen
-    stays)."""
+    stays). In training the LM head runs only at labeled positions (tasks/training/loss.py)."""
     from transformers import Trainer
     from trl import SFTTrainer
 
@@ -166,6 +167,8 @@ def loss_only_sft_trainer():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # as TRL: no KV cache (with one, transformers would not build the packed rows' block mask)
             inputs = {**inputs, "use_cache": False}
+            if not return_outputs and "labels" in inputs and takes_position_mask(model):
+                model = LabeledPositionsLoss(model)  # the same loss, the LM head only where a label is
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
     return LossOnlySFTTrainer

@@ -79,6 +79,30 @@ def test_likelihood_per_row_matches_independent_computation(tiny_lm, batch_size:
     assert 4 < sum(got["nll"]) / 3 < 8  # an untrained 512-token model sits near uniform (ln 512 = 6.2)
 
 
+@pytest.mark.parametrize("position_mask", [True, False])
+def test_likelihood_projects_only_the_scored_positions_where_the_model_can(
+    tiny_lm, monkeypatch, position_mask: bool
+) -> None:
+    """A transformers model gets the scored positions as `logits_to_keep` and its LM head runs on those
+    alone; a model that cannot slice (remote code) gets the full head, and both give the same figures."""
+    from tasks.evaluation import metrics
+
+    model, tokenizer = tiny_lm
+    rows = _rows(tokenizer, masked=True)
+    monkeypatch.setattr(metrics, "takes_position_mask", lambda m: position_mask)
+    head_rows = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda module, args, out: head_rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0])
+    )
+    got = likelihood(model, tokenizer, rows, 3)
+    hook.remove()
+    scored = sum(sum(t != -100 for t in r["labels"][1:]) for r in rows)
+    assert head_rows == [scored if position_mask else 3 * max(len(r["input_ids"]) for r in rows)]
+    for row, nll in zip(rows, got["nll"], strict=True):
+        total, count = independent_nll(model, row)
+        assert nll == pytest.approx(total / count, rel=1e-4)
+
+
 def test_likelihood_prompt_masking_changes_it(tiny_lm) -> None:
     model, tokenizer = tiny_lm
     masked = likelihood(model, tokenizer, _rows(tokenizer, masked=True), 2)["nll"]

@@ -321,3 +321,49 @@ def test_loss_only_trainer_accumulates_to_full_batch_gradient(tiny_model_dir: Pa
     for name, p in params.items():
         assert p.grad.abs().sum() > 0, name
         torch.testing.assert_close(p.grad, full[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_the_lm_head_runs_only_at_labeled_positions_with_the_same_loss_and_gradient(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Prompts masked as loss masking masks them: the trainer's LM head sees only the positions whose next
+    token is labeled, and the loss and every LoRA gradient equal the full-vocabulary path's (the model's
+    own loss over all positions)."""
+    from transformers import Trainer
+
+    trainer, batch = packed_trainer(tiny_model_dir, tmp_path)
+    batch["labels"][:, :4] = -100  # each row's first tokens: a prompt
+    model = trainer.model.train()
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    head_rows = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda module, args, out: head_rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0])
+    )
+
+    def loss_and_grads(compute):
+        model.zero_grad()
+        loss = compute(trainer, model, dict(batch), num_items_in_batch=torch.tensor(labeled))
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in params.items()}
+
+    labeled = int((batch["labels"][:, 1:] != -100).sum())
+    ours, our_grads = loss_and_grads(type(trainer).compute_loss)
+    full, full_grads = loss_and_grads(Trainer.compute_loss)
+    hook.remove()
+    assert head_rows == [labeled, batch["input_ids"].numel()]
+    assert ours == pytest.approx(full, abs=1e-6)
+    for name in params:
+        torch.testing.assert_close(our_grads[name], full_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_remote_code_without_a_position_mask_keeps_the_full_lm_head() -> None:
+    import types
+
+    from transformers import LlamaForCausalLM
+
+    from tasks.common.models import takes_position_mask
+
+    remote = types.new_class("RemoteLM", (torch.nn.Module,))
+    remote.forward = lambda self, input_ids=None, logits_to_keep=0: None  # no slice_logits_to_keep here
+    assert not takes_position_mask(remote())
+    assert takes_position_mask(LlamaForCausalLM.__new__(LlamaForCausalLM))

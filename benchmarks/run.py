@@ -5,6 +5,7 @@ shared and noisy).
 
     python -m benchmarks.run                      # all of them (about an hour)
     python -m benchmarks.run NAME...              # only these; the other entries are kept
+    (results are written after each benchmark; one that fails is reported and the rest still run)
     python -m benchmarks.run --list               # the names and what each measures
 """
 
@@ -14,6 +15,7 @@ import argparse
 import json
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 from benchmarks.registry import Benchmark, all_benchmarks, select
@@ -54,9 +56,30 @@ def main(argv: list[str]) -> None:
         chosen = select(args.names)
     except ValueError as exc:
         sys.exit(str(exc))
-    results_file = HERE / "results.json"
-    kept = json.loads(results_file.read_text()) if args.names and results_file.is_file() else {}
-    write_results(kept | {name: bench.run() for name, bench in chosen.items()}, all_benchmarks())
+    failed = run_and_write(chosen, all_benchmarks())
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)} (tracebacks above; their previous entries are kept)")
+
+
+def run_and_write(
+    chosen: dict[str, Benchmark], known: dict[str, Benchmark], folder: Path = HERE
+) -> list[str]:
+    """Runs `chosen` in turn, writing the results after each, so a benchmark that fails (or an interrupted
+    run) loses nothing that finished; the others' entries are kept, and entries of benchmarks no longer
+    registered are dropped. Returns the names that failed."""
+    results_file = folder / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results = {name: r for name, r in results.items() if name in known}
+    failed = []
+    for name, bench in chosen.items():
+        try:
+            results[name] = bench.run()
+        except Exception:  # the next benchmarks still run: one may need what this machine lacks
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        write_results(results, known, folder)
+    return failed
 
 
 if __name__ == "__main__":

@@ -105,3 +105,39 @@ def test_a_contender_that_times_itself_is_taken_at_its_word():
 
     runs = time_runs({"child": child}, repeats=2, warmup=0, clock=clock)["child"]
     assert runs.seconds == [4.0, 4.0] and runs.result == {"rss_mb": 1}
+
+
+def test_a_failing_benchmark_loses_no_other_result(tmp_path: Path, capsys) -> None:
+    """Results are written after each benchmark: one that raises is reported and keeps its old entry, the
+    ones before and after it are written, and an entry no longer registered is dropped."""
+    import json
+
+    from benchmarks.registry import Benchmark
+    from benchmarks.run import run_and_write
+
+    def fine(value):
+        def run():
+            """A benchmark that returns."""
+            return {"value": value, "unit": "s", "detail": {}}
+
+        return run
+
+    def broken():
+        """A benchmark that raises."""
+        raise RuntimeError("no GPU here")
+
+    known = {
+        "first": Benchmark("first", fine(1.0), "m"),
+        "broken": Benchmark("broken", broken, "m"),
+        "last": Benchmark("last", fine(3.0), "m"),
+    }
+    old = {
+        "broken": {"value": 9.0, "unit": "s", "detail": {}},
+        "retired": {"value": 0, "unit": "s", "detail": {}},
+    }
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    assert run_and_write(known, known, tmp_path) == ["broken"]
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert {name: r["value"] for name, r in written.items()} == {"broken": 9.0, "first": 1.0, "last": 3.0}
+    assert "no GPU here" in capsys.readouterr().err
+    assert "`last`: A benchmark that returns." in (tmp_path / "results.md").read_text()

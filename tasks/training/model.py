@@ -146,3 +146,23 @@ def resolved(cfg: TrainConfig, device: str) -> TrainConfig:
     """`cfg` with train.precision resolved for `device` (auto: bf16 where it is native, else fp32)."""
     precision = resolve_precision(cfg.precision, device, quantized=cfg.method == "qlora")
     return cfg.model_copy(update={"precision": precision})
+
+
+def compile_blocks(model, device: str) -> int:
+    """torch.compile, in place, every repeated block of `model` (the classes transformers lists in
+    `_no_split_modules`: the decoder layers) with its LoRA layers inside: regional compilation, whose one
+    graph serves every layer, so the compile costs one block's time however deep the model. Returns how
+    many blocks were compiled; an error names what is missing (a C++ compiler, repeated blocks)."""
+    import shutil
+
+    if device == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise ValueError("train.compile on the CPU needs a C++ compiler (g++ or clang++) for inductor")
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(inner, "_no_split_modules", None) or [])
+    blocks = [m for m in model.modules() if type(m).__name__ in names]
+    if not blocks:
+        raise ValueError(f"train.compile: {type(inner).__name__} names no repeated blocks to compile")
+    for block in blocks:
+        block.compile()
+    logger().info("compiled %d %s blocks (the first step compiles)", len(blocks), type(blocks[0]).__name__)
+    return len(blocks)

@@ -23,7 +23,7 @@ from tasks.training.collate import PackedCollator, needs_flat_batches
 from tasks.training.job import TrainJob
 from tasks.training.loss import LabeledPositionsLoss
 from tasks.training.memory import out_of_memory_advice, peak_memory_mb, reset_peak_memory
-from tasks.training.model import embedding_modules, load_model, lora_config, resolved
+from tasks.training.model import compile_blocks, embedding_modules, load_model, lora_config, resolved
 from tasks.training.plots import plot_losses
 from tasks.training.resume import (
     checkpoint_clock,
@@ -199,6 +199,8 @@ def build_trainer(
     )
     route_logs_to_logger(trainer)
     add_early_stopping(trainer, cfg)
+    if cfg.compile:  # after the trainer put the adapter in, so its layers are compiled with the blocks
+        trainer.compiled_blocks = compile_blocks(trainer.model, device)
     return trainer
 
 
@@ -274,6 +276,7 @@ def train_model(job: TrainJob) -> dict:
         for p in trainer.model.parameters()
     )
     attention = getattr(model.config, "_attn_implementation", None)
+    compiled = getattr(trainer, "compiled_blocks", 0)
     del trainer, model
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -284,6 +287,7 @@ def train_model(job: TrainJob) -> dict:
         "device": device,
         "precision": cfg.precision,  # the compute precision the run used (resolve_precision)
         "attn_implementation": attention,
+        "compiled_blocks": compiled,  # train.compile: blocks torch.compile'd (0: eager)
         "base_model": str(model_path),
         "adapter": cfg.method != "full",
         "steps": result.global_step,

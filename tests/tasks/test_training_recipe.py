@@ -111,6 +111,39 @@ def test_bf16_lora_learns_like_fp32(training_data: Path, tiny_model_dir: Path, t
 
 
 @pytest.mark.slow
+def test_compiled_blocks_train_like_eager_and_save_the_same_adapter(
+    training_data: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """train.compile: every decoder layer compiled in place (its LoRA layers inside), the loss curve of the
+    eager run, and an adapter with the same tensor names (in-place compile adds no `_orig_mod.` prefix)."""
+    from safetensors import safe_open
+
+    reports, names = {}, {}
+    for compiled in (False, True):
+        cfg = train_cfg("lora", compile=compiled, max_steps=10)
+        out = tmp_path / str(compiled)
+        reports[compiled] = train_model(train_job(training_data, tiny_model_dir, out, cfg))
+        with safe_open(str(out / "model" / "adapter_model.safetensors"), "pt") as f:
+            names[compiled] = sorted(f.keys())
+    layers = json.loads((tiny_model_dir / "config.json").read_text())["num_hidden_layers"]
+    assert (reports[False]["compiled_blocks"], reports[True]["compiled_blocks"]) == (0, layers)
+    assert reports[True]["train_loss"] == pytest.approx(reports[False]["train_loss"], rel=1e-3)
+    assert names[True] == names[False]
+
+
+def test_compile_is_refused_where_it_cannot_run(monkeypatch) -> None:
+    import shutil
+
+    from tasks.training.model import compile_blocks
+
+    with pytest.raises(ValueError, match="train.compile does not run with train.method qlora"):
+        train_cfg("qlora", compile=True)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match="needs a C\\+\\+ compiler"):
+        compile_blocks(torch.nn.Linear(2, 2), "cpu")
+
+
+@pytest.mark.slow
 def test_train_full_saves_weights_and_trains_everything(
     training_data: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:

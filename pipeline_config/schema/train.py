@@ -65,8 +65,9 @@ class TrainConfig(Section):
     # torch.compile each repeated block of the model (its decoder layers: regional compilation, one compile
     # serves every layer) once the adapter is in place. On this 2-core CPU a bf16 SmolLM2-135M step went
     # from 4.4 to 3.3 s after a 36 s first step: it pays past ~30 steps. Needs a C++ compiler on the CPU
-    # (inductor); not with qlora (bitsandbytes' 4-bit layers)
-    compile: bool = False
+    # (inductor); not with qlora (bitsandbytes' 4-bit layers). auto: compile where it can run (CUDA, or a CPU
+    # with g++/clang++ on PATH; the project's slim Docker image has none) and not with qlora
+    compile: bool | Literal["auto"] = False
     learning_rate: float = Field(2e-4, gt=0)
     num_epochs: float = Field(1.0, gt=0)
     max_steps: int = -1  # > 0 overrides num_epochs
@@ -97,7 +98,7 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _compile_where_it_runs(self) -> TrainConfig:
-        if self.compile and self.method == "qlora":
+        if self.compile is True and self.method == "qlora":
             raise ValueError(
                 "train.compile does not run with train.method qlora (bitsandbytes' 4-bit layers)"
             )

@@ -56,12 +56,18 @@ def run(cfg, inputs, out_dir, context: StageContext) -> StageResult:
 
 def environment(cfg) -> dict:
     """What shapes the training beyond the config: the device, the precision and attention kernel "auto"
-    resolves to on it (bf16 here, fp32 on a CPU without it; FlashAttention-2 where it is installed), and an
+    resolves to on it (bf16 here, fp32 on a CPU without it; FlashAttention-2 where it is installed), whether
+    train.compile auto compiles there (a C++ compiler on the CPU), and an
     accelerate config file's content (FSDP, DeepSpeed)."""
     device = pick_device(cfg.train.device)
     train = resolved(cfg.train, device)
     attention = resolve_attention(train.attn_implementation, device, train.precision) or "default"
-    found = {"device": device, "precision": train.precision, "attn_implementation": attention}
+    found = {
+        "device": device,
+        "precision": train.precision,
+        "attn_implementation": attention,
+        "compile": train.compile,
+    }
     path = accelerate_config_file(cfg.train)
     return found | ({"accelerate_config": hash_path(path)} if path else {})
 

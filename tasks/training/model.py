@@ -143,9 +143,18 @@ def keep_4bit_layers_trainable(model) -> None:
 
 
 def resolved(cfg: TrainConfig, device: str) -> TrainConfig:
-    """`cfg` with train.precision resolved for `device` (auto: bf16 where it is native, else fp32)."""
+    """`cfg` with train.precision resolved for `device` (auto: bf16 where it is native, else fp32) and
+    train.compile (auto: where it can run, `can_compile`)."""
     precision = resolve_precision(cfg.precision, device, quantized=cfg.method == "qlora")
-    return cfg.model_copy(update={"precision": precision})
+    compile_ = cfg.compile if cfg.compile != "auto" else cfg.method != "qlora" and can_compile(device)
+    return cfg.model_copy(update={"precision": precision, "compile": compile_})
+
+
+def can_compile(device: str) -> bool:
+    """Inductor compiles for CUDA with Triton, for the CPU with a C++ compiler."""
+    import shutil
+
+    return device == "cuda" or any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
 def compile_blocks(model, device: str) -> int:
@@ -153,9 +162,7 @@ def compile_blocks(model, device: str) -> int:
     `_no_split_modules`: the decoder layers) with its LoRA layers inside: regional compilation, whose one
     graph serves every layer, so the compile costs one block's time however deep the model. Returns how
     many blocks were compiled; an error names what is missing (a C++ compiler, repeated blocks)."""
-    import shutil
-
-    if device == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+    if not can_compile(device):
         raise ValueError("train.compile on the CPU needs a C++ compiler (g++ or clang++) for inductor")
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     names = set(getattr(inner, "_no_split_modules", None) or [])

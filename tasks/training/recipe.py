@@ -199,7 +199,7 @@ def build_trainer(
     )
     route_logs_to_logger(trainer)
     add_early_stopping(trainer, cfg)
-    if cfg.compile:  # after the trainer put the adapter in, so its layers are compiled with the blocks
+    if resolved(cfg, device).compile:  # after the trainer put the adapter in: its layers compile too
         trainer.compiled_blocks = compile_blocks(trainer.model, device)
     return trainer
 

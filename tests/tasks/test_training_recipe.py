@@ -134,11 +134,17 @@ def test_compiled_blocks_train_like_eager_and_save_the_same_adapter(
 def test_compile_is_refused_where_it_cannot_run(monkeypatch) -> None:
     import shutil
 
-    from tasks.training.model import compile_blocks
+    from tasks.training.model import compile_blocks, resolved
 
     with pytest.raises(ValueError, match="train.compile does not run with train.method qlora"):
         train_cfg("qlora", compile=True)
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert resolved(train_cfg("lora", compile="auto"), "cpu").compile is True
+    qlora = train_cfg("qlora", compile="auto", quantization=QuantizationSection())
+    assert resolved(qlora, "cpu").compile is False
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # a slim container: no C++ compiler
+    assert resolved(train_cfg("lora", compile="auto"), "cpu").compile is False  # eager, not an error
+    assert resolved(train_cfg("lora", compile="auto"), "cuda").compile is True
     with pytest.raises(ValueError, match="needs a C\\+\\+ compiler"):
         compile_blocks(torch.nn.Linear(2, 2), "cpu")
 

@@ -171,9 +171,13 @@ def takes_position_mask(model) -> bool:
     """Whether `model`'s forward (under its DDP and peft wrappers) takes a boolean (batch, length)
     `logits_to_keep` and projects only those positions onto the vocabulary: the causal LMs that ship with
     transformers 5 slice with its `slice_logits_to_keep`; remote code may not."""
+    return slices_by_mask(type(unwrapped(model)))
+
+
+def unwrapped(model):
+    """The transformers model under its DDP and peft wrappers."""
     model = getattr(model, "module", model)  # DDP
-    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
-    return slices_by_mask(type(model))
+    return model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
 
 
 @functools.cache

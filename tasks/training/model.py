@@ -8,7 +8,7 @@ before training, naming its key.
 from __future__ import annotations
 
 from pipeline_config.schema import TrainConfig
-from tasks.common.models import load_causal_lm, resolve_attention, resolve_precision
+from tasks.common.models import load_causal_lm, resolve_attention, resolve_precision, unwrapped
 from tasks.common.runtime import logger
 
 
@@ -164,7 +164,7 @@ def compile_blocks(model, device: str) -> int:
     many blocks were compiled; an error names what is missing (a C++ compiler, repeated blocks)."""
     if not can_compile(device):
         raise ValueError("train.compile on the CPU needs a C++ compiler (g++ or clang++) for inductor")
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = unwrapped(model)
     names = set(getattr(inner, "_no_split_modules", None) or [])
     blocks = [m for m in model.modules() if type(m).__name__ in names]
     if not blocks:
